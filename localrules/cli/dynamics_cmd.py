@@ -1,0 +1,1 @@
+"""``localrules dynamics``: the stability analyses of appendix D (placeholder, being written)."""

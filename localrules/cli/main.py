@@ -1,0 +1,51 @@
+"""Entry point: parse, dispatch to a subcommand, map bad input to exit status 2.
+
+A subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``handler=run`` where ``run(args) -> int``. A ``ValueError`` raised by a handler is bad input: its
+message goes to stderr and the exit status is 2 (argparse's own usage errors exit 2 too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from localrules import __version__
+from localrules.cli import dynamics_cmd, rules_cmd
+
+COMMANDS = (rules_cmd, dynamics_cmd)
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localrules",
+        description="Hyperparameter search for learning rules without weight symmetry.",
+    )
+    parser.add_argument("--version", action="version", version=f"localrules {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except ValueError as err:
+        print(f"localrules {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The layer-local alignment computation R_l: path operations, projections, primitives.
+
+One function serves dense and convolutional layers: the layer supplies how to project an input
+through a kernel and how to reconstruct an input from an output (dense: matmul and its transpose;
+convolution: conv2d and conv2d_transpose, at the layer's stride and padding). The steps and their
+order follow the reference code (paper-spec §D.2):
+
+1. stop gradients on the input, W and the bias (R trains B only);
+2. input noise replaces the input (fresh per layer per call);
+3. per-example feature centering / L2-normalising of the input;
+4. the backward path's input is optionally batch-centered;
+5. projections f = proj(x, W), b = proj(x_b, B);
+6. the layer's own bias on either path;
+7. ReLU on either path, only where the layer's own output goes through a ReLU;
+8. the reconstruction f_rec = proj⁻ᵀ(f, B), only if a primitive needs it;
+9. forward-output centering → L2-normalising → batch-centering, on f and f_rec;
+10. backward-output centering → L2-normalising, on b;
+11. R_l = Σ_p weight_p · P_p.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from localrules.rules.primitives import NEEDS_RECONSTRUCTION, PRIMITIVE_FUNCTIONS, AlignmentTensors
+from localrules.rules.spec import Noise, Rule
+
+L2_EPSILON = 1e-12
+"""Inside the norm, as the reference code's ``tf.nn.l2_normalize`` default."""
+
+Project = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+Reconstruct = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def _feature_axes(t: tf.Tensor) -> list[int]:
+    return list(range(1, t.shape.rank))
+
+
+def feature_center(t: tf.Tensor) -> tf.Tensor:
+    """Subtract each example's mean over all of its features."""
+    return t - tf.reduce_mean(t, axis=_feature_axes(t), keepdims=True)
+
+
+def feature_normalize(t: tf.Tensor) -> tf.Tensor:
+    """Center each example over its features, then scale it to unit L2 norm."""
+    c = feature_center(t)
+    sq = tf.reduce_sum(tf.square(c), axis=_feature_axes(c), keepdims=True)
+    return c * tf.math.rsqrt(tf.maximum(sq, L2_EPSILON))
+
+
+def batch_center(t: tf.Tensor) -> tf.Tensor:
+    """Subtract the batch mean, separately for every feature (every h, w, c for convolutions)."""
+    return t - tf.reduce_mean(t, axis=0, keepdims=True)
+
+
+def sample_noise(
+    noise: Noise, shape: tf.Tensor, dtype: tf.DType, seed: keras.random.SeedGenerator | None
+) -> tf.Tensor:
+    """Gaussian N(0, σ²) or uniform U(−√3σ, √3σ) noise of the given shape."""
+    seed_pair = tf.cast(
+        seed.next() if seed is not None else tf.random.uniform([2], 0, 2**31 - 1, tf.int32),
+        tf.int32,
+    )
+    if noise.distribution == "normal":
+        return tf.random.stateless_normal(shape, seed_pair, stddev=noise.stddev, dtype=dtype)
+    half_width = math.sqrt(3.0) * noise.stddev
+    return tf.random.stateless_uniform(
+        shape, seed_pair, minval=-half_width, maxval=half_width, dtype=dtype
+    )
+
+
+def alignment_loss(
+    rule: Rule,
+    inputs: tf.Tensor,
+    forward_kernel: tf.Tensor,
+    backward_kernel: tf.Tensor,
+    bias: tf.Tensor | None,
+    *,
+    project: Project,
+    reconstruct: Reconstruct,
+    relu: bool,
+    seed: keras.random.SeedGenerator | None = None,
+) -> tf.Tensor:
+    """R_l for one layer. ``backward_kernel`` must already be in the forward kernel's layout.
+
+    Only B receives a gradient: the input, W and the bias are stop-gradient.
+    """
+    ops = rule.ops
+    x = tf.stop_gradient(inputs)
+    w = tf.stop_gradient(forward_kernel)
+    b_kernel = backward_kernel
+    if rule.noise is not None:
+        x = sample_noise(rule.noise, tf.shape(x), x.dtype, seed)
+    if ops.center_input:
+        x = feature_center(x)
+    if ops.normalize_input:
+        x = feature_normalize(x)
+    x_backward = batch_center(x) if ops.batch_center_backward_input else x
+
+    f = project(x, w)
+    b = project(x_backward, b_kernel)
+    if bias is not None:
+        bias = tf.stop_gradient(bias)
+        if ops.bias_forward:
+            f = f + bias
+        if ops.bias_backward:
+            b = b + bias
+    if relu:
+        if ops.relu_forward:
+            f = tf.nn.relu(f)
+        if ops.relu_backward:
+            b = tf.nn.relu(b)
+
+    active = rule.active_primitives
+    f_rec = None
+    if any(p in NEEDS_RECONSTRUCTION for p in active):
+        f_rec = reconstruct(f, b_kernel, tf.shape(x))
+
+    forward_steps = [
+        step
+        for on, step in (
+            (ops.center_forward_output, feature_center),
+            (ops.normalize_forward_output, feature_normalize),
+            (ops.batch_center_forward_output, batch_center),
+        )
+        if on
+    ]
+    for step in forward_steps:
+        f = step(f)
+        if f_rec is not None:
+            f_rec = step(f_rec)
+    if ops.center_backward_output:
+        b = feature_center(b)
+    if ops.normalize_backward_output:
+        b = feature_normalize(b)
+
+    tensors = AlignmentTensors(w, b_kernel, f, b, f_rec)
+    total = tf.zeros([], dtype=f.dtype)
+    for prim in active:
+        total += tf.cast(rule.weights[prim], f.dtype) * PRIMITIVE_FUNCTIONS[prim](tensors)
+    return total

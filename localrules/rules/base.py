@@ -1,0 +1,189 @@
+"""What every asymmetric layer shares: the two kernels, the rule, the alignment loss.
+
+A subclass says how it projects (``_project``), reconstructs (``_reconstruct``) and runs the
+custom-gradient op (``_asymmetric``), and how its backward kernel maps to the forward kernel's
+layout (``_backward_as_forward``). Everything else — bias, activation, regularizers, recording R_l
+in training calls, serialisation of the rule — is here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from localrules.rules.alignment import alignment_loss
+from localrules.rules.presets import resolve_rule
+from localrules.rules.spec import Rule
+
+
+def independent_initializer(initializer: Any) -> keras.initializers.Initializer:
+    """A copy of ``initializer`` that draws different values.
+
+    Keras 3 initializers seeded with an int (or unseeded, which fixes a seed at construction)
+    return the same values on every call, so reusing W's initializer for B would make B == W.
+    """
+    init = keras.initializers.get(initializer)
+    config = init.get_config()
+    if "seed" in config:
+        seed = config["seed"]
+        if isinstance(seed, int):
+            config["seed"] = seed + 1_000_003
+        elif seed is None:
+            config["seed"] = None
+    return init.__class__.from_config(config)
+
+
+class AsymmetricLayer(keras.layers.Layer):
+    """Base class of ``AsymmetricDense`` and ``AsymmetricConv2D``; not used on its own."""
+
+    def __init__(
+        self,
+        *,
+        rule: Rule | str | dict | None = None,
+        output_relu: bool = False,
+        seed: int | None = None,
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        activity_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.rule = resolve_rule(rule)
+        self.output_relu = bool(output_relu)
+        self.seed = seed
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self._last_alignment_loss = None
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def _project(self, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _reconstruct(self, y: tf.Tensor, kernel: tf.Tensor, input_shape: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _asymmetric(self, x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _backward_as_forward(self, b: tf.Tensor) -> tf.Tensor:
+        return b
+
+    # --- shared machinery --------------------------------------------------------------------
+    @property
+    def feeds_relu(self) -> bool:
+        """Whether the layer's output goes through a ReLU (the alignment ReLU flags apply)."""
+        return self.output_relu or self.activation is keras.activations.relu
+
+    def _add_kernels(self, forward_shape: tuple[int, ...], backward_transposed: bool,
+                     bias_size: int) -> None:
+        self.forward_kernel = self.add_weight(
+            name="forward_kernel",
+            shape=forward_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        b_init = independent_initializer(self.kernel_initializer)
+        if backward_transposed:
+            # Drawn in W's layout, so fan-in/fan-out based scales match W's, then transposed.
+            def b_init(shape, dtype=None, _init=b_init):
+                return tf.transpose(_init(tuple(reversed(shape)), dtype=dtype))
+            backward_shape = tuple(reversed(forward_shape))
+        else:
+            backward_shape = forward_shape
+        self.backward_kernel = self.add_weight(
+            name="backward_kernel",
+            shape=backward_shape,
+            initializer=b_init,
+            trainable=self.rule.spec.trains_backward,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(bias_size,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        if self.seed is not None or self.rule.noise is not None:
+            self._noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
+        else:
+            self._noise_seed = None
+
+    def _tensor(self, variable: Any) -> tf.Tensor:
+        t = tf.convert_to_tensor(variable.value)
+        return t if t.dtype == self.compute_dtype else tf.cast(t, self.compute_dtype)
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        w = self._tensor(self.forward_kernel)
+        if self.rule.spec.uses_backward_kernel:
+            y = self._asymmetric(inputs, w, self._tensor(self.backward_kernel))
+        else:
+            y = self._project(inputs, w)
+        if self.bias is not None:
+            y = tf.nn.bias_add(y, self._tensor(self.bias))
+        if self.activation is not None:
+            y = self.activation(y)
+        if training and self.rule.has_alignment_loss:
+            self._last_alignment_loss = self.alignment_loss(inputs)
+        return y
+
+    def alignment_loss(self, inputs: tf.Tensor) -> tf.Tensor:
+        """R_l for the batch ``inputs`` (the layer's input). Its gradient reaches B only.
+
+        With input noise only the shape of ``inputs`` matters. A rule without primitives (bp, fa)
+        gives a constant 0.
+        """
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        return alignment_loss(
+            self.rule,
+            inputs,
+            self._tensor(self.forward_kernel),
+            self._backward_as_forward(self._tensor(self.backward_kernel)),
+            None if self.bias is None else self._tensor(self.bias),
+            project=self._project,
+            reconstruct=self._reconstruct,
+            relu=self.feeds_relu,
+            seed=self._noise_seed,
+        )
+
+    @property
+    def last_alignment_loss(self) -> tf.Tensor | None:
+        """R_l recorded by the latest training call (None before one, or if R ≡ 0)."""
+        return self._last_alignment_loss
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            rule=self.rule.to_dict(),
+            output_relu=self.output_relu,
+            seed=self.seed,
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
+            activity_regularizer=keras.regularizers.serialize(self.activity_regularizer),
+            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
+            bias_constraint=keras.constraints.serialize(self.bias_constraint),
+        )
+        return config
