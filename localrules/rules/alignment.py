@@ -141,5 +141,5 @@ def alignment_loss(
     tensors = AlignmentTensors(w, b_kernel, f, b, f_rec)
     total = tf.zeros([], dtype=f.dtype)
     for prim in active:
-        total += tf.cast(rule.weights[prim], f.dtype) * PRIMITIVE_FUNCTIONS[prim](tensors)
+        total += tf.constant(rule.weights[prim], f.dtype) * PRIMITIVE_FUNCTIONS[prim](tensors)
     return total

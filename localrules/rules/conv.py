@@ -117,7 +117,7 @@ class AsymmetricConv2D(AsymmetricLayer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         spatial = []
         for size, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides,
-                                 self.dilation_rate):
+                                 self.dilation_rate, strict=True):
             if size is None:
                 spatial.append(None)
             elif self.padding == "same":

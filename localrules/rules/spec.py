@@ -4,8 +4,9 @@ A rule is what a trial's config, a preset and a layer all share, so it is a froz
 JSON form (``to_dict``/``from_dict``) and no TensorFlow in sight. The numerics live in
 ``primitives.py`` and ``alignment.py``.
 
-Weights are keyed by primitive name (``{"amp": …, "decay": …}``), never by α/β/γ: the appendix and the
-reference code disagree about which symbol multiplies which primitive (paper-spec §C.2, §I.1).
+Weights are keyed by primitive name (``{"amp": …, "decay": …}``), never by α/β/γ: the appendix
+and the reference code disagree about which symbol multiplies which primitive (paper-spec
+§C.2, §I.1).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ AKROUT_OPS = PathOps(
     relu_forward=True,
     bias_forward=True,
 )
-"""Weight mirror's fixed operations in the first two searches (Akrout et al. 2019; appendix B.1.1)."""
+"""Weight mirror's fixed operations in its first two searches (Akrout et al. 2019; B.1.1)."""
 
 NOISE_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform")
 

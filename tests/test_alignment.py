@@ -1,0 +1,287 @@
+"""The alignment loss R_l: each path operation's exact effect, the primitives, noise, locality."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from localrules.rules import AsymmetricConv2D, AsymmetricDense, Noise, PathOps, Rule
+from localrules.rules.alignment import (
+    batch_center,
+    feature_center,
+    feature_normalize,
+    sample_noise,
+)
+
+EPS = 1e-12
+
+
+# --- an independent NumPy reading of paper-spec §D.2 for dense layers ------------------------
+def _center(t):
+    return t - t.mean(axis=1, keepdims=True)
+
+
+def _normalize(t):
+    c = _center(t)
+    return c / np.sqrt(np.maximum((c**2).sum(axis=1, keepdims=True), EPS))
+
+
+def _batch_center(t):
+    return t - t.mean(axis=0, keepdims=True)
+
+
+def reference_r(rule: Rule, x, w, b_code, bias, relu: bool) -> float:
+    """R_l in float64 for x (N, in), W (in, out), B stored (out, in)."""
+    ops, n = rule.ops, x.shape[0]
+    if ops.center_input:
+        x = _center(x)
+    if ops.normalize_input:
+        x = _normalize(x)
+    xb = _batch_center(x) if ops.batch_center_backward_input else x
+    f, b = x @ w, xb @ b_code.T
+    if ops.bias_forward:
+        f = f + bias
+    if ops.bias_backward:
+        b = b + bias
+    if relu and ops.relu_forward:
+        f = np.maximum(f, 0)
+    if relu and ops.relu_backward:
+        b = np.maximum(b, 0)
+    f_rec = f @ b_code
+    for on, step in ((ops.center_forward_output, _center),
+                     (ops.normalize_forward_output, _normalize),
+                     (ops.batch_center_forward_output, _batch_center)):
+        if on:
+            f, f_rec = step(f), step(f_rec)
+    if ops.center_backward_output:
+        b = _center(b)
+    if ops.normalize_backward_output:
+        b = _normalize(b)
+    bw = b_code.T
+    prims = {
+        "amp": -(f * b).sum() / n,
+        "decay": (w**2).sum() + (bw**2).sum(),
+        "null": (f_rec**2).sum() / n,
+        "sparse": ((f**2).sum() + (b**2).sum()) / n,
+        "self": -(w * bw).sum(),
+    }
+    return sum(weight * prims[p] for p, weight in rule.weights.items())
+
+
+def _dense_layer(rule, rng, in_dim=6, units=4, output_relu=True, dtype="float64"):
+    layer = AsymmetricDense(units, rule=rule, output_relu=output_relu, dtype=dtype)
+    layer.build((None, in_dim))
+    layer.bias.assign(rng.normal(size=units))
+    x = rng.normal(loc=0.3, size=(5, in_dim))
+    return layer, x
+
+
+def _weights(layer):
+    return (layer.forward_kernel.numpy(), layer.backward_kernel.numpy(), layer.bias.numpy())
+
+
+# Weights of a size where every primitive moves R visibly.
+KINDS_UNDER_TEST = [
+    Rule("information", {"amp": 0.7, "decay": 0.01, "null": 0.3}),
+    Rule("activation", {"sparse": 0.5, "amp": 0.9}),
+    Rule("symmetric", {"decay": 0.2, "self": 0.6}),
+]
+
+
+@pytest.mark.parametrize("op", PathOps.names())
+@pytest.mark.parametrize("base", KINDS_UNDER_TEST, ids=lambda r: r.kind)
+def test_each_path_op_has_exactly_its_reference_effect(rng, op, base):
+    rule = dataclasses.replace(base, ops=PathOps(**{op: True}))
+    layer, x = _dense_layer(rule, rng)
+    got = float(layer.alignment_loss(x))
+    want = reference_r(rule, x, *_weights(layer), relu=True)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+    if base.kind != "symmetric":  # SA reads only the weights: no path op can move it
+        off = reference_r(base, x, *_weights(layer), relu=True)
+        assert abs(want - off) > 1e-6, f"{op} should change R for {base.kind}"
+    else:
+        assert got == pytest.approx(reference_r(base, x, *_weights(layer), relu=True))
+
+
+@pytest.mark.parametrize("base", KINDS_UNDER_TEST[:2], ids=lambda r: r.kind)
+def test_all_ops_together_follow_the_fixed_order(rng, base):
+    rule = dataclasses.replace(base, ops=PathOps(**dict.fromkeys(PathOps.names(), True)))
+    layer, x = _dense_layer(rule, rng)
+    want = reference_r(rule, x, *_weights(layer), relu=True)
+    assert float(layer.alignment_loss(x)) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("op", ["relu_forward", "relu_backward"])
+def test_relu_ops_act_only_when_the_layer_output_feeds_a_relu(rng, op):
+    rule = Rule("aa", {"sparse": 0.5, "amp": 0.9}, PathOps(**{op: True}))
+    layer, x = _dense_layer(rule, rng, output_relu=False)
+    plain = Rule("aa", {"sparse": 0.5, "amp": 0.9})
+    assert float(layer.alignment_loss(x)) == pytest.approx(
+        reference_r(plain, x, *_weights(layer), relu=True), rel=1e-9)
+
+
+def test_bias_ops_do_nothing_without_a_bias(rng):
+    rule = Rule("aa", ops=PathOps(bias_forward=True, bias_backward=True))
+    layer = AsymmetricDense(4, rule=rule, use_bias=False, dtype="float64")
+    layer.build((None, 6))
+    x = rng.normal(size=(5, 6))
+    want = reference_r(Rule("aa"), x, layer.forward_kernel.numpy(),
+                       layer.backward_kernel.numpy(), 0.0, relu=False)
+    assert float(layer.alignment_loss(x)) == pytest.approx(want, rel=1e-9)
+
+
+def test_standardisation_helpers(rng):
+    t = tf.constant(rng.normal(loc=2.0, size=(3, 4, 5, 2)))
+    flat = lambda v: v.numpy().reshape(3, -1)  # noqa: E731
+    assert np.allclose(flat(feature_center(t)).mean(1), 0)
+    n = flat(feature_normalize(t))
+    assert np.allclose(n.mean(1), 0) and np.allclose(np.linalg.norm(n, axis=1), 1)
+    assert np.allclose(batch_center(t).numpy().mean(0), 0)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [*KINDS_UNDER_TEST,
+     Rule("information", {"amp": 0.7, "decay": 0.01, "null": 0.3},
+          PathOps(**dict.fromkeys(PathOps.names(), True)))],
+    ids=lambda r: r.kind,
+)
+def test_conv_alignment_equals_dense_on_the_flattened_patch(rng, rule):
+    """A VALID conv whose kernel covers the whole input is a dense layer on the flattened input,
+    so the conv path (conv2d, conv2d_transpose, features over H×W×C) must give the same R_l."""
+    conv = AsymmetricConv2D(4, (3, 2), rule=rule, output_relu=True, dtype="float64")
+    conv.build((None, 3, 2, 2))
+    conv.bias.assign(rng.normal(size=4))
+    x = rng.normal(size=(5, 3, 2, 2))
+    w = conv.forward_kernel.numpy().reshape(12, 4)
+    b_code = conv.backward_kernel.numpy().reshape(12, 4).T
+    want = reference_r(rule, x.reshape(5, 12), w, b_code, conv.bias.numpy(), relu=True)
+    assert float(conv.alignment_loss(x)) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("layer_kind", ["dense", "conv"])
+@pytest.mark.parametrize("rule", ["wm-ad-ops-tpe", "ia-tpe", "aa", "sa"])
+def test_alignment_gradient_reaches_b_only(rng, layer_kind, rule):
+    if layer_kind == "dense":
+        layer = AsymmetricDense(4, rule=rule, output_relu=True)
+        x = tf.constant(rng.normal(size=(6, 5)), tf.float32)
+    else:
+        layer = AsymmetricConv2D(4, 3, strides=2, padding="same", rule=rule, output_relu=True)
+        x = tf.constant(rng.normal(size=(3, 8, 8, 2)), tf.float32)
+    layer.build(x.shape)
+    others = [x, layer.forward_kernel.value, layer.bias.value]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(others)
+        r = layer.alignment_loss(x)
+    for t in others:
+        g = tape.gradient(r, t)
+        assert g is None or not np.any(g.numpy())
+    g_b = tape.gradient(r, layer.backward_kernel)
+    assert g_b is not None and np.any(g_b.numpy())
+
+
+def test_symmetric_alignment_gradient_closed_form(rng):
+    alpha, beta = 1e-3, 2e-3  # appendix B.2
+    for layer in (AsymmetricDense(4, rule="sa"), AsymmetricConv2D(3, 3, rule="sa")):
+        shape = (None, 5) if isinstance(layer, AsymmetricDense) else (None, 6, 6, 2)
+        layer.build(shape)
+        x = rng.normal(size=(2, *shape[1:])).astype("float32")
+        with tf.GradientTape() as tape:
+            r = layer.alignment_loss(x)
+        w, b = layer.forward_kernel.numpy(), layer.backward_kernel.numpy()
+        w_in_b_layout = w.T if isinstance(layer, AsymmetricDense) else w
+        np.testing.assert_allclose(tape.gradient(r, layer.backward_kernel),
+                                   2 * alpha * b - beta * w_in_b_layout, rtol=1e-5, atol=1e-8)
+
+
+def test_amp_gradient_is_hebbian_closed_form(rng):
+    layer = AsymmetricDense(4, rule=Rule("wm", {"amp": 1.0, "decay": 0.0}), use_bias=False,
+                            dtype="float64")
+    layer.build((None, 6))
+    x = rng.normal(size=(8, 6))
+    with tf.GradientTape() as tape:
+        r = layer.alignment_loss(x)
+    f = x @ layer.forward_kernel.numpy()
+    np.testing.assert_allclose(tape.gradient(r, layer.backward_kernel), -(f.T @ x) / 8, rtol=1e-9)
+
+
+def test_symmetric_alignment_pulls_b_onto_w_transpose(rng):
+    """Optimising SA's R alone drives B to Wᵀ: the weight angle goes to ~0."""
+    layer = AsymmetricDense(8, rule="sa")
+    layer.build((None, 10))
+    x = rng.normal(size=(4, 10)).astype("float32")
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            r = layer.alignment_loss(x)
+        layer.backward_kernel.assign_sub(100.0 * tape.gradient(r, layer.backward_kernel))
+    w, b = layer.forward_kernel.numpy(), layer.backward_kernel.numpy()
+    cos = (w.T * b).sum() / np.linalg.norm(w) / np.linalg.norm(b)
+    assert np.degrees(np.arccos(min(cos, 1.0))) < 1.0
+    np.testing.assert_allclose(b, w.T, atol=1e-3)
+
+
+@pytest.mark.parametrize("distribution", ["normal", "uniform"])
+def test_noise_has_the_requested_std_and_replaces_the_input(rng, distribution):
+    noise = Noise(stddev=0.7, distribution=distribution)
+    sample = sample_noise(noise, tf.constant([200_000]), tf.float32,
+                          keras.random.SeedGenerator(1)).numpy()
+    assert sample.std() == pytest.approx(0.7, rel=0.01)
+    assert abs(sample.mean()) < 0.01
+    if distribution == "uniform":
+        assert np.abs(sample).max() <= np.sqrt(3) * 0.7 + 1e-6
+
+    rule = Rule("wm", {"amp": 1.0, "decay": 0.0}, noise=noise)
+    a = AsymmetricDense(4, rule=rule, seed=11)
+    b = AsymmetricDense(4, rule=rule, seed=11)
+    a.build((None, 6))
+    b.build((None, 6))
+    b.set_weights(a.get_weights())
+    x1 = rng.normal(size=(5, 6)).astype("float32")
+    x2 = 100 * rng.normal(size=(5, 6)).astype("float32")
+    # Same seed, different inputs: the same R, because the input is replaced by the noise.
+    assert float(a.alignment_loss(x1)) == pytest.approx(float(b.alignment_loss(x2)), rel=1e-6)
+    # Fresh noise on every call.
+    assert float(a.alignment_loss(x1)) != pytest.approx(float(a.alignment_loss(x1)), rel=1e-6)
+
+
+def test_noise_differs_between_layers_without_a_seed(rng):
+    rule = Rule("wm", {"amp": 1.0, "decay": 0.0}, noise=Noise(stddev=1.0))
+    a, b = AsymmetricDense(4, rule=rule), AsymmetricDense(4, rule=rule)
+    a.build((None, 6))
+    b.build((None, 6))
+    b.set_weights(a.get_weights()[:3])
+    x = rng.normal(size=(5, 6)).astype("float32")
+    assert float(a.alignment_loss(x)) != pytest.approx(float(b.alignment_loss(x)), rel=1e-6)
+
+
+def test_training_call_records_r_and_inference_does_not(rng):
+    layer = AsymmetricDense(4, rule=Rule("ia"), output_relu=True)
+    x = rng.normal(size=(5, 6)).astype("float32")
+    layer(x)
+    assert layer.last_alignment_loss is None
+    layer(x, training=True)
+    assert float(layer.last_alignment_loss) == pytest.approx(float(layer.alignment_loss(x)))
+    fa = AsymmetricDense(4, rule="fa")
+    fa(x, training=True)
+    assert fa.last_alignment_loss is None
+
+
+def test_recorded_r_is_usable_inside_a_tf_function(rng):
+    layer = AsymmetricConv2D(4, 3, padding="same", rule="aa")
+    x = tf.constant(rng.normal(size=(2, 6, 6, 3)), tf.float32)
+    layer.build(x.shape)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            layer(x, training=True)
+            r = layer.last_alignment_loss
+        return r, tape.gradient(r, layer.backward_kernel)
+
+    r, g = step(x)
+    assert float(r) == pytest.approx(float(layer.alignment_loss(x)), rel=1e-5)
+    assert np.any(g.numpy())
