@@ -87,7 +87,9 @@ def alignment_loss(
 ) -> tf.Tensor:
     """R_l for one layer. ``backward_kernel`` must already be in the forward kernel's layout.
 
-    Only B receives a gradient: the input, W and the bias are stop-gradient.
+    Only B receives a gradient: the input, W and the bias are stop-gradient. Projections run in
+    the input's dtype; under mixed precision (float16/bfloat16) everything after them — the
+    standardisations and the primitives' large sums — runs in float32.
     """
     ops = rule.ops
     x = tf.stop_gradient(inputs)
@@ -101,10 +103,12 @@ def alignment_loss(
         x = feature_normalize(x)
     x_backward = batch_center(x) if ops.batch_center_backward_input else x
 
-    f = project(x, w)
-    b = project(x_backward, b_kernel)
+    compute = x.dtype
+    acc = tf.float32 if compute in (tf.float16, tf.bfloat16) else compute
+    f = tf.cast(project(x, w), acc)
+    b = tf.cast(project(x_backward, b_kernel), acc)
     if bias is not None:
-        bias = tf.stop_gradient(bias)
+        bias = tf.cast(tf.stop_gradient(bias), acc)
         if ops.bias_forward:
             f = f + bias
         if ops.bias_backward:
@@ -118,7 +122,7 @@ def alignment_loss(
     active = rule.active_primitives
     f_rec = None
     if any(p in NEEDS_RECONSTRUCTION for p in active):
-        f_rec = reconstruct(f, b_kernel, tf.shape(x))
+        f_rec = tf.cast(reconstruct(tf.cast(f, compute), b_kernel, tf.shape(x)), acc)
 
     forward_steps = [
         step
@@ -138,7 +142,7 @@ def alignment_loss(
     if ops.normalize_backward_output:
         b = feature_normalize(b)
 
-    tensors = AlignmentTensors(w, b_kernel, f, b, f_rec)
+    tensors = AlignmentTensors(tf.cast(w, acc), tf.cast(b_kernel, acc), f, b, f_rec)
     total = tf.zeros([], dtype=f.dtype)
     for prim in active:
         total += tf.constant(rule.weights[prim], f.dtype) * PRIMITIVE_FUNCTIONS[prim](tensors)

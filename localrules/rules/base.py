@@ -129,8 +129,12 @@ class AsymmetricLayer(keras.layers.Layer):
         t = tf.convert_to_tensor(variable.value)
         return t if t.dtype == self.compute_dtype else tf.cast(t, self.compute_dtype)
 
+    def _input(self, inputs: tf.Tensor) -> tf.Tensor:
+        inputs = tf.convert_to_tensor(inputs)
+        return inputs if inputs.dtype == self.compute_dtype else tf.cast(inputs, self.compute_dtype)
+
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        inputs = self._input(inputs)
         w = self._tensor(self.forward_kernel)
         if self.rule.spec.uses_backward_kernel:
             y = self._asymmetric(inputs, w, self._tensor(self.backward_kernel))
@@ -152,7 +156,7 @@ class AsymmetricLayer(keras.layers.Layer):
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        inputs = self._input(inputs)
         return alignment_loss(
             self.rule,
             inputs,
