@@ -32,14 +32,22 @@ def check_keys(what: str, mapping: Mapping[str, object], valid: Iterable[str]) -
             raise ValueError(f"unknown {what} {key!r}; valid: {_listing(valid)}")
 
 
-def check_nonnegative(what: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite number ≥ 0."""
+def check_finite(what: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} must be a number, got {value!r}")
     value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
     return value
+
+
+def check_nonnegative(what: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite number ≥ 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and value >= 0:
+        return float(value)
+    raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
 
 
 def check_bool(what: str, value: object) -> bool:
