@@ -128,7 +128,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=64, help="first group's width (ResNet-18: 64)")
     p.add_argument("--batch", type=int, default=64, help="batch size")
     p.add_argument("--image-size", type=int, default=32, help="square input side")
-    p.add_argument("--repeats", type=int, default=5, help="timed samples per variant")
+    p.add_argument("--repeats", type=int, default=9, help="timed samples per variant")
     p.add_argument("--steps", type=int, default=1, help="training steps per timed sample")
     args = p.parse_args(argv)
     for name in ("width", "batch", "image_size", "repeats", "steps"):
