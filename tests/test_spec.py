@@ -42,8 +42,9 @@ def test_given_weights_override_defaults_and_zero_switches_off():
 
 
 def test_locality_of_kinds():
-    assert {k.short for k in KINDS.values() if k.local} == {"bp", "fa", "wm", "ia", "kp"}
+    assert {k.short for k in KINDS.values() if k.local} == {"fa", "wm", "ia", "kp"}
     assert not KINDS["symmetric"].local and not KINDS["activation"].local
+    assert not KINDS["backprop"].local  # weight transport
 
 
 def test_rule_round_trips_through_json_dict():

@@ -112,28 +112,40 @@ _WM_TPE_RUN_NOTE = (
 )
 
 
-def _wm_presets(name: str, values: dict[str, float], ops: PathOps, run: RunParams, source: str):
-    """Both readings of a weight-mirror result: appendix (α→amp, β→decay), code (alpha→decay)."""
-    beta = values["beta"]
-    alpha = values["alpha/beta"] * beta
+# Which primitive each appendix symbol weighs, in the appendix's reading and in the code's.
+READINGS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "weight_mirror": ({"amp": "alpha", "decay": "beta"}, {"decay": "alpha", "amp": "beta"}),
+    "information": (
+        {"amp": "alpha", "decay": "beta", "null": "gamma"},
+        {"amp": "alpha", "null": "beta", "decay": "gamma"},
+    ),
+}
+
+
+def _reading(mapping: Mapping[str, str]) -> str:
+    return ", ".join(f"{prim} = {symbol}" for prim, symbol in mapping.items())
+
+
+def _tpe_presets(
+    name: str, kind: str, values: dict[str, float], ops: PathOps, run: RunParams, source: str
+):
+    """Both readings of one TPE result: ``name`` (appendix) and ``name-code`` (reference code).
+
+    ``values`` holds the appendix's numbers; α is derived from its α/β and β.
+    """
+    values = {**values, "alpha": values["alpha/beta"] * values["beta"]}
     noise = Noise(stddev=values["sigma"])
-    extras = {**values, "alpha": alpha}
-    yield Preset(
-        name,
-        f"R_WM^TPE result ({name}), appendix reading: amp = α, decay = β",
-        Rule("weight_mirror", {"amp": alpha, "decay": beta}, ops, noise),
-        run,
-        source,
-        extras,
-    )
-    yield Preset(
-        f"{name}-code",
-        f"{name} with the reference code's reading: decay = α, amp = β",
-        Rule("weight_mirror", {"decay": alpha, "amp": beta}, ops, noise),
-        run,
-        source + " Reference-code reading of α and β (paper-spec §C.2).",
-        extras,
-    )
+    appendix, code = READINGS[kind]
+    for suffix, mapping, note in (("", appendix, "appendix"), ("-code", code, "reference code")):
+        yield Preset(
+            name + suffix,
+            f"{name} ({kind}), {note} reading: {_reading(mapping)}",
+            Rule(kind, {prim: values[symbol] for prim, symbol in mapping.items()}, ops, noise),
+            run,
+            source + ("" if not suffix else " Reference-code reading of the symbols "
+                      "(paper-spec §C.2)."),
+            values,
+        )
 
 
 def _build() -> dict[str, Preset]:
@@ -167,23 +179,26 @@ def _build() -> dict[str, Preset]:
             "constant, the code default.",
         ))
 
-    presets += _wm_presets(
+    presets += _tpe_presets(
         "wm-tpe",
+        "weight_mirror",
         {"sigma": 0.690465059717068, "alpha/beta": 15.6606919586, "beta": 0.028327320537228435},
         AKROUT_OPS,
         _tpe_run(alignment_lr=1e-3, delay_epochs=0, alternate=False),
         "Appendix B.1.1 (weights, σ, Akrout ops)." + _WM_TPE_RUN_NOTE,
     )
-    presets += _wm_presets(
+    presets += _tpe_presets(
         "wm-ad-tpe",
+        "weight_mirror",
         {"sigma": 0.949983201505862, "alpha/beta": 13.9035614049, "beta": 2.8109006032182933e-8,
          "eta": 0.005268466140227959, "delay_epochs": 0, "batch_size": 256},
         AKROUT_OPS,
         _tpe_run(alignment_lr=0.005268466140227959, delay_epochs=0, alternate=True),
         "Appendix B.1.2.",
     )
-    presets += _wm_presets(
+    presets += _tpe_presets(
         "wm-ad-ops-tpe",
+        "weight_mirror",
         {"sigma": 0.6401550883361206, "alpha/beta": 0.13444256251, "beta": 232.78563021186207,
          "eta": 0.0024814785849458275, "delay_epochs": 0, "batch_size": 256},
         PathOps(
@@ -199,39 +214,24 @@ def _build() -> dict[str, Preset]:
         "Appendix B.1.3.",
     )
 
-    ia = {"sigma": 0.8176668980121832, "alpha/beta": 129.112317983, "beta": 7.999046944679209,
-          "gamma": 3.1610192645608835e-6, "eta": 0.009785729149984566, "delay_epochs": 1,
-          "batch_size": 256}
-    ia["alpha"] = ia["alpha/beta"] * ia["beta"]
-    ia_ops = PathOps(
-        bias_forward=True,
-        bias_backward=True,
-        relu_forward=True,
-        batch_center_forward_output=True,
-        center_forward_output=True,
-        center_backward_output=True,
-        normalize_backward_output=True,
-    )
-    ia_run = _tpe_run(alignment_lr=0.009785729149984566, delay_epochs=1, alternate=True)
-    ia_noise = Noise(stddev=ia["sigma"])
-    presets.append(Preset(
+    presets += _tpe_presets(
         "ia-tpe",
-        "R_IA^TPE, the top local rule; appendix reading: amp = α, decay = β, null = γ",
-        Rule("information", {"amp": ia["alpha"], "decay": ia["beta"], "null": ia["gamma"]},
-             ia_ops, ia_noise),
-        ia_run,
-        "Appendix B.1.4.",
-        ia,
-    ))
-    presets.append(Preset(
-        "ia-tpe-code",
-        "ia-tpe with the reference code's reading: amp = α, null = β, decay = γ",
-        Rule("information", {"amp": ia["alpha"], "null": ia["beta"], "decay": ia["gamma"]},
-             ia_ops, ia_noise),
-        ia_run,
-        "Appendix B.1.4. Reference-code reading of α, β, γ (paper-spec §C.2).",
-        ia,
-    ))
+        "information",
+        {"sigma": 0.8176668980121832, "alpha/beta": 129.112317983, "beta": 7.999046944679209,
+         "gamma": 3.1610192645608835e-6, "eta": 0.009785729149984566, "delay_epochs": 1,
+         "batch_size": 256},
+        PathOps(
+            bias_forward=True,
+            bias_backward=True,
+            relu_forward=True,
+            batch_center_forward_output=True,
+            center_forward_output=True,
+            center_backward_output=True,
+            normalize_backward_output=True,
+        ),
+        _tpe_run(alignment_lr=0.009785729149984566, delay_epochs=1, alternate=True),
+        "Appendix B.1.4 (R_IA^TPE, the top local rule).",
+    )
     return {p.name: p for p in presets}
 
 

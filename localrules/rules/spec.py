@@ -40,7 +40,8 @@ class Kind:
 
     @property
     def local(self) -> bool:
-        return all(p in LOCAL_PRIMITIVES for p in self.primitives)
+        """No weight transport: B is separate and R reads only the layer's own quantities."""
+        return self.uses_backward_kernel and all(p in LOCAL_PRIMITIVES for p in self.primitives)
 
     @property
     def trains_backward(self) -> bool:
