@@ -54,3 +54,70 @@ def check_bool(what: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{what} must be true or false, got {value!r}")
     return value
+
+
+def check_int(what: str, value: object, minimum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def check_str(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, object], what: str) -> object:
+    """Build the dataclass ``cls`` from JSON-like ``data``, checking keys and simple field types.
+
+    Handles ``bool``, ``int``, ``float``, ``str``, ``X | None``, ``tuple[int, ...]`` and nested
+    dataclasses (through their own ``from_dict`` when they have one). Anything the type check lets
+    through is still validated by the dataclass's ``__post_init__``.
+    """
+    import dataclasses
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    check_keys(f"{what} key", data, fields)
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(f"{what}.{name}", hints[name], value) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(what: str, hint: object, value: object) -> object:
+    import dataclasses
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(what, inner, value)
+    if hint is bool:
+        return check_bool(what, value)
+    if hint is int:
+        return check_int(what, value)
+    if hint is float:
+        return check_finite(what, value)
+    if hint is str:
+        return check_str(what, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{what} must be a list, got {value!r}")
+        (item, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(f"{what}[{i}]", item, v) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{what} must be a mapping, got {value!r}")
+        from_dict = getattr(hint, "from_dict", None)
+        return from_dict(value) if from_dict else dataclass_from_dict(hint, value, what)
+    return value

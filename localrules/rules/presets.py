@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localrules.rules.spec import AKROUT_OPS, KIND_BY_SHORT, KINDS, Noise, PathOps, Rule
-from localrules.validation import check_choice
+from localrules.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    dataclass_from_dict,
+)
 
 ALIGNMENT_SCHEDULES: tuple[str, ...] = ("task", "constant")
 
@@ -50,8 +56,31 @@ class RunParams:
     alternate: bool = False
 
     def __post_init__(self) -> None:
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("delay_epochs", self.delay_epochs, minimum=0)
+        if self.lr_reference_batch is not None:
+            check_int("lr_reference_batch", self.lr_reference_batch, minimum=1)
+        for name in ("task_lr", "warmup_epochs", "weight_decay"):
+            check_nonnegative(name, getattr(self, name))
+        if self.alignment_lr is not None:
+            check_nonnegative("alignment_lr", self.alignment_lr)
+        if not 0 <= check_nonnegative("momentum", self.momentum) < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0 < check_nonnegative("drop_factor", self.drop_factor) <= 1:
+            raise ValueError(f"drop_factor must be in (0, 1], got {self.drop_factor!r}")
+        drops = tuple(check_int("drop_epochs", d, minimum=1) for d in self.drop_epochs)
+        if list(drops) != sorted(set(drops)):
+            raise ValueError(f"drop_epochs must be strictly increasing, got {list(drops)}")
+        check_bool("alternate", self.alternate)
         check_choice("alignment schedule", self.alignment_schedule, ALIGNMENT_SCHEDULES)
-        object.__setattr__(self, "drop_epochs", tuple(self.drop_epochs))
+        object.__setattr__(self, "drop_epochs", drops)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunParams:
+        # A preset's JSON adds the derived effective_task_lr for readers; it is not a setting.
+        data = {k: v for k, v in data.items() if k != "effective_task_lr"}
+        return dataclass_from_dict(cls, data, "run")
 
     @property
     def effective_task_lr(self) -> float:
@@ -62,7 +91,6 @@ class RunParams:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["drop_epochs"] = list(self.drop_epochs)
-        data["effective_task_lr"] = self.effective_task_lr
         return data
 
 
@@ -81,7 +109,7 @@ class Preset:
             "name": self.name,
             "description": self.description,
             "rule": self.rule.to_dict(),
-            "run": self.run.to_dict(),
+            "run": {**self.run.to_dict(), "effective_task_lr": self.run.effective_task_lr},
             "source": self.source,
             "appendix_values": dict(self.extras),
         }

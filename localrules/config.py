@@ -1,0 +1,185 @@
+"""The trial configuration: what one trial trains, validated at the edge, JSON in and JSON out.
+
+Spaces produce it, the store keeps it (as JSON), workers validate it before they run it, and the
+trainer reads it. It imports nothing heavy: the rule and run parts are the plain dataclasses of
+``localrules.rules``.
+
+Overrides use dotted keys (``run.alignment_lr=1e-3``, ``rule.weights.amp=0.5``,
+``rule.ops.relu_backward=true``, ``rule.noise.stddev=0.7``); values are read as JSON where they
+parse (numbers, true/false, null, lists) and as strings otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from localrules.rules.presets import RunParams, get_preset, resolve_rule
+from localrules.rules.spec import Rule
+from localrules.validation import (
+    check_choice,
+    check_int,
+    check_keys,
+    check_nonnegative,
+    dataclass_from_dict,
+)
+
+STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored", "tpu")
+NOISE_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform")
+
+
+@dataclass(frozen=True)
+class UpdateNoise:
+    """Noisy updates (appendix B.3): after each optimizer update, every variable in that
+    optimizer's list gets ``lr_t · ε`` added, ε ~ N(0, v) or U(−√(3v), √(3v)), v the variance, so
+    the noise shrinks with the learning-rate drops. The task optimizer's list holds the forward
+    weights (and B under Kolen–Pollack); the alignment optimizer's holds B."""
+
+    task_variance: float = 0.0
+    alignment_variance: float = 0.0
+    distribution: str = "normal"
+
+    def __post_init__(self) -> None:
+        check_nonnegative("update_noise.task_variance", self.task_variance)
+        check_nonnegative("update_noise.alignment_variance", self.alignment_variance)
+        check_choice("update noise distribution", self.distribution, NOISE_DISTRIBUTIONS)
+
+    @property
+    def enabled(self) -> bool:
+        return self.task_variance > 0 or self.alignment_variance > 0
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one training run needs besides where its files go."""
+
+    model: str = "resnet18"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    image_size: int | None = None
+    width: int = 64
+    rule: Rule = field(default_factory=lambda: Rule("backprop"))
+    run: RunParams = field(default_factory=RunParams)
+    update_noise: UpdateNoise = field(default_factory=UpdateNoise)
+    seed: int = 0
+    eval_every: int = 1
+    strategy: str = "auto"
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("width", self.width, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_int("eval_every", self.eval_every, minimum=1)
+        if self.image_size is not None:
+            check_int("image_size", self.image_size, minimum=8)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        # Model and dataset names are checked against their registries by the code that loads
+        # them (models/, data/), which this module must not import.
+        if self.run.alignment_lr is None and self.rule.has_alignment_loss:
+            raise ValueError(
+                f"rule {self.rule.kind!r} has an alignment loss but run.alignment_lr is not set"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
+        return dataclass_from_dict(cls, data, "config")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "image_size": self.image_size,
+            "width": self.width,
+            "rule": self.rule.to_dict(),
+            "run": self.run.to_dict(),
+            "update_noise": dataclasses.asdict(self.update_noise),
+            "seed": self.seed,
+            "eval_every": self.eval_every,
+            "strategy": self.strategy,
+            "deterministic": self.deterministic,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"trial config is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON where it parses, otherwise the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+OPEN_MAPPINGS = frozenset({"weights"})
+"""Config mappings whose keys are not fixed (``rule.weights``: any primitive; Rule checks them)."""
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides to a config dict (a deep copy is returned).
+
+    An unknown key anywhere on the path is an error listing the valid keys at that level; a
+    ``null`` section (``rule.noise``) is created when one of its keys is set. The values' types are
+    checked when the result is turned into a TrialConfig.
+    """
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} must look like key=value (e.g. run.epochs=3)")
+        path = key.strip().split(".")
+        node, open_keys = out, False
+        for depth, part in enumerate(path):
+            where = ".".join(path[: depth + 1])
+            if not isinstance(node, dict):
+                raise ValueError(f"cannot set {key!r}: {'.'.join(path[:depth])} is not a section")
+            if part not in node and not open_keys:
+                raise ValueError(f"unknown config key {where!r}; valid: {', '.join(sorted(node))}")
+            if depth == len(path) - 1:
+                node[part] = parse_value(raw.strip())
+                break
+            if node[part] is None:
+                node[part], open_keys = {}, True
+            else:
+                open_keys = part in OPEN_MAPPINGS
+            node = node[part]
+    return out
+
+
+def config_from_preset(
+    preset: str | None = None,
+    rule: str | None = None,
+    base: Mapping[str, Any] | None = None,
+    overrides: Iterable[str] = (),
+) -> TrialConfig:
+    """A validated TrialConfig from a preset name (rule and run) or a rule name (default run),
+    then ``base`` entries, then ``--set`` overrides."""
+    if preset is not None and rule is not None:
+        raise ValueError("give a preset or a rule, not both")
+    data = TrialConfig().to_dict()
+    if preset is not None:
+        p = get_preset(preset)
+        data["rule"], data["run"] = p.rule.to_dict(), p.run.to_dict()
+    elif rule is not None:
+        data["rule"] = resolve_rule(rule).to_dict()
+        if resolve_rule(rule).has_alignment_loss:
+            data["run"]["alignment_lr"] = 1e-3
+    for key, value in (base or {}).items():
+        check_keys("config key", {key: value}, data)
+        if isinstance(value, Mapping) and isinstance(data[key], dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return TrialConfig.from_dict(apply_overrides(data, overrides))
