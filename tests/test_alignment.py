@@ -285,3 +285,28 @@ def test_recorded_r_is_usable_inside_a_tf_function(rng):
     r, g = step(x)
     assert float(r) == pytest.approx(float(layer.alignment_loss(x)), rel=1e-5)
     assert np.any(g.numpy())
+
+
+def test_training_call_reuses_the_forward_projection_exactly(rng):
+    for rule in ("aa", "wm", Rule("ia", ops=PathOps(center_input=True))):
+        layer = AsymmetricConv2D(4, 3, strides=2, padding="same", rule=rule, output_relu=True,
+                                 dtype="float64")
+        x = rng.normal(size=(3, 7, 7, 2))
+        layer.build(x.shape)
+        layer.bias.assign(rng.normal(size=4))  # f is the pre-bias projection, not the output
+        layer(x, training=True)
+        assert float(layer.last_alignment_loss) == pytest.approx(
+            float(layer.alignment_loss(x)), rel=1e-12)
+
+
+def test_noise_alignment_loss_needs_no_input(rng):
+    rule = Rule("wm", {"amp": 1.0, "decay": 0.5}, noise=Noise(stddev=0.6))
+    a = AsymmetricConv2D(4, 3, strides=2, padding="same", rule=rule, seed=9)
+    b = AsymmetricConv2D(4, 3, strides=2, padding="same", rule=rule, seed=9)
+    a.build((None, 9, 9, 2))
+    b.build((None, 9, 9, 2))
+    b.set_weights(a.get_weights())
+    x = rng.normal(size=(5, 9, 9, 2)).astype("float32")
+    assert float(a.noise_alignment_loss(5)) == pytest.approx(float(b.alignment_loss(x)), rel=1e-6)
+    with pytest.raises(ValueError, match="has no input noise"):
+        AsymmetricDense(3, rule="wm").noise_alignment_loss(5)

@@ -120,14 +120,18 @@ def test_rule_given_as_a_rule_object_is_kept():
 
 def test_mixed_bfloat16_runs_and_keeps_r_in_float32(rng):
     x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
-    full = AsymmetricConv2D(4, 3, padding="same", rule="ia-tpe", output_relu=True, seed=3)
+    init = keras.initializers.GlorotUniform(seed=5)
+    full = AsymmetricConv2D(4, 3, padding="same", rule="ia-tpe", output_relu=True, seed=3,
+                            kernel_initializer=init)
     half = AsymmetricConv2D(4, 3, padding="same", rule="ia-tpe", output_relu=True, seed=3,
-                            dtype="mixed_bfloat16")
+                            kernel_initializer=init, dtype="mixed_bfloat16")
     full.build(x.shape)
     half.build(x.shape)
     half.set_weights(full.get_weights())
     assert half(x, training=True).dtype == tf.bfloat16
     assert half.last_alignment_loss.dtype == tf.float32
     full(x, training=True)
+    # ia-tpe weighs amp by ~1e3, so bfloat16 projections (3 significant digits) move R by a few
+    # units on terms of a few hundred.
     assert float(half.last_alignment_loss) == pytest.approx(
-        float(full.last_alignment_loss), rel=5e-2)
+        float(full.last_alignment_loss), rel=5e-2, abs=5.0)

@@ -84,8 +84,13 @@ def alignment_loss(
     reconstruct: Reconstruct,
     relu: bool,
     seed: keras.random.SeedGenerator | None = None,
+    forward_projection: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """R_l for one layer. ``backward_kernel`` must already be in the forward kernel's layout.
+
+    ``forward_projection`` may pass in proj(inputs, W) when the caller already computed it (the
+    layer's own pre-bias output in a training call); it is used only when the forward path sees
+    the raw input (no noise, no input centering or normalising), where it equals f.
 
     Only B receives a gradient: the input, W and the bias are stop-gradient. Projections run in
     the input's dtype; under mixed precision (float16/bfloat16) everything after them — the
@@ -95,6 +100,7 @@ def alignment_loss(
     x = tf.stop_gradient(inputs)
     w = tf.stop_gradient(forward_kernel)
     b_kernel = backward_kernel
+    raw_input = rule.noise is None and not (ops.center_input or ops.normalize_input)
     if rule.noise is not None:
         x = sample_noise(rule.noise, tf.shape(x), x.dtype, seed)
     if ops.center_input:
@@ -105,7 +111,10 @@ def alignment_loss(
 
     compute = x.dtype
     acc = tf.float32 if compute in (tf.float16, tf.bfloat16) else compute
-    f = tf.cast(project(x, w), acc)
+    if forward_projection is not None and raw_input:
+        f = tf.cast(tf.stop_gradient(forward_projection), acc)
+    else:
+        f = tf.cast(project(x, w), acc)
     b = tf.cast(project(x_backward, b_kernel), acc)
     if bias is not None:
         bias = tf.cast(tf.stop_gradient(bias), acc)

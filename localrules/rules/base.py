@@ -88,8 +88,9 @@ class AsymmetricLayer(keras.layers.Layer):
         """Whether the layer's output goes through a ReLU (the alignment ReLU flags apply)."""
         return self.output_relu or self.activation is keras.activations.relu
 
-    def _add_kernels(self, forward_shape: tuple[int, ...], backward_transposed: bool,
-                     bias_size: int) -> None:
+    def _add_kernels(self, input_shape: tuple[int | None, ...], forward_shape: tuple[int, ...],
+                     backward_transposed: bool, bias_size: int) -> None:
+        self._example_shape = tuple(input_shape[1:])
         self.forward_kernel = self.add_weight(
             name="forward_kernel",
             shape=forward_shape,
@@ -140,19 +141,23 @@ class AsymmetricLayer(keras.layers.Layer):
             y = self._asymmetric(inputs, w, self._tensor(self.backward_kernel))
         else:
             y = self._project(inputs, w)
+        if training and self.rule.has_alignment_loss:
+            # Recorded for the trainer; the forward projection is reused rather than recomputed.
+            # A step that does not read it (an alternating J step) has these ops pruned.
+            self._last_alignment_loss = self.alignment_loss(inputs, forward_projection=y)
         if self.bias is not None:
             y = tf.nn.bias_add(y, self._tensor(self.bias))
         if self.activation is not None:
             y = self.activation(y)
-        if training and self.rule.has_alignment_loss:
-            self._last_alignment_loss = self.alignment_loss(inputs)
         return y
 
-    def alignment_loss(self, inputs: tf.Tensor) -> tf.Tensor:
+    def alignment_loss(
+        self, inputs: tf.Tensor, forward_projection: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """R_l for the batch ``inputs`` (the layer's input). Its gradient reaches B only.
 
-        With input noise only the shape of ``inputs`` matters. A rule without primitives (bp, fa)
-        gives a constant 0.
+        With input noise only the shape of ``inputs`` matters (see ``noise_alignment_loss``). A
+        rule without primitives (bp, fa) gives a constant 0.
         """
         if not self.built:
             self.build(tuple(inputs.shape))
@@ -167,7 +172,21 @@ class AsymmetricLayer(keras.layers.Layer):
             reconstruct=self._reconstruct,
             relu=self.feeds_relu,
             seed=self._noise_seed,
+            forward_projection=forward_projection,
         )
+
+    def noise_alignment_loss(self, batch_size: int) -> tf.Tensor:
+        """R_l for a batch of noise inputs, without any real input or forward pass.
+
+        The rule's noise replaces the layer input, so a trainer's alignment step needs only the
+        input's shape (DESIGN.md decision 6): no forward pass through the network at all.
+        """
+        if self.rule.noise is None:
+            raise ValueError(f"{self.name}: rule {self.rule.kind!r} has no input noise")
+        if not self.built:
+            raise ValueError(f"{self.name}: build the layer before asking for its alignment loss")
+        placeholder = tf.zeros((batch_size, *self._example_shape), self.compute_dtype)
+        return self.alignment_loss(placeholder)
 
     @property
     def last_alignment_loss(self) -> tf.Tensor | None:

@@ -94,7 +94,7 @@ class AsymmetricConv2D(AsymmetricLayer):
                 f"count, got shape {tuple(input_shape)}"
             )
         channels = int(input_shape[-1])
-        self._add_kernels((*self.kernel_size, channels, self.filters),
+        self._add_kernels(input_shape, (*self.kernel_size, channels, self.filters),
                           backward_transposed=False, bias_size=self.filters)
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: channels})
 

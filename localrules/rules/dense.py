@@ -58,7 +58,8 @@ class AsymmetricDense(AsymmetricLayer):
                 f"dimension, got shape {tuple(input_shape)}"
             )
         in_dim = int(input_shape[-1])
-        self._add_kernels((in_dim, self.units), backward_transposed=True, bias_size=self.units)
+        self._add_kernels(input_shape, (in_dim, self.units), backward_transposed=True,
+                          bias_size=self.units)
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: in_dim})
 
     def _project(self, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
