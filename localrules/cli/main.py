@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from localrules import __version__
-from localrules.cli import dynamics_cmd, rules_cmd
+from localrules.cli import dynamics_cmd, rules_cmd, train_cmd
 
-COMMANDS = (rules_cmd, dynamics_cmd)
+COMMANDS = (rules_cmd, dynamics_cmd, train_cmd)
 
 EXIT_BAD_INPUT = 2
 

@@ -189,6 +189,16 @@ class AsymmetricLayer(keras.layers.Layer):
         return self.alignment_loss(placeholder)
 
     @property
+    def noise_state(self) -> tf.Variable | None:
+        """The input-noise generator's state (None without one): a trainer checkpoints it so a
+        resumed run draws the same noise as an uninterrupted one."""
+        return None if self._noise_seed is None else self._noise_seed.state.value
+
+    def backward_as_forward(self) -> tf.Tensor:
+        """B in W's layout (a dense layer's B transposed), for weight metrics."""
+        return self._backward_as_forward(tf.convert_to_tensor(self.backward_kernel.value))
+
+    @property
     def last_alignment_loss(self) -> tf.Tensor | None:
         """R_l recorded by the latest training call (None before one, or if R ≡ 0)."""
         return self._last_alignment_loss
