@@ -113,9 +113,22 @@ class _StopSignal:
 
 
 class Trainer:
-    """Trains one TrialConfig into ``out_dir`` (local path or gs://)."""
+    """Trains one TrialConfig into ``out_dir`` (local path or gs://).
 
-    def __init__(self, config: TrialConfig, out_dir: str | Path, *, progress: bool = False) -> None:
+    ``dataset`` replaces the config's dataset with an already loaded one (benchmarks use a sized
+    synthetic set); ``native=True`` builds the network from native Keras layers, the baseline of
+    the benchmarks (backprop only).
+    """
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        out_dir: str | Path,
+        *,
+        progress: bool = False,
+        dataset: Any = None,
+        native: bool = False,
+    ) -> None:
         from localrules.data import load_dataset
         from localrules.models import asymmetric_layers, build
 
@@ -125,8 +138,10 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
-        self.dataset = load_dataset(config.dataset, config.data_dir,
-                                    image_size=config.image_size, seed=config.seed)
+        if native and config.rule.spec.uses_backward_kernel:
+            raise ValueError("native layers train by backprop only; use rule 'bp'")
+        self.dataset = dataset or load_dataset(config.dataset, config.data_dir,
+                                               image_size=config.image_size, seed=config.seed)
         run = config.run
         self.plan = StepPlan(run, self.dataset.steps_per_epoch(run.batch_size),
                              config.rule.has_alignment_loss)
@@ -137,7 +152,8 @@ class Trainer:
         info = self.dataset.info
         with self.strategy.scope():
             self.model = build(config.model, info.num_classes, info.image_shape, config.rule,
-                               width=config.width, weight_decay=run.weight_decay, seed=config.seed)
+                               width=config.width, weight_decay=run.weight_decay, seed=config.seed,
+                               native=native)
             self.layers = asymmetric_layers(self.model)
             backward = {id(layer.backward_kernel) for layer in self.layers}
             tied = config.rule.spec.tied_gradient
@@ -209,7 +225,7 @@ class Trainer:
             self.alignment_optimizer.learning_rate = plan.alignment_lr(step)
         out: dict[str, Any] = {"kind": kind}
         if kind == ALIGN:
-            x = None if self.noise_only_alignment else stream.next()[0]
+            x = stream.next()[0] if plan.needs_batch(step, self.noise_only_alignment) else None
             out["alignment"] = self.steps.align(x).numpy()
         else:
             x, y = stream.next()
