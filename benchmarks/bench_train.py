@@ -32,9 +32,8 @@ VARIANTS: tuple[str, ...] = ("native", "bp", "fa", "sa", "aa", "ia-tpe")
 
 def epoch_seconds(variant: str, width: int, steps: int, batch: int, seed: int) -> float:
     """Seconds of the second task epoch of a fresh two-epoch run."""
-    from localrules.data import load_dataset
-
     from localrules.config import config_from_preset
+    from localrules.data import load_dataset
     from localrules.train.trainer import Trainer
 
     preset = "bp" if variant == "native" else variant

@@ -310,3 +310,61 @@ def test_noise_alignment_loss_needs_no_input(rng):
     assert float(a.noise_alignment_loss(5)) == pytest.approx(float(b.alignment_loss(x)), rel=1e-6)
     with pytest.raises(ValueError, match="has no input noise"):
         AsymmetricDense(3, rule="wm").noise_alignment_loss(5)
+
+
+@pytest.mark.parametrize(("strides", "padding", "size"),
+                         [(2, "same", 8), (2, "valid", 9), (3, "same", 10), (1, "same", 7)])
+def test_null_on_strided_convs_matches_an_autodiff_reconstruction(rng, strides, padding, size):
+    """f_rec = Bᵀ-transposed-conv of f, checked against d/dx ⟨f, conv(x, B)⟩ by autodiff."""
+    rule = Rule("ia", {"amp": 0.0, "decay": 0.0, "null": 1.0},
+                PathOps(relu_forward=True, bias_forward=True))
+    layer = AsymmetricConv2D(3, 3, strides=strides, padding=padding, rule=rule, output_relu=True,
+                             dtype="float64")
+    layer.build((None, size, size, 2))
+    layer.bias.assign(rng.normal(size=3))
+    x = tf.constant(rng.normal(size=(4, size, size, 2)))
+    conv = {"strides": [1, strides, strides, 1], "padding": padding.upper()}
+    f = tf.nn.relu(tf.nn.conv2d(x, layer.forward_kernel.value, **conv) + layer.bias.value)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = tf.nn.conv2d(x, layer.backward_kernel.value, **conv)
+    f_rec = tape.gradient(z, x, output_gradients=f)
+    want = float(tf.reduce_sum(f_rec**2)) / 4
+    assert float(layer.alignment_loss(x)) == pytest.approx(want, rel=1e-10)
+
+
+def test_noise_is_fresh_on_every_call_of_a_tf_function():
+    rule = Rule("wm", {"amp": 1.0, "decay": 0.0}, noise=Noise(stddev=1.0))
+    layer = AsymmetricDense(3, rule=rule, seed=1)
+    layer.build((None, 4))
+    step = tf.function(lambda: layer.noise_alignment_loss(8))
+    assert float(step()) != pytest.approx(float(step()), rel=1e-6)
+
+
+def test_replicas_draw_different_noise():
+    """Under MirroredStrategy on two logical CPUs each replica gets its own noise (a subprocess,
+    since logical devices must be configured before TensorFlow starts)."""
+    import subprocess
+    import sys
+
+    code = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from localrules.rules import AsymmetricDense, Noise, Rule
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    rule = Rule("wm", {"amp": 1.0, "decay": 0.0}, noise=Noise(1.0))
+    layer = AsymmetricDense(3, rule=rule, seed=4)
+    layer.build((None, 4))
+@tf.function
+def step():
+    return strategy.run(lambda: layer.noise_alignment_loss(8))
+values = strategy.experimental_local_results(step())
+print(float(values[0]), float(values[1]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = map(float, done.stdout.split())
+    assert first != pytest.approx(second, rel=1e-6)

@@ -10,6 +10,9 @@ import tensorflow as tf
 from localrules.rules import AsymmetricConv2D, AsymmetricDense
 
 CONV_CASES = [(1, "same"), (1, "valid"), (2, "same"), (2, "valid")]
+# Even sizes make SAME at stride 2 pad unevenly; stride 3; even and 1×1 (projection) kernels.
+MORE_CONV_CASES = [(k, s, p, n) for k in (1, 2, 3, 5) for s in (1, 2, 3) for p in ("same", "valid")
+                   for n in (8, 9)]
 
 
 def _grads(layer, x, dy, variables):
@@ -68,6 +71,19 @@ def test_fa_conv_input_gradient_is_transposed_conv_with_b(rng, strides, padding)
     with tf.GradientTape() as tape:
         y = tf.nn.conv2d(x, w, strides=strides, padding=padding.upper())
     np.testing.assert_allclose(dw, tape.gradient(y, w, output_gradients=dy), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kernel", "strides", "padding", "size"), MORE_CONV_CASES)
+def test_fa_conv_input_gradient_any_kernel_stride_padding(rng, kernel, strides, padding, size):
+    layer = AsymmetricConv2D(3, kernel, strides=strides, padding=padding, rule="fa",
+                             use_bias=False)
+    layer.build((None, size, size, 2))
+    x = rng.normal(size=(2, size, size, 2)).astype("float32")
+    dy = rng.normal(size=layer.compute_output_shape(x.shape)).astype("float32")
+    (dx,) = _grads(layer, x, dy, [])
+    np.testing.assert_allclose(
+        dx, _conv_transpose_with(layer.backward_kernel.numpy(), x, dy, strides, padding),
+        rtol=1e-5, atol=1e-5)
 
 
 def test_fa_dense_on_rank3_input_matches_flattened(rng):

@@ -45,9 +45,35 @@ def test_weight_mirror_presets(name, ratio, beta, sigma, ops):
         assert rule.ops.to_dict() == ops
 
 
-def test_weight_mirror_tpe_alpha_matches_paper_spec():
+def test_derived_alphas_match_the_numbers_printed_in_paper_spec():
     assert PRESETS["wm-tpe"].rule.weights["amp"] == pytest.approx(0.4436254, rel=1e-6)
+    assert PRESETS["wm-ad-tpe"].rule.weights["amp"] == pytest.approx(3.908153e-7, rel=1e-6)
     assert PRESETS["wm-ad-ops-tpe"].rule.weights["amp"] == pytest.approx(31.29630, rel=1e-6)
+    assert PRESETS["ia-tpe"].rule.weights["amp"] == pytest.approx(1032.77549, rel=1e-8)
+    assert PRESETS["wm-tpe-code"].rule.weights["decay"] == pytest.approx(0.4436254, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bp", "fa"])
+def test_baseline_presets(name):
+    preset = PRESETS[name]
+    assert preset.rule.weights == {} and preset.rule.noise is None
+    assert preset.run.alignment_lr is None and not preset.run.alternate
+    run = preset.run
+    assert (run.batch_size, run.effective_task_lr, run.epochs) == (256, 0.1, 90)
+
+
+def test_code_readings_differ_only_in_weights():
+    for name in ("wm-tpe", "wm-ad-tpe", "wm-ad-ops-tpe", "ia-tpe"):
+        appendix, code = PRESETS[name], PRESETS[f"{name}-code"]
+        assert appendix.rule.ops == code.rule.ops and appendix.rule.noise == code.rule.noise
+        assert appendix.run == code.run
+        assert appendix.rule.weights != code.rule.weights
+
+
+def test_wm_tpe_run_is_ours_and_says_so():
+    run = PRESETS["wm-tpe"].run
+    assert not run.alternate and run.delay_epochs == 0 and run.alignment_lr == 1e-3
+    assert "not stated" in PRESETS["wm-tpe"].source
 
 
 def test_information_alignment_presets():
@@ -92,6 +118,7 @@ def test_table4_presets(name, weights):
     assert (run.warmup_epochs, run.epochs) == (5, 90)
     assert run.drop_epochs == (30, 60, 80) and run.alignment_lr == 1e-3
     assert run.momentum == 0.9 and run.weight_decay == 1e-4
+    assert not run.alternate and run.delay_epochs == 0 and run.alignment_schedule == "constant"
 
 
 def test_every_preset_serialises_to_json():

@@ -32,6 +32,10 @@ from localrules.rules.spec import Noise, Rule
 L2_EPSILON = 1e-12
 """Inside the norm, as the reference code's ``tf.nn.l2_normalize`` default."""
 
+REPLICA_SEED_STRIDE = 1_000_003
+"""Added per replica to the first seed word (the second one counts calls), far apart from the small
+offsets between layers' seeds."""
+
 Project = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 Reconstruct = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -60,11 +64,19 @@ def batch_center(t: tf.Tensor) -> tf.Tensor:
 def sample_noise(
     noise: Noise, shape: tf.Tensor, dtype: tf.DType, seed: keras.random.SeedGenerator | None
 ) -> tf.Tensor:
-    """Gaussian N(0, σ²) or uniform U(−√3σ, √3σ) noise of the given shape."""
+    """Gaussian N(0, σ²) or uniform U(−√3σ, √3σ) noise of the given shape.
+
+    Under a distribution strategy every replica shares the layer's (mirrored) seed state, so the
+    replica id is mixed into the seed: each replica draws its own noise, as each TPU core did.
+    """
     seed_pair = tf.cast(
         seed.next() if seed is not None else tf.random.uniform([2], 0, 2**31 - 1, tf.int32),
         tf.int32,
     )
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        offset = tf.cast(replica.replica_id_in_sync_group, tf.int32) * REPLICA_SEED_STRIDE
+        seed_pair = seed_pair + tf.stack([offset, tf.constant(0, tf.int32)])
     if noise.distribution == "normal":
         return tf.random.stateless_normal(shape, seed_pair, stddev=noise.stddev, dtype=dtype)
     half_width = math.sqrt(3.0) * noise.stddev
@@ -86,7 +98,8 @@ def alignment_loss(
     seed: keras.random.SeedGenerator | None = None,
     forward_projection: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """R_l for one layer. ``backward_kernel`` must already be in the forward kernel's layout.
+    """R_l for one layer. ``backward_kernel`` must already be in the forward kernel's layout; both
+    kernels come at their stored precision and are cast to the input's dtype for projections.
 
     ``forward_projection`` may pass in proj(inputs, W) when the caller already computed it (the
     layer's own pre-bias output in a training call); it is used only when the forward path sees
@@ -98,8 +111,10 @@ def alignment_loss(
     """
     ops = rule.ops
     x = tf.stop_gradient(inputs)
-    w = tf.stop_gradient(forward_kernel)
-    b_kernel = backward_kernel
+    compute = x.dtype
+    w_full = tf.stop_gradient(forward_kernel)
+    w = tf.cast(w_full, compute)
+    b_kernel = tf.cast(backward_kernel, compute)
     raw_input = rule.noise is None and not (ops.center_input or ops.normalize_input)
     if rule.noise is not None:
         x = sample_noise(rule.noise, tf.shape(x), x.dtype, seed)
@@ -109,7 +124,6 @@ def alignment_loss(
         x = feature_normalize(x)
     x_backward = batch_center(x) if ops.batch_center_backward_input else x
 
-    compute = x.dtype
     acc = tf.float32 if compute in (tf.float16, tf.bfloat16) else compute
     if forward_projection is not None and raw_input:
         f = tf.cast(tf.stop_gradient(forward_projection), acc)
@@ -151,7 +165,9 @@ def alignment_loss(
     if ops.normalize_backward_output:
         b = feature_normalize(b)
 
-    tensors = AlignmentTensors(tf.cast(w, acc), tf.cast(b_kernel, acc), f, b, f_rec)
+    # The weight terms (decay, self) read the kernels at their stored precision, not the compute
+    # dtype's copies.
+    tensors = AlignmentTensors(tf.cast(w_full, acc), tf.cast(backward_kernel, acc), f, b, f_rec)
     total = tf.zeros([], dtype=f.dtype)
     for prim in active:
         total += tf.constant(rule.weights[prim], f.dtype) * PRIMITIVE_FUNCTIONS[prim](tensors)

@@ -121,10 +121,8 @@ class AsymmetricLayer(keras.layers.Layer):
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
             )
-        if self.seed is not None or self.rule.noise is not None:
-            self._noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
-        else:
-            self._noise_seed = None
+        # Always present, so every rule's layers have the same weights and checkpoints line up.
+        self._noise_seed = keras.random.SeedGenerator(self.seed, name="noise_seed")
 
     def _tensor(self, variable: Any) -> tf.Tensor:
         t = tf.convert_to_tensor(variable.value)
@@ -143,7 +141,8 @@ class AsymmetricLayer(keras.layers.Layer):
             y = self._project(inputs, w)
         if training and self.rule.has_alignment_loss:
             # Recorded for the trainer; the forward projection is reused rather than recomputed.
-            # A step that does not read it (an alternating J step) has these ops pruned.
+            # A step that does not read it (an alternating J step) has these ops pruned, except
+            # the noise seed's (stateful, cheap) increment.
             self._last_alignment_loss = self.alignment_loss(inputs, forward_projection=y)
         if self.bias is not None:
             y = tf.nn.bias_add(y, self._tensor(self.bias))
@@ -165,8 +164,8 @@ class AsymmetricLayer(keras.layers.Layer):
         return alignment_loss(
             self.rule,
             inputs,
-            self._tensor(self.forward_kernel),
-            self._backward_as_forward(self._tensor(self.backward_kernel)),
+            tf.convert_to_tensor(self.forward_kernel.value),
+            self.backward_as_forward(),
             None if self.bias is None else self._tensor(self.bias),
             project=self._project,
             reconstruct=self._reconstruct,
@@ -189,10 +188,10 @@ class AsymmetricLayer(keras.layers.Layer):
         return self.alignment_loss(placeholder)
 
     @property
-    def noise_state(self) -> tf.Variable | None:
-        """The input-noise generator's state (None without one): a trainer checkpoints it so a
-        resumed run draws the same noise as an uninterrupted one."""
-        return None if self._noise_seed is None else self._noise_seed.state.value
+    def noise_state(self) -> tf.Variable:
+        """The input-noise generator's state: a trainer checkpoints it so a resumed run draws the
+        same noise as an uninterrupted one (tf.train.Checkpoint does not track Keras seeds)."""
+        return self._noise_seed.state.value
 
     def backward_as_forward(self) -> tf.Tensor:
         """B in W's layout (a dense layer's B transposed), for weight metrics."""
@@ -200,7 +199,11 @@ class AsymmetricLayer(keras.layers.Layer):
 
     @property
     def last_alignment_loss(self) -> tf.Tensor | None:
-        """R_l recorded by the latest training call (None before one, or if R ≡ 0)."""
+        """R_l recorded by the latest training call (None before one, or if R ≡ 0).
+
+        Inside a ``tf.function`` this is a symbolic tensor: read it in the same traced function,
+        right after the forward pass (as the trainer does), never afterwards.
+        """
         return self._last_alignment_loss
 
     def get_config(self) -> dict[str, Any]:

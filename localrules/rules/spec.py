@@ -167,7 +167,7 @@ class Rule:
     """
 
     kind: str
-    weights: Mapping[str, float] = field(default_factory=dict)
+    weights: Mapping[str, float] = field(default_factory=dict, hash=False)
     ops: PathOps = field(default_factory=PathOps)
     noise: Noise | None = None
 

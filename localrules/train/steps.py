@@ -36,6 +36,7 @@ class TrainSteps:
         alignment_optimizer: keras.optimizers.Optimizer | None,
         task_variables: Sequence[tf.Variable],
         alignment_variables: Sequence[tf.Variable],
+        task_noise_variables: Sequence[tf.Variable],
         global_batch: int,
         update_noise: UpdateNoise,
         noise_rng: tf.random.Generator,
@@ -48,6 +49,7 @@ class TrainSteps:
         self.alignment_optimizer = alignment_optimizer
         self.task_variables = list(task_variables)
         self.alignment_variables = list(alignment_variables)
+        self.task_noise_variables = list(task_noise_variables)
         self.global_batch = global_batch
         self.replicas = strategy.num_replicas_in_sync
         self.update_noise = update_noise
@@ -104,7 +106,7 @@ class TrainSteps:
 
     def _noise_after(self, task: bool, align: bool) -> None:
         if task:
-            self._add_update_noise(self.task_optimizer, self.task_variables,
+            self._add_update_noise(self.task_optimizer, self.task_noise_variables,
                                    self.update_noise.task_variance)
         if align:
             self._add_update_noise(self.alignment_optimizer, self.alignment_variables,

@@ -178,11 +178,11 @@ class Trainer:
             strategy=self.strategy, model=self.model, layers=self.layers,
             task_optimizer=self.task_optimizer, alignment_optimizer=self.alignment_optimizer,
             task_variables=self.task_variables, alignment_variables=self.alignment_variables,
+            task_noise_variables=self._task_noise_variables(),
             global_batch=run.batch_size, update_noise=config.update_noise,
             noise_rng=self.noise_rng, noise_only_alignment=self.noise_only_alignment,
         )
-        noise_states = {layer.name: layer.noise_state for layer in self.layers
-                        if layer.noise_state is not None}
+        noise_states = {layer.name: layer.noise_state for layer in self.layers}
         checkpoint_parts: dict[str, Any] = dict(
             model=self.model, task_optimizer=self.task_optimizer, step=self.step,
             consumed=self.consumed, update_noise_rng=self.noise_rng,
@@ -193,6 +193,16 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(**checkpoint_parts)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory=f"{self.out_dir}/checkpoints", max_to_keep=2)
+
+    def _task_noise_variables(self) -> list:
+        """What task-side update noise perturbs: the task optimizer's list, which in the
+        reference also holds every B (with a zero gradient), so noisy task updates move B too
+        (paper-spec §E.5, §I.13)."""
+        held = {id(v) for v in self.task_variables}
+        extra = [layer.backward_kernel for layer in self.layers
+                 if self.config.rule.spec.uses_backward_kernel
+                 and id(layer.backward_kernel) not in held]
+        return [*self.task_variables, *extra]
 
     # --- persistence ------------------------------------------------------------------------
     def restore(self) -> bool:
