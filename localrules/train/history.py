@@ -56,7 +56,7 @@ class History:
     def _flush(self) -> None:
         # Rewritten whole (a few KB): appending is not supported on gs://.
         with tf.io.gfile.GFile(self.path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in self.records)
+            f.write("".join(json.dumps(r) + "\n" for r in self.records))
 
     def close(self) -> None:
         self.writer.close()
