@@ -169,8 +169,9 @@ class Trainer:
                 self.alignment_optimizer = keras.optimizers.Adam(
                     learning_rate=0.0, epsilon=ADAM_EPSILON)
                 self.alignment_optimizer.build(self.alignment_variables)
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.consumed = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_consumed")
+        # Host-side counters, outside the strategy's scope (plain variables, not mirrored).
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.consumed = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_consumed")
         self.noise_rng = tf.random.Generator.from_seed(config.seed + 7919)
         rule = config.rule
         self.noise_only_alignment = rule.noise is not None

@@ -1,0 +1,201 @@
+"""The trainer end to end on digits: the rules learn as the paper says, resume is exact, the
+optimizer semantics of DESIGN.md decision 3 hold, and bad input writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from localrules.cli.main import main
+from localrules.config import config_from_preset
+
+# A schedule scaled to 1,438 digits: 8 task epochs, one warm-up epoch, one drop.
+SHORT = ["dataset=\"digits\"", "width=16", "run.epochs=8", "run.batch_size=64",
+         "run.warmup_epochs=1", "run.drop_epochs=[6]"]
+
+
+def _train(preset: str, tmp_path: Path, *extra: str):
+    from localrules.train.trainer import Trainer
+
+    config = config_from_preset(preset, overrides=[*SHORT, *extra])
+    return Trainer(config, tmp_path / preset).fit()
+
+
+def _mean_angle(result) -> float:
+    return float(np.mean(list(result.weight_angle_deg.values())))
+
+
+def test_rules_learn_and_align_as_the_paper_says(tmp_path):
+    bp = _train("bp", tmp_path)
+    sa = _train("sa", tmp_path, "run.alignment_lr=0.01")
+    fa = _train("fa", tmp_path)
+    ia = _train("ia-tpe", tmp_path)
+    summary = {name: (r.top1, _mean_angle(r)) for name, r in
+               (("bp", bp), ("sa", sa), ("fa", fa), ("ia-tpe", ia))}
+    print("digits, ResNet-18 width 16, 8 epochs (top-1, mean weight angle):", summary)
+    assert bp.top1 >= 0.95 and sa.top1 >= 0.95, summary
+    assert 75 < _mean_angle(fa) < 105, summary  # B stays random: ~90°
+    assert _mean_angle(sa) < 20 and _mean_angle(sa) < _mean_angle(fa) / 2, summary
+    assert _mean_angle(ia) < _mean_angle(fa) / 2, summary
+    assert not any(r.diverged for r in (bp, sa, fa, ia))
+
+
+def _trainer(tmp_path: Path, preset: str, *extra: str):
+    from localrules.train.trainer import Trainer
+
+    config = config_from_preset(preset, overrides=[
+        "dataset=\"digits\"", "width=4", "run.batch_size=64", "run.epochs=2", *extra])
+    return Trainer(config, tmp_path / "t")
+
+
+def test_inactive_optimizer_applies_a_zero_update(tmp_path):
+    """Decision 3: on an R step momentum still moves W; on a J step Adam's state still moves."""
+    trainer = _trainer(tmp_path, "wm-ad-tpe", "run.delay_epochs=0", "run.warmup_epochs=0")
+    from localrules.train.trainer import _BatchStream
+
+    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    kernel = trainer.layers[1].forward_kernel
+    assert trainer.plan.kind(0) == "align" and trainer.plan.kind(1) == "task"
+    trainer._run_step(1, stream)  # a J step: W moves by its gradient, Adam takes a zero step
+    assert int(trainer.alignment_optimizer.iterations) == 1
+    before = kernel.numpy().copy()
+    trainer._run_step(2, stream)  # an R step: no task gradient, but momentum carries W on
+    assert np.abs(before - kernel.numpy()).max() > 0
+    assert int(trainer.task_optimizer.iterations) == 2
+
+
+def test_noise_only_alignment_step_reads_no_data(tmp_path):
+    trainer = _trainer(tmp_path, "ia-tpe")
+    from localrules.train.trainer import _BatchStream
+
+    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    out = trainer._run_step(0, stream)  # inside the delay: R only, from noise
+    assert out["kind"] == "align" and stream.consumed == 0
+    assert np.all(np.isfinite(out["alignment"])) and len(out["alignment"]) == len(trainer.layers)
+
+
+def test_kolen_pollack_trains_b_with_the_task_optimizer(tmp_path):
+    trainer = _trainer(tmp_path, "bp", "rule={\"kind\": \"kp\"}", "run.alignment_lr=0.001")
+    assert any(v is trainer.layers[0].backward_kernel for v in trainer.task_variables)
+    from localrules.train.trainer import _BatchStream
+
+    before = trainer.layers[3].backward_kernel.numpy().copy()
+    trainer.task_optimizer.learning_rate = 0.1
+    trainer._run_step(5, _BatchStream(trainer.dataset, 64, trainer.strategy, 0))
+    assert not np.allclose(before, trainer.layers[3].backward_kernel.numpy())
+
+
+def test_task_update_noise_scales_with_the_learning_rate_and_reaches_b(tmp_path):
+    trainer = _trainer(tmp_path, "fa", "update_noise.task_variance=0.01", "run.warmup_epochs=1")
+    from localrules.train.trainer import _BatchStream
+
+    layer = trainer.layers[2]
+    b0 = layer.backward_kernel.numpy().copy()
+    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    trainer._run_step(0, stream)  # warm-up starts at lr 0: no noise
+    np.testing.assert_array_equal(b0, layer.backward_kernel.numpy())
+    trainer._run_step(10, stream)  # lr > 0: B is perturbed through the task optimizer's list
+    assert not np.allclose(b0, layer.backward_kernel.numpy())
+
+
+def test_divergence_stops_early_and_is_reported(tmp_path):
+    result = _trainer(tmp_path, "bp", "run.task_lr=1e12", "run.warmup_epochs=0").fit()
+    assert result.diverged and result.steps < 2 * 22
+    lines = (tmp_path / "t" / "history.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines]
+    assert history[-1]["diverged"] is True
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "localrules.cli.main", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            **kwargs)
+
+
+RESUME_ARGS = ["train", "--preset", "ia-tpe", "--width", "8", "--epochs", "4",
+               "--batch-size", "64", "--deterministic", "--no-progress",
+               "--set", "run.warmup_epochs=1", "--set", "run.drop_epochs=[3]"]
+
+
+def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    whole = _cli([*RESUME_ARGS, "--out", str(tmp_path / "whole")])
+    cut = _cli([*RESUME_ARGS, "--out", str(tmp_path / "cut")])
+    history = tmp_path / "cut" / "history.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (history.exists() and history.read_text().strip()):
+        time.sleep(0.2)
+    cut.send_signal(signal.SIGTERM)
+    _, err = cut.communicate(timeout=300)
+    assert cut.returncode == 143, err[-3000:]
+    resumed = _cli([*RESUME_ARGS, "--out", str(tmp_path / "cut"), "--resume"])
+    out_resumed, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    out_whole, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, err[-3000:]
+    a, b = json.loads(out_whole.splitlines()[-1]), json.loads(out_resumed.splitlines()[-1])
+    assert b["steps"] == a["steps"] and not b["interrupted"]
+    assert b["top1"] == a["top1"] and b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-9)
+    for name, angle in a["weight_angle_deg"].items():
+        assert b["weight_angle_deg"][name] == pytest.approx(angle, rel=1e-9, abs=1e-9)
+    epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    code = f"""
+import json, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from localrules.config import config_from_preset
+from localrules.train.trainer import Trainer
+config = config_from_preset("ia-tpe", overrides=["dataset=\\"digits\\"", "width=4",
+    "run.batch_size=64", "run.epochs=2", "run.delay_epochs=0", "strategy=\\"mirrored\\""])
+trainer = Trainer(config, {str(tmp_path / "m")!r})
+result = trainer.fit()
+print(json.dumps([trainer.strategy.num_replicas_in_sync, result.top1, result.diverged]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    replicas, top1, diverged = json.loads(done.stdout.splitlines()[-1])
+    assert replicas == 2 and not diverged and 0 <= top1 <= 1
+    record = json.loads((tmp_path / "m" / "history.jsonl").read_text().splitlines()[-1])
+    assert all(np.isfinite(m["alignment_loss"]) for m in record["layers"].values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--rule", "zz"], "unknown rule 'zz'"),
+        (["--rule", "fa", "--model", "resnet19"], "unknown model 'resnet19'; valid:"),
+        (["--rule", "fa", "--dataset", "mnist"], "unknown dataset 'mnist'; valid:"),
+        (["--rule", "fa", "--set", "run.lr=0.1"], "unknown config key 'run.lr'"),
+        (["--rule", "fa", "--set", "run.epochs=two"], "run.epochs must be an integer"),
+        (["--rule", "fa", "--epochs", "0"], "epochs must be >= 1"),
+        (["--rule", "fa", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
+         "/nonexistent/cifar"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, fragment):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", *argv]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_existing_run_needs_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(config_from_preset("fa").to_json())
+    assert main(["train", "--rule", "fa", "--out", str(out), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
