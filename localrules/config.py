@@ -60,6 +60,8 @@ class TrialConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     image_size: int | None = None
+    dataset_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """Per-dataset options, e.g. ImageNet's ``train_examples`` or ``label_offset``."""
     width: int = 64
     rule: Rule = field(default_factory=lambda: Rule("backprop"))
     run: RunParams = field(default_factory=RunParams)
@@ -76,6 +78,8 @@ class TrialConfig:
         if self.image_size is not None:
             check_int("image_size", self.image_size, minimum=8)
         check_choice("strategy", self.strategy, STRATEGIES)
+        if not isinstance(self.dataset_options, Mapping):
+            raise ValueError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
         # Model and dataset names are checked against their registries by the code that loads
         # them (models/, data/), which this module must not import.
         if self.run.alignment_lr is None and self.rule.has_alignment_loss:
@@ -93,6 +97,7 @@ class TrialConfig:
             "dataset": self.dataset,
             "data_dir": self.data_dir,
             "image_size": self.image_size,
+            "dataset_options": dict(self.dataset_options),
             "width": self.width,
             "rule": self.rule.to_dict(),
             "run": self.run.to_dict(),
@@ -123,8 +128,8 @@ def parse_value(text: str) -> Any:
         return text
 
 
-OPEN_MAPPINGS = frozenset({"weights"})
-"""Config mappings whose keys are not fixed (``rule.weights``: any primitive; Rule checks them)."""
+OPEN_MAPPINGS = frozenset({"weights", "dataset_options"})
+"""Config mappings whose keys are not fixed (checked by Rule and by the dataset's loader)."""
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

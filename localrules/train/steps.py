@@ -58,7 +58,7 @@ class TrainSteps:
         self.task = tf.function(self._task)
         self.align = tf.function(self._align)
         self.joint = tf.function(self._joint)
-        self.evaluate = tf.function(self._evaluate)
+        self.evaluate = tf.function(self._evaluate, reduce_retracing=True)
 
     # --- losses -----------------------------------------------------------------------------
     def _task_loss(self, x, y):

@@ -140,8 +140,9 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         if native and config.rule.spec.uses_backward_kernel:
             raise ValueError("native layers train by backprop only; use rule 'bp'")
-        self.dataset = dataset or load_dataset(config.dataset, config.data_dir,
-                                               image_size=config.image_size, seed=config.seed)
+        self.dataset = dataset or load_dataset(
+            config.dataset, config.data_dir, image_size=config.image_size, seed=config.seed,
+            **config.dataset_options)
         run = config.run
         self.plan = StepPlan(run, self.dataset.steps_per_epoch(run.batch_size),
                              config.rule.has_alignment_loss)
