@@ -12,6 +12,7 @@ SIGTERM (a preempted VM) saves a checkpoint after the current step and stops wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -51,16 +52,7 @@ class TrainResult:
     weight_angle_deg: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "top1": self.top1,
-            "top5": self.top5,
-            "eval_loss": self.eval_loss,
-            "diverged": self.diverged,
-            "interrupted": self.interrupted,
-            "epochs": self.epochs,
-            "steps": self.steps,
-            "weight_angle_deg": self.weight_angle_deg,
-        }
+        return dataclasses.asdict(self)
 
 
 class _BatchStream:
@@ -254,7 +246,8 @@ class Trainer:
         plan, run = self.plan, self.config.run
         history = History(self.out_dir, start_step=int(self.step))
         stream = _BatchStream(self.dataset, run.batch_size, self.strategy, int(self.consumed))
-        record: dict[str, Any] = {}
+        # A run resumed after it finished reports its last record again.
+        record: dict[str, Any] = history.records[-1] if history.records else {}
         diverged = interrupted = False
         with _StopSignal() as stop:
             while int(self.step) < plan.total_steps and not (diverged or interrupted):
