@@ -143,6 +143,41 @@ def test_standardisation_helpers(rng):
     assert np.allclose(batch_center(t).numpy().mean(0), 0)
 
 
+def _autodiff_center(t, axes):
+    return t - tf.reduce_mean(t, axis=axes, keepdims=True)
+
+
+def _autodiff_normalize(t):
+    c = _autodiff_center(t, [1, 2, 3])
+    sq = tf.reduce_sum(tf.square(c), axis=[1, 2, 3], keepdims=True)
+    return c * tf.math.rsqrt(tf.maximum(sq, EPS))
+
+
+@pytest.mark.parametrize("name", ["feature_center", "feature_normalize", "batch_center"])
+def test_standardisation_gradients_match_autodiff_and_finite_differences(rng, name):
+    """The standardisations carry hand-written gradients (two passes instead of autodiff's five):
+    they must equal autodiff of the plain formulas, also where the norm is clamped at ε (an
+    example with nearly constant features), and finite differences."""
+    helper = {"feature_center": feature_center, "feature_normalize": feature_normalize,
+              "batch_center": batch_center}[name]
+    plain = {"feature_center": lambda t: _autodiff_center(t, [1, 2, 3]),
+             "feature_normalize": _autodiff_normalize,
+             "batch_center": lambda t: _autodiff_center(t, [0])}[name]
+    nearly_constant = 0.7 + 1e-8 * rng.normal(size=(1, 3, 2, 2))  # ‖c‖² < ε: clamped
+    x = tf.constant(np.concatenate([rng.normal(size=(4, 3, 2, 2)), nearly_constant]))
+    upstream = tf.constant(rng.normal(size=x.shape))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, theirs = helper(x), plain(x)
+        loss_ours, loss_theirs = tf.reduce_sum(ours * upstream), tf.reduce_sum(theirs * upstream)
+    np.testing.assert_allclose(ours, theirs, atol=1e-14)
+    np.testing.assert_allclose(tape.gradient(loss_ours, x), tape.gradient(loss_theirs, x),
+                               atol=1e-12)
+    smooth = tf.constant(rng.normal(size=(3, 2, 2, 2)))
+    analytic, numeric = tf.test.compute_gradient(helper, [smooth])
+    np.testing.assert_allclose(analytic[0], numeric[0], atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "rule",
     [*KINDS_UNDER_TEST,
