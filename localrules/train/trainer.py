@@ -275,10 +275,11 @@ class Trainer:
                 record = self._epoch_record(epoch, sums, time.perf_counter() - started,
                                             diverged)
                 history.write(record)
-                if on_epoch is not None:
-                    on_epoch(record)
                 if not diverged:
                     self._save()
+                # After the save: an epoch reported is an epoch a restart can resume from.
+                if on_epoch is not None:
+                    on_epoch(record)
         history.close()
         return self._result(record, diverged, interrupted)
 
