@@ -11,6 +11,7 @@ parse (numbers, true/false, null, lists) and as strings otherwise.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
@@ -133,18 +134,29 @@ OPEN_MAPPINGS = frozenset({"weights", "dataset_options"})
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to a config dict (a deep copy is returned).
+    """Apply ``key.path=value`` overrides (command-line strings) to a config dict; see set_keys."""
+    values: list[tuple[str, Any]] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} must look like key=value (e.g. run.epochs=3)")
+        values.append((key.strip(), parse_value(raw.strip())))
+    return set_keys(data, values)
+
+
+def set_keys(
+    data: Mapping[str, Any], values: Mapping[str, Any] | Iterable[tuple[str, Any]]
+) -> dict[str, Any]:
+    """Set dotted keys (``rule.noise.stddev``) to values in a config dict; a deep copy is returned.
 
     An unknown key anywhere on the path is an error listing the valid keys at that level; a
     ``null`` section (``rule.noise``) is created when one of its keys is set. The values' types are
     checked when the result is turned into a TrialConfig.
     """
     out = json.loads(json.dumps(data))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {item!r} must look like key=value (e.g. run.epochs=3)")
-        path = key.strip().split(".")
+    items = values.items() if isinstance(values, Mapping) else values
+    for key, value in items:
+        path = key.split(".")
         node, open_keys = out, False
         for depth, part in enumerate(path):
             where = ".".join(path[: depth + 1])
@@ -153,7 +165,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             if part not in node and not open_keys:
                 raise ValueError(f"unknown config key {where!r}; valid: {', '.join(sorted(node))}")
             if depth == len(path) - 1:
-                node[part] = parse_value(raw.strip())
+                # A copy: a later key below this one must not write into the caller's value.
+                node[part] = copy.deepcopy(value)
                 break
             if node[part] is None:
                 node[part], open_keys = {}, True

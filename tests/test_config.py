@@ -76,3 +76,11 @@ def test_from_json_rejects_garbage():
         TrialConfig.from_json("{nope")
     with pytest.raises(ValueError, match="unknown config key 'colour'"):
         TrialConfig.from_dict({"colour": 1})
+
+
+def test_set_keys_never_writes_into_the_values_it_was_given():
+    from localrules.config import set_keys
+
+    noise = {"stddev": 0.5, "distribution": "normal"}
+    out = set_keys({"rule": {"noise": None}}, [("rule.noise", noise), ("rule.noise.stddev", 0.9)])
+    assert out["rule"]["noise"]["stddev"] == 0.9 and noise["stddev"] == 0.5

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from localrules import __version__
-from localrules.cli import dynamics_cmd, rules_cmd, train_cmd
+from localrules.cli import dynamics_cmd, rules_cmd, search_cmd, train_cmd, trials_cmd
 
-COMMANDS = (rules_cmd, dynamics_cmd, train_cmd)
+COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, trials_cmd)
 
 EXIT_BAD_INPUT = 2
 

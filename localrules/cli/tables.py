@@ -1,0 +1,53 @@
+"""Plain-text tables and value formatting shared by the query commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC string."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((160, 24)).columns
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+          max_width: int | None = None) -> str:
+    """Columns padded to their widest cell; numbers right-aligned. With ``max_width`` the last
+    column is cut (with …) so that lines fit."""
+    cells = [[fmt(v) for v in row] for row in rows]
+    if max_width is not None and headers:
+        used = sum(max([len(h), *(len(r[i]) for r in cells)]) + 2
+                   for i, h in enumerate(headers[:-1]))
+        room = max(max_width - used, len(headers[-1]), 20)
+        for r in cells:
+            if len(r[-1]) > room:
+                r[-1] = r[-1][: room - 1] + "…"
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+               for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])

@@ -1,0 +1,78 @@
+"""A hyperopt ``Trials`` rebuilt from the store, so TPE sees exactly the history it would have
+seen had it run in this process the whole time.
+
+Each stored trial keeps hyperopt's ``idxs``/``vals``; its loss is the negated objective (TPE
+minimises, we maximise top-1). Queued and running trials go in as hyperopt's new/running jobs, so
+they count towards the startup trials and enter TPE with infinite loss, as in hyperopt's own
+asynchronous runs. Failed and cancelled trials go in as errors (counted, never modelled). A
+diverged trial is ``done`` with a chance-level objective and is modelled like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from localrules.store.documents import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    HistoryEntry,
+    Trial,
+)
+
+Entry = Trial | HistoryEntry
+
+DOMAIN_CMD = ("domain_attachment", "FMinIter_Domain")
+
+
+def hyperopt_doc(trials, trial: Entry) -> dict[str, Any]:
+    """The hyperopt trial document of a stored trial (``trials`` is the hyperopt Trials)."""
+    from hyperopt import base as hyperopt
+
+    state, result = {
+        QUEUED: (hyperopt.JOB_STATE_NEW, {"status": hyperopt.STATUS_NEW}),
+        RUNNING: (hyperopt.JOB_STATE_RUNNING, {"status": hyperopt.STATUS_NEW}),
+        FAILED: (hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL}),
+        CANCELLED: (hyperopt.JOB_STATE_CANCEL, {"status": hyperopt.STATUS_FAIL}),
+    }.get(trial.state, (None, None))
+    if trial.state == DONE:
+        objective = (trial.result or {}).get("objective")
+        if objective is None:
+            state, result = hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL}
+        else:
+            state, result = hyperopt.JOB_STATE_DONE, {"status": hyperopt.STATUS_OK,
+                                                      "loss": -float(objective)}
+    # Stored misc is plain JSON already; hyperopt only reads it (copies keep the store's apart).
+    misc = {"tid": trial.trial_id, "cmd": DOMAIN_CMD, "workdir": None,
+            "idxs": dict(trial.misc["idxs"]), "vals": dict(trial.misc["vals"])}
+    (doc,) = trials.new_trial_docs([trial.trial_id], [None], [result], [misc])
+    doc["state"] = state
+    return doc
+
+
+def rebuild(stored: Sequence[Entry]):
+    """A ``hyperopt.Trials`` holding the stored trials, ordered by trial id."""
+    import hyperopt
+
+    trials = hyperopt.Trials()
+    docs = [hyperopt_doc(trials, t) for t in sorted(stored, key=lambda t: t.trial_id)]
+    trials.insert_trial_docs(docs)
+    trials.refresh()
+    return trials
+
+
+def misc_from_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON part of a hyperopt doc's misc that the store keeps (plain Python numbers)."""
+    return {"idxs": _lists(doc["misc"]["idxs"]), "vals": _lists(doc["misc"]["vals"])}
+
+
+def _lists(mapping: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    return {label: [_plain(v) for v in values] for label, values in mapping.items()}
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value

@@ -1,0 +1,103 @@
+"""Search settings and opening an experiment: the edge where a search's inputs are validated.
+
+An experiment's identity is its space and budget (the fingerprint): re-running a search with the
+same name resumes it, and a different space or budget under that name is refused before anything
+is written. The search settings a resume brings (max_trials, concurrency, seed, TPE) replace the
+stored ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from localrules.spaces import Space
+from localrules.store import Experiment, TrialStore
+from localrules.validation import check_finite, check_int, dataclass_from_dict
+
+
+@dataclass(frozen=True)
+class TpeSettings:
+    """hyperopt TPE's knobs (its defaults: 20 startup trials, γ 0.25, 24 EI candidates)."""
+
+    n_startup_jobs: int = 20
+    gamma: float = 0.25
+    n_ei_candidates: int = 24
+    prior_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_int("tpe n_startup_jobs", self.n_startup_jobs, minimum=1)
+        check_int("tpe n_ei_candidates", self.n_ei_candidates, minimum=1)
+        if not 0 < check_finite("tpe gamma", self.gamma) < 1:
+            raise ValueError(f"tpe gamma must be in (0, 1), got {self.gamma}")
+        if check_finite("tpe prior_weight", self.prior_weight) <= 0:
+            raise ValueError(f"tpe prior_weight must be > 0, got {self.prior_weight}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    max_trials: int = 20
+    concurrency: int = 2
+    seed: int = 0
+    max_attempts: int = 3
+    """Reservations a trial may use before an expired lease fails it."""
+    tpe: TpeSettings = field(default_factory=TpeSettings)
+    objective: str = "top1"
+    """Validation top-1 at the final epoch, maximised; a diverged trial scores chance level."""
+
+    def __post_init__(self) -> None:
+        check_int("max_trials", self.max_trials, minimum=1)
+        check_int("concurrency", self.concurrency, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_int("max_attempts", self.max_attempts, minimum=1)
+        if self.objective != "top1":
+            raise ValueError(f"unknown objective {self.objective!r}; valid: top1")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
+        return dataclass_from_dict(cls, data, "search settings")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIXED = ("objective",)
+"""Settings a resumed search may not change. The rest (budget of trials, concurrency, seed, TPE
+knobs) may: the history is rebuilt from the store whatever produced it."""
+
+
+def open_experiment(store: TrialStore, name: str, space: Space,
+                    settings: SearchSettings) -> Experiment:
+    """Create the experiment, or check that the stored one is the same search and return it
+    with the resumable settings updated. Raises ValueError on any mismatch."""
+    wanted = Experiment(
+        name=name, space_name=space.name, space_source=dict(space.source),
+        fingerprint=space.fingerprint(), budget=space.budget.to_dict(),
+        settings=settings.to_dict(),
+    )
+    existing = store.get_experiment(name)
+    if existing is None:
+        return store.create_experiment(wanted)
+    if existing.fingerprint != wanted.fingerprint:
+        if existing.space_name != wanted.space_name:
+            what = f"space {existing.space_name!r}, not {wanted.space_name!r}"
+        elif dict(existing.budget) != dict(wanted.budget):
+            diff = {k: (existing.budget.get(k), v) for k, v in wanted.budget.items()
+                    if existing.budget.get(k) != v}
+            what = "a different budget: " + ", ".join(f"{k} {a!r} → {b!r}"
+                                                      for k, (a, b) in diff.items())
+        else:
+            what = f"a different definition of space {wanted.space_name!r}"
+        raise ValueError(f"experiment {name!r} in {store.url} was created with {what}; "
+                         "resume it with the same settings or choose a new --experiment name")
+    old = dict(existing.settings)
+    new = settings.to_dict()
+    changed = [k for k in FIXED if old.get(k) != new[k]]
+    if changed:
+        raise ValueError(f"experiment {name!r} was created with "
+                         + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
+                         + "; this cannot change when a search resumes")
+    update = {k: v for k, v in new.items() if old.get(k) != v}
+    return store.update_settings(name, update) if update else existing

@@ -1,0 +1,230 @@
+"""User spaces from a YAML file: nested choices with conditional children, validated up front.
+
+Format (every key but ``parameters`` optional)::
+
+    name: my-search
+    description: IA with noise on/off
+    base: ia-tpe                 # a preset: its rule and run are the starting point
+    fixed:                       # dotted config keys every trial shares
+      run.alternate: true
+    parameters:                  # name → distribution; the name is the config key it sets
+      run.alignment_lr: {loguniform: [1.0e-6, 1.0e-2]}
+      run.batch_size: {choice: [16, 32, 64]}
+      noise:
+        key: null                # sets nothing itself; only gates its children
+        choice:
+          - value: false
+            set: {rule.noise: null}
+          - value: true
+            parameters:
+              sigma: {key: rule.noise.stddev, uniform: [0.1, 1.0]}
+
+Distributions: ``uniform: [low, high]``, ``loguniform: [low, high]``, ``int: [low, high]``
+(inclusive), ``choice: [option, ...]`` where an option is a scalar or ``{value, set, parameters}``.
+Every error names the node it is about (``parameters.noise.choice[1].parameters.sigma``).
+The budget (dataset, model, epochs) applies before ``fixed``; batch sizes are taken as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from localrules.config import TrialConfig, set_keys
+from localrules.rules.presets import PRESETS
+from localrules.rules.spec import Noise
+from localrules.spaces.budget import Budget
+from localrules.spaces.nodes import Choice, IntUniform, LogUniform, Node, Option, Uniform, walk
+from localrules.spaces.space import Space
+
+DISTRIBUTIONS = {"uniform": Uniform, "loguniform": LogUniform, "int": IntUniform}
+TOP_KEYS = ("name", "description", "base", "fixed", "parameters")
+# The default config with its null section (rule.noise) filled, so keys under it are checked too.
+_DEFAULT_CONFIG = set_keys(TrialConfig().to_dict(), {"rule.noise": Noise(0.0).to_dict()})
+
+
+def _check_key(where: str, key: object) -> str:
+    """A dotted config key that exists (checked by setting it on the default config)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{where}: key must be a dotted config key such as run.batch_size, "
+                         f"got {key!r}")
+    try:
+        set_keys(_DEFAULT_CONFIG, {key: None})
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return key
+
+
+def _settings(where: str, data: object) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping of dotted config keys to values, "
+                         f"got {type(data).__name__}")
+    return {_check_key(f"{where}.{k}", k): v for k, v in data.items()}
+
+
+def _parameters(where: str, data: object) -> tuple[Node, ...]:
+    if not isinstance(data, Mapping) or not data:
+        raise ValueError(f"{where} must be a non-empty mapping of parameter names to "
+                         f"distributions, got {data!r}")
+    return tuple(_node(f"{where}.{name}", name, spec) for name, spec in data.items())
+
+
+def _node(where: str, name: object, spec: object) -> Node:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: parameter names must be non-empty strings, got {name!r}")
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a mapping such as {{uniform: [0, 1]}}, got {spec!r}")
+    kinds = [k for k in spec if k in (*DISTRIBUTIONS, "choice")]
+    extra = [k for k in spec if k not in (*DISTRIBUTIONS, "choice", "key")]
+    if extra:
+        raise ValueError(f"{where}: unknown field {extra[0]!r}; valid: key, uniform, "
+                         "loguniform, int, choice")
+    if len(kinds) != 1:
+        raise ValueError(f"{where} needs exactly one distribution (uniform, loguniform, int or "
+                         f"choice), got {kinds or 'none'}")
+    key = spec.get("key", name)
+    if key is not None:
+        key = _check_key(where, key)
+    (kind,) = kinds
+    try:
+        if kind == "choice":
+            return Choice(name, key, _options(f"{where}.choice", spec["choice"]))
+        bounds = spec[kind]
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise ValueError(f"{kind} needs [low, high], got {bounds!r}")
+        return DISTRIBUTIONS[kind](name, key, *bounds)
+    except ValueError as err:
+        if str(err).startswith(where):
+            raise
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _options(where: str, data: object) -> tuple[Option, ...]:
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{where} must be a non-empty list of options, got {data!r}")
+    options = []
+    for i, item in enumerate(data):
+        at = f"{where}[{i}]"
+        if isinstance(item, Mapping):
+            extra = [k for k in item if k not in ("value", "set", "parameters")]
+            if extra or "value" not in item:
+                raise ValueError(f"{at}: an option mapping has 'value' and optionally 'set' and "
+                                 f"'parameters', got {sorted(map(str, item))}")
+            children = (_parameters(f"{at}.parameters", item["parameters"])
+                        if "parameters" in item else ())
+            options.append(Option(item["value"], children, _settings(f"{at}.set", item.get("set"))))
+        else:
+            options.append(Option(item))
+    return tuple(options)
+
+
+def _corners(nodes: tuple[Node, ...]) -> list[dict[str, Any]]:
+    """Param sets that together visit every option of every choice (lower bounds elsewhere)."""
+    def pick(level: tuple[Node, ...], forced: dict[str, int]) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for node in level:
+            if isinstance(node, Choice):
+                option = node.options[forced.get(node.name, 0)]
+                params[node.name] = option.value
+                params.update(pick(option.children, forced))
+            else:
+                params[node.name] = node.low  # type: ignore[attr-defined]
+        return params
+
+    out = [pick(nodes, {})]
+    for node in walk(nodes):
+        if isinstance(node, Choice):
+            for i in range(1, len(node.options)):
+                forced = {node.name: i}
+                # Reach the choice: force the options of its ancestors that contain it.
+                forced.update(_path_to(nodes, node.name) or {})
+                out.append(pick(nodes, forced))
+    return out
+
+
+def _path_to(nodes: tuple[Node, ...], name: str) -> dict[str, int] | None:
+    for node in nodes:
+        if node.name == name:
+            return {}
+        if isinstance(node, Choice):
+            for i, option in enumerate(node.options):
+                found = _path_to(option.children, name)
+                if found is not None:
+                    return {node.name: i, **found}
+    return None
+
+
+def _loader() -> type:
+    """PyYAML's safe loader, reading ``1e-6`` as a number (YAML 1.2) rather than a string."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def parse_space(text: str, budget: Budget, origin: str = "<space>") -> Space:
+    """A Space from YAML text; ``origin`` (the file name) prefixes every error."""
+    import yaml
+
+    try:
+        data = yaml.load(text, Loader=_loader())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ValueError(f"{origin}: malformed YAML{at}: {problem}") from None
+    try:
+        return _space(data, budget, origin, text)
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None
+
+
+def _space(data: object, budget: Budget, origin: str, text: str) -> Space:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a space file is a mapping with 'parameters', got {type(data).__name__}")
+    extra = [k for k in data if k not in TOP_KEYS]
+    if extra:
+        raise ValueError(f"unknown top-level key {extra[0]!r}; valid: {', '.join(TOP_KEYS)}")
+    if "parameters" not in data:
+        raise ValueError("the space has no 'parameters'")
+    base: dict[str, Any] = {}
+    if data.get("base") is not None:
+        preset = data["base"]
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ValueError(f"base: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+        base = {"rule": PRESETS[preset].rule.to_dict(), "run": PRESETS[preset].run.to_dict()}
+    base.update(budget.settings())
+    base.update(_settings("fixed", data.get("fixed")))
+    nodes = _parameters("parameters", data["parameters"])
+    name = data.get("name") or Path(origin).stem
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {name!r}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise ValueError(f"description must be a string, got {description!r}")
+    space = Space(name=name, nodes=nodes, base=base, budget=budget,
+                  source={"yaml": text, "name": name}, description=description)
+    for params in _corners(nodes):
+        space.config(params)
+    return space
+
+
+def load_space_file(path: str | Path, budget: Budget) -> Space:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"cannot read space file {str(path)!r}: {err.strerror}") from None
+    return parse_space(text, budget, origin=str(path))

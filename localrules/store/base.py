@@ -1,0 +1,150 @@
+"""The trial-store interface every backend implements (SQLite here, MongoDB next).
+
+Small on purpose: experiments; trials with create, reserve-with-lease, heartbeat, progress,
+complete/fail/release with a fencing token, requeue of expired leases, cancel; queries; and a
+leased lock so that one controller at a time suggests for an experiment. The contract tests in
+``tests/test_store_contract.py`` run against every backend.
+
+Every method is atomic on its own. A write that names a trial's attempt succeeds only while that
+attempt still holds the trial (state ``running``, same attempt); otherwise it raises ``LeaseLost``
+and changes nothing, so a worker whose lease was taken over can never overwrite a result.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from localrules.store.documents import Experiment, HistoryEntry, Trial
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot be carried out (the message says why)."""
+
+
+class LeaseLost(StoreError):
+    """The trial is no longer held by this attempt (requeued, cancelled or finished)."""
+
+
+class ExperimentNotFound(StoreError, ValueError):
+    pass
+
+
+class TrialExists(StoreError, ValueError):
+    pass
+
+
+class TrialStore(abc.ABC):
+    """A database of experiments and trials. Backends are opened with ``open_store(url)``."""
+
+    url: str
+    """The URL the store was opened with, with any password removed."""
+
+    # --- experiments --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_experiment(self, experiment: Experiment) -> Experiment:
+        """Insert the experiment unless one with its name exists; return the stored one."""
+
+    @abc.abstractmethod
+    def get_experiment(self, name: str) -> Experiment | None: ...
+
+    @abc.abstractmethod
+    def list_experiments(self) -> list[Experiment]: ...
+
+    @abc.abstractmethod
+    def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
+        """Merge ``settings`` into the experiment's settings (e.g. a new max_trials)."""
+
+    # --- creating trials ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def allocate_trial_ids(self, experiment: str, n: int) -> list[int]:
+        """``n`` fresh, never-reused trial ids for the experiment (atomic counter)."""
+
+    @abc.abstractmethod
+    def add_trials(self, trials: Sequence[Trial]) -> None:
+        """Insert queued trials; ``TrialExists`` if an (experiment, trial_id) is taken (then
+        none of them is inserted)."""
+
+    # --- the worker's side --------------------------------------------------------------------
+    @abc.abstractmethod
+    def reserve(
+        self, worker: str, lease_seconds: float, experiments: Sequence[str] | None = None
+    ) -> Trial | None:
+        """Atomically take the oldest queued trial (of ``experiments`` if given): state running,
+        attempt + 1, lease until now + ``lease_seconds``. None when the queue is empty."""
+
+    @abc.abstractmethod
+    def heartbeat(self, experiment: str, trial_id: int, attempt: int,
+                  lease_seconds: float) -> None:
+        """Extend the lease to now + ``lease_seconds``."""
+
+    @abc.abstractmethod
+    def report_progress(self, experiment: str, trial_id: int, attempt: int,
+                        progress: Mapping[str, Any]) -> None:
+        """Replace the trial's progress document (epoch, metrics)."""
+
+    @abc.abstractmethod
+    def complete(self, experiment: str, trial_id: int, attempt: int,
+                 result: Mapping[str, Any]) -> None:
+        """running → done with ``result``."""
+
+    @abc.abstractmethod
+    def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
+        """running → failed with ``error``."""
+
+    @abc.abstractmethod
+    def release(self, experiment: str, trial_id: int, attempt: int) -> None:
+        """running → queued (a worker hands its trial back, e.g. on preemption)."""
+
+    # --- any process --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
+        """Running trials whose lease has expired go back to queued, or to failed once they
+        have had ``max_attempts`` attempts. Returns the trials as they are now."""
+
+    @abc.abstractmethod
+    def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
+        """Queued or running trials (all of the experiment's, or those given) → cancelled."""
+
+    @abc.abstractmethod
+    def get_trial(self, experiment: str, trial_id: int) -> Trial | None: ...
+
+    @abc.abstractmethod
+    def trials(self, experiment: str, states: Iterable[str] | None = None) -> list[Trial]:
+        """The experiment's trials (of the given states), by trial id."""
+
+    def history(self, experiment: str) -> list[HistoryEntry]:
+        """Id, state, hyperopt misc and result of every trial, by id: what a suggestion round
+        reads. Backends override it with a projection (configs are most of a document)."""
+        return [HistoryEntry(t.trial_id, t.state, t.misc, t.result)
+                for t in self.trials(experiment)]
+
+    @abc.abstractmethod
+    def counts(self, experiment: str) -> dict[str, int]:
+        """Number of trials per state (every state present, zeros included)."""
+
+    # --- the controller lock ------------------------------------------------------------------
+    @abc.abstractmethod
+    def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        """Take or renew the named lock for ``owner``; False while someone else holds it."""
+
+    @abc.abstractmethod
+    def release_lock(self, name: str, owner: str) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> TrialStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- derived ------------------------------------------------------------------------------
+    def to_dataframe(self, experiment: str, states: Iterable[str] | None = None):
+        """The trials as a pandas DataFrame: one row per trial, ``params.<name>`` and
+        ``result.<key>`` columns, timestamps as UTC datetimes."""
+        from localrules.store.frame import trials_frame
+
+        return trials_frame(self.trials(experiment, states))

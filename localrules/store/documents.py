@@ -1,0 +1,128 @@
+"""The documents a trial store keeps: experiments and trials, as plain JSON (DESIGN.md).
+
+A trial goes ``queued → running → done | failed`` (or ``cancelled``). ``attempt`` counts
+reservations and doubles as the fencing token: every write a worker makes names the attempt it
+holds, and the store refuses it once the lease has passed to another attempt. Nothing here is
+code: configs, params, hyperopt's idxs/vals, progress and results are JSON values only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from localrules import __version__
+
+SCHEMA_VERSION = 1
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+STATES: tuple[str, ...] = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+FINISHED: frozenset[str] = frozenset({DONE, FAILED, CANCELLED})
+PENDING: frozenset[str] = frozenset({QUEUED, RUNNING})
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One search: its space (as a rebuildable source), budget and search settings.
+
+    ``settings`` holds the controller's choices (seed, TPE settings, objective, max_trials); a
+    re-run with the same name must bring the same ``fingerprint`` (space and budget)."""
+
+    name: str
+    space_name: str
+    space_source: Mapping[str, Any]
+    fingerprint: str
+    budget: Mapping[str, Any]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=now)
+    code_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        check_experiment_name(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Experiment:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial document. Timestamps are Unix seconds (UTC); ``lease_expires`` is set while
+    running. ``result`` holds at least ``objective``, ``top1``, ``diverged`` and ``epochs``."""
+
+    experiment: str
+    trial_id: int
+    config: Mapping[str, Any]
+    params: Mapping[str, Any]
+    misc: Mapping[str, Any]
+    """hyperopt's ``{"idxs": {label: [tid] | []}, "vals": {label: [value] | []}}``."""
+    state: str = QUEUED
+    attempt: int = 0
+    worker: str | None = None
+    lease_expires: float | None = None
+    progress: Mapping[str, Any] | None = None
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    code_version: str = __version__
+    """The version that created the trial; the worker's goes into ``result``."""
+    created_at: float = field(default_factory=now)
+    started_at: float | None = None
+    updated_at: float | None = None
+    finished_at: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        return cls(**{k: v for k, v in data.items() if k in _TRIAL_FIELDS})
+
+    @property
+    def objective(self) -> float | None:
+        return None if self.result is None else self.result.get("objective")
+
+
+_TRIAL_FIELDS = frozenset(f.name for f in dataclasses.fields(Trial))
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """The part of a trial that TPE's history needs (a cheap projection of the document)."""
+
+    trial_id: int
+    state: str
+    misc: Mapping[str, Any]
+    result: Mapping[str, Any] | None
+
+
+def check_experiment_name(name: object) -> str:
+    """Names go into file paths and URLs: letters, digits, ``-``, ``_``, ``.``; 1–100 chars."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ValueError(
+            f"invalid experiment name {name!r}: use 1-100 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,352 @@
+"""The SQLite trial store: the embedded default, safe for several processes on one machine.
+
+WAL journal (readers never block the writer), ``BEGIN IMMEDIATE`` for every read-modify-write
+(one writer at a time across processes, so a reservation is atomic) and a busy timeout so that
+contending processes wait instead of failing. Queryable fields are columns with indexes; the rest
+of a document (config, params, misc, progress, result) is JSON text. One connection per store
+object, shared by its threads (a worker's heartbeat thread) under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from localrules.store.base import (
+    ExperimentNotFound,
+    LeaseLost,
+    StoreError,
+    TrialExists,
+    TrialStore,
+)
+from localrules.store.documents import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SCHEMA_VERSION,
+    STATES,
+    Experiment,
+    HistoryEntry,
+    Trial,
+)
+from localrules.store.documents import now as clock
+
+_JSON_FIELDS = ("config", "params", "misc", "progress", "result")
+_TRIAL_COLUMNS = (
+    "experiment", "trial_id", "state", "attempt", "worker", "lease_expires", "config", "params",
+    "misc", "progress", "result", "error", "code_version", "created_at", "started_at",
+    "updated_at", "finished_at", "schema_version",
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    next_trial_id INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS trials (
+    experiment TEXT NOT NULL REFERENCES experiments(name),
+    trial_id INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ({", ".join(repr(s) for s in STATES)})),
+    attempt INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_expires REAL,
+    config TEXT NOT NULL,
+    params TEXT NOT NULL,
+    misc TEXT NOT NULL,
+    progress TEXT,
+    result TEXT,
+    error TEXT,
+    code_version TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    updated_at REAL,
+    finished_at REAL,
+    schema_version INTEGER NOT NULL,
+    PRIMARY KEY (experiment, trial_id)
+);
+CREATE INDEX IF NOT EXISTS trials_queue ON trials (state, created_at, trial_id);
+CREATE INDEX IF NOT EXISTS trials_lease ON trials (state, lease_expires);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class SQLiteStore(TrialStore):
+    """A trial store in one SQLite file (``:memory:`` for a private, single-process store)."""
+
+    def __init__(self, path: str, url: str | None = None, busy_timeout: float = 60.0) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self.url = url or f"sqlite:///{path}"
+        if path != ":memory:":
+            path = str(Path(path).expanduser())
+            parent = Path(path).resolve().parent
+            if not parent.is_dir():
+                raise ValueError(f"cannot open the SQLite store {path!r}: directory "
+                                 f"{str(parent)!r} does not exist")
+        try:
+            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._write() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
+                               (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(f"{self.url} has schema version {row[0]}; this localrules "
+                             f"understands up to {SCHEMA_VERSION}: upgrade localrules")
+
+    # --- plumbing -----------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One read-modify-write transaction, serialised across processes (BEGIN IMMEDIATE)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _trial(row: Sequence[Any]) -> Trial:
+        data = dict(zip(_TRIAL_COLUMNS, row, strict=True))
+        for name in _JSON_FIELDS:
+            if data[name] is not None:
+                data[name] = json.loads(data[name])
+        return Trial.from_dict(data)
+
+    def _select(self, where: str, args: Sequence[Any] = (), tail: str = "") -> list[Trial]:
+        sql = f"SELECT {', '.join(_TRIAL_COLUMNS)} FROM trials WHERE {where} {tail}"
+        return [self._trial(r) for r in self._read(sql, args)]
+
+    def _fenced(self, experiment: str, trial_id: int, attempt: int,
+                sets: Mapping[str, Any]) -> None:
+        """Update a running trial only if ``attempt`` still holds it; else LeaseLost."""
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        with self._write() as db:
+            cur = db.execute(
+                f"UPDATE trials SET {assignments}, updated_at = ? "
+                "WHERE experiment = ? AND trial_id = ? AND state = ? AND attempt = ?",
+                (*sets.values(), clock(), experiment, trial_id, RUNNING, attempt),
+            )
+            if cur.rowcount == 1:
+                return
+            row = db.execute("SELECT state, attempt FROM trials WHERE experiment = ? AND "
+                             "trial_id = ?", (experiment, trial_id)).fetchone()
+        if row is None:
+            raise StoreError(f"no trial {trial_id} in experiment {experiment!r}")
+        raise LeaseLost(f"trial {trial_id} of {experiment!r} is no longer held by attempt "
+                        f"{attempt} (state {row[0]}, attempt {row[1]})")
+
+    # --- experiments --------------------------------------------------------------------------
+    def create_experiment(self, experiment: Experiment) -> Experiment:
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO experiments (name, doc) VALUES (?, ?)",
+                       (experiment.name, json.dumps(experiment.to_dict())))
+            (doc,) = db.execute("SELECT doc FROM experiments WHERE name = ?",
+                                (experiment.name,)).fetchone()
+        return Experiment.from_dict(json.loads(doc))
+
+    def get_experiment(self, name: str) -> Experiment | None:
+        rows = self._read("SELECT doc FROM experiments WHERE name = ?", (name,))
+        return Experiment.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def list_experiments(self) -> list[Experiment]:
+        rows = self._read("SELECT doc FROM experiments ORDER BY name")
+        return [Experiment.from_dict(json.loads(r[0])) for r in rows]
+
+    def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
+        with self._write() as db:
+            row = db.execute("SELECT doc FROM experiments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
+            doc = json.loads(row[0])
+            doc["settings"] = {**doc.get("settings", {}), **settings}
+            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (json.dumps(doc), name))
+        return Experiment.from_dict(doc)
+
+    # --- creating trials ----------------------------------------------------------------------
+    def allocate_trial_ids(self, experiment: str, n: int) -> list[int]:
+        if n < 0:
+            raise ValueError(f"cannot allocate {n} trial ids")
+        with self._write() as db:
+            row = db.execute("SELECT next_trial_id FROM experiments WHERE name = ?",
+                             (experiment,)).fetchone()
+            if row is None:
+                raise ExperimentNotFound(f"no experiment {experiment!r} in {self.url}")
+            db.execute("UPDATE experiments SET next_trial_id = ? WHERE name = ?",
+                       (row[0] + n, experiment))
+        return list(range(row[0], row[0] + n))
+
+    def add_trials(self, trials: Sequence[Trial]) -> None:
+        rows = []
+        for t in trials:
+            data = t.to_dict()
+            for name in _JSON_FIELDS:
+                if data[name] is not None:
+                    data[name] = json.dumps(data[name])
+            rows.append(tuple(data[c] for c in _TRIAL_COLUMNS))
+        marks = ", ".join("?" for _ in _TRIAL_COLUMNS)
+        try:
+            with self._write() as db:
+                db.executemany(f"INSERT INTO trials ({', '.join(_TRIAL_COLUMNS)}) "
+                               f"VALUES ({marks})", rows)
+        except sqlite3.IntegrityError as err:
+            if "FOREIGN KEY" in str(err):
+                names = sorted({t.experiment for t in trials})
+                raise ExperimentNotFound(f"no experiment {names} in {self.url}") from None
+            raise TrialExists(f"a trial id is already taken: {err}") from None
+
+    # --- the worker's side --------------------------------------------------------------------
+    def reserve(
+        self, worker: str, lease_seconds: float, experiments: Sequence[str] | None = None
+    ) -> Trial | None:
+        where, args = "state = ?", [QUEUED]
+        if experiments is not None:
+            if not experiments:
+                return None
+            where += f" AND experiment IN ({', '.join('?' for _ in experiments)})"
+            args += list(experiments)
+        t = clock()
+        with self._write() as db:
+            row = db.execute(f"SELECT experiment, trial_id FROM trials WHERE {where} "
+                             "ORDER BY created_at, trial_id LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE trials SET state = ?, attempt = attempt + 1, worker = ?, "
+                "lease_expires = ?, started_at = ?, updated_at = ? "
+                "WHERE experiment = ? AND trial_id = ?",
+                (RUNNING, worker, t + lease_seconds, t, t, *row),
+            )
+            return self.get_trial(*row)
+
+    def heartbeat(self, experiment: str, trial_id: int, attempt: int,
+                  lease_seconds: float) -> None:
+        self._fenced(experiment, trial_id, attempt, {"lease_expires": clock() + lease_seconds})
+
+    def report_progress(self, experiment: str, trial_id: int, attempt: int,
+                        progress: Mapping[str, Any]) -> None:
+        self._fenced(experiment, trial_id, attempt, {"progress": json.dumps(dict(progress))})
+
+    def complete(self, experiment: str, trial_id: int, attempt: int,
+                 result: Mapping[str, Any]) -> None:
+        self._fenced(experiment, trial_id, attempt, {
+            "state": DONE, "result": json.dumps(dict(result)), "lease_expires": None,
+            "finished_at": clock(),
+        })
+
+    def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
+        self._fenced(experiment, trial_id, attempt, {
+            "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock(),
+        })
+
+    def release(self, experiment: str, trial_id: int, attempt: int) -> None:
+        self._fenced(experiment, trial_id, attempt,
+                     {"state": QUEUED, "worker": None, "lease_expires": None})
+
+    # --- any process --------------------------------------------------------------------------
+    def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
+        t = clock() if now is None else now
+        with self._write() as db:
+            rows = db.execute("SELECT experiment, trial_id, attempt FROM trials "
+                              "WHERE state = ? AND lease_expires < ?", (RUNNING, t)).fetchall()
+            for experiment, trial_id, attempt in rows:
+                if attempt >= max_attempts:
+                    db.execute(
+                        "UPDATE trials SET state = ?, error = ?, lease_expires = NULL, "
+                        "finished_at = ?, updated_at = ? WHERE experiment = ? AND trial_id = ?",
+                        (FAILED, f"lease expired on attempt {attempt} of {max_attempts}",
+                         t, t, experiment, trial_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE trials SET state = ?, worker = NULL, lease_expires = NULL, "
+                        "updated_at = ? WHERE experiment = ? AND trial_id = ?",
+                        (QUEUED, t, experiment, trial_id),
+                    )
+            return [self.get_trial(e, i) for e, i, _ in rows]  # type: ignore[misc]
+
+    def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
+        where, args = "experiment = ? AND state IN (?, ?)", [experiment, QUEUED, RUNNING]
+        if trial_ids is not None:
+            ids = list(trial_ids)
+            where += f" AND trial_id IN ({', '.join('?' for _ in ids)})"
+            args += ids
+        t = clock()
+        with self._write() as db:
+            cur = db.execute(f"UPDATE trials SET state = ?, lease_expires = NULL, "
+                             f"finished_at = ?, updated_at = ? WHERE {where}",
+                             (CANCELLED, t, t, *args))
+            return cur.rowcount
+
+    def get_trial(self, experiment: str, trial_id: int) -> Trial | None:
+        found = self._select("experiment = ? AND trial_id = ?", (experiment, trial_id))
+        return found[0] if found else None
+
+    def trials(self, experiment: str, states: Iterable[str] | None = None) -> list[Trial]:
+        where, args = "experiment = ?", [experiment]
+        if states is not None:
+            states = list(states)
+            where += f" AND state IN ({', '.join('?' for _ in states)})"
+            args += states
+        return self._select(where, args, "ORDER BY trial_id")
+
+    def history(self, experiment: str) -> list[HistoryEntry]:
+        rows = self._read("SELECT trial_id, state, misc, result FROM trials WHERE experiment = ? "
+                          "ORDER BY trial_id", (experiment,))
+        return [HistoryEntry(i, state, json.loads(misc), None if result is None
+                             else json.loads(result)) for i, state, misc, result in rows]
+
+    def counts(self, experiment: str) -> dict[str, int]:
+        rows = self._read("SELECT state, COUNT(*) FROM trials WHERE experiment = ? "
+                          "GROUP BY state", (experiment,))
+        return {s: 0 for s in STATES} | {state: n for state, n in rows}
+
+    # --- the controller lock ------------------------------------------------------------------
+    def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        t = clock()
+        with self._write() as db:
+            row = db.execute("SELECT owner, expires FROM locks WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > t:
+                return False
+            db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?)",
+                       (name, owner, t + lease_seconds))
+        return True
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+

@@ -1,0 +1,58 @@
+"""Database URLs → store backends, and URLs safe to print (no passwords)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from localrules.store.base import TrialStore
+
+DEFAULT_URL = "sqlite:///localrules.db"
+SCHEMES: tuple[str, ...] = ("sqlite", "mongodb", "mongodb+srv")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs, errors and documents)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:`` URL (SQLAlchemy's forms), or ``:memory:``."""
+    rest = url[len("sqlite:"):]
+    if rest in ("", "//", "///:memory:", "//:memory:"):
+        return ":memory:"
+    if not rest.startswith("///") or len(rest) == 3:
+        raise ValueError(f"malformed SQLite URL {url!r}: use sqlite:///relative/path.db or "
+                         "sqlite:////absolute/path.db")
+    return rest[3:]
+
+
+def open_store(url: str = DEFAULT_URL, create: bool = True) -> TrialStore:
+    """Open the store a URL names; with ``create=False`` a missing database is an error (for
+    commands that only read, so that a mistyped path creates nothing)."""
+    if not isinstance(url, str) or ":" not in url:
+        raise ValueError(f"malformed database URL {url!r}; valid forms: sqlite:///PATH.db, "
+                         "mongodb://HOST[:PORT]/DB, mongodb+srv://HOST/DB")
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from localrules.store.sqlite import SQLiteStore
+
+        path = sqlite_path(url)
+        if not create and path != ":memory:" and not Path(path).expanduser().is_file():
+            raise ValueError(f"no database at {path!r} (from {url}); run `localrules search` "
+                             "first or pass the right --db")
+        return SQLiteStore(path, url=url)
+    if scheme in ("mongodb", "mongodb+srv"):
+        raise ValueError(f"{redact(url)}: the MongoDB store is not part of this version yet; "
+                         "use a sqlite:/// URL")
+    raise ValueError(f"unknown database URL scheme {scheme!r} in {redact(url)!r}; valid: "
+                     f"{', '.join(s + '://' for s in SCHEMES)}")

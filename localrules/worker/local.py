@@ -1,0 +1,76 @@
+"""Worker processes on this machine beside a controller (``localrules search --workers K``).
+
+Each is a fresh interpreter (spawn), so TensorFlow state never leaks between them or into the
+controller; the cores are split between them (TensorFlow's intra-op threads), since K processes
+each using every core only fight over them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalWorkerSpec:
+    url: str
+    artifacts: str
+    experiments: tuple[str, ...]
+    lease_seconds: float = 60.0
+    threads: int = 1
+    log_level: int = logging.INFO
+
+
+def worker_main(spec: LocalWorkerSpec, index: int) -> None:
+    """Entry point of one local worker process."""
+    # Ctrl-C reaches the whole process group; the controller turns it into SIGTERM for each
+    # worker, which checkpoints its trial and hands it back. A KeyboardInterrupt here would not.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=spec.log_level,
+                        format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, spec.threads + 1))
+
+    from localrules.store import open_store
+    from localrules.worker.loop import Worker
+
+    with open_store(spec.url) as store:
+        Worker(store, spec.artifacts, experiments=spec.experiments,
+               lease_seconds=spec.lease_seconds).run()
+
+
+def start_local_workers(spec: LocalWorkerSpec, count: int) -> list[multiprocessing.Process]:
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=worker_main, args=(spec, i), name=f"localrules-worker-{i}",
+                             daemon=False) for i in range(count)]
+    for p in procs:
+        p.start()
+    log.info("started %d local worker%s (%d TensorFlow thread%s each)", count,
+             "" if count == 1 else "s", spec.threads, "" if spec.threads == 1 else "s")
+    return procs
+
+
+def stop_local_workers(procs: Sequence[multiprocessing.Process], timeout: float = 60.0) -> None:
+    """SIGTERM each worker (a running trial checkpoints and goes back to the queue), then wait."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout)
+        if p.is_alive():
+            log.warning("worker %s did not stop in %.0f s; killing it", p.name, timeout)
+            p.kill()
+            p.join()
+
+
+def threads_per_worker(count: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(count, 1))

@@ -1,0 +1,88 @@
+"""Train one stored trial with the trainer and turn its outcome into a result document.
+
+The objective is validation top-1 at the final epoch. A diverged run (NaN/Inf) scores chance
+level (1 / number of classes), so TPE learns that the region is bad instead of forgetting it.
+Checkpoints live in the trial's artifact directory; a requeued trial resumes from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from localrules import __version__
+from localrules.config import TrialConfig
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(data: Mapping[str, Any]) -> TrialConfig:
+    """A stored config checked against the schema and the model and dataset registries."""
+    from localrules.data import DATASETS
+    from localrules.models import MODELS
+    from localrules.validation import check_choice
+
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a trial config must be a mapping, got {type(data).__name__}")
+    config = TrialConfig.from_dict(data)
+    check_choice("model", config.model, MODELS)
+    check_choice("dataset", config.dataset, DATASETS)
+    return config
+
+
+def train_trial(config: TrialConfig, out_dir: str,
+                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) the trial in ``out_dir``; return its result document."""
+    import gc
+
+    import keras
+
+    from localrules.train.trainer import Trainer, read_config, write_config
+
+    started = time.time()
+    existing = read_config(out_dir)
+    resume = existing == config
+    if existing is not None and not resume:
+        log.warning("%s holds a run with another config; starting over", out_dir)
+    trainer = Trainer(config, out_dir)
+    if not resume:
+        write_config(config, out_dir)
+    elif trainer.restore():
+        log.info("resumed from the checkpoint in %s at step %d", out_dir, int(trainer.step))
+    try:
+        outcome = trainer.fit(on_epoch=on_epoch)
+        chance = 1.0 / trainer.dataset.info.num_classes
+    finally:
+        del trainer
+        keras.backend.clear_session()
+        gc.collect()
+    result = json_safe(outcome.to_dict())
+    top1 = result.get("top1")
+    result.update(
+        objective=chance if outcome.diverged or top1 is None else float(top1),
+        chance=chance,
+        seconds=time.time() - started,
+        code_version=__version__,
+    )
+    return result
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and ±Inf (a diverged run's losses) as None: stored documents are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def progress_document(record: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    """The store's progress document for one epoch record: epoch and scalar metrics."""
+    metrics = {k: v for k, v in record.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
+    return {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics)}

@@ -1,0 +1,173 @@
+"""``localrules search``, ``trials`` and ``experiments``: an end-to-end search on digits with two
+local workers, the query formats, and bad input (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from localrules.cli.main import main
+from localrules.store import open_store
+
+
+def cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "localrules.cli.main", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    args = ["search", "--space", "wm-ad", "--experiment", "e2e", "--db", db, "--max-trials",
+            "4", "--workers", "2", "--epochs", "1", "--width", "4", "--artifacts",
+            str(tmp_path / "art"), "--poll", "0.5"]
+    run = cli(*args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "trial" in run.stdout and "objective" in run.stdout and "best trial" in run.stdout
+
+    out = cli("trials", "--experiment", "e2e", "--db", db, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    trials = json.loads(out.stdout)
+    assert [t["trial_id"] for t in trials] == [0, 1, 2, 3]
+    for t in trials:
+        assert t["experiment"] == "e2e" and t["state"] == "done" and t["attempt"] == 1
+        assert {"objective", "top1", "diverged", "epochs"} <= set(t["result"])
+        assert t["result"]["epochs"] == 1
+        assert 0.0 <= t["result"]["objective"] <= 1.0
+        assert "decay" in t["params"] and "batch_size" in t["params"]
+        assert t["created_at"].endswith("+00:00") and t["finished_at"]
+        assert (tmp_path / "art" / "e2e" / f"trial-{t['trial_id']:05d}" / "config.json").is_file()
+    # Two workers shared the work.
+    assert len({t["worker"] for t in trials}) == 2
+
+    table = cli("trials", "--experiment", "e2e", "--db", db, "--sort", "objective",
+                "--limit", "2")
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 4
+    csv = cli("trials", "--experiment", "e2e", "--db", db, "--format", "csv")
+    assert csv.stdout.splitlines()[0].startswith("experiment,trial_id,state")
+    exps = cli("experiments", "--db", db, "--format", "json")
+    (exp,) = json.loads(exps.stdout)
+    assert exp["name"] == "e2e" and exp["counts"]["done"] == 4 and exp["space"] == "wm-ad"
+
+    # Re-running the finished search resumes it: nothing new is trained.
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    with open_store(db) as store:
+        assert len(store.trials("e2e")) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--space", "nope"], "unknown space 'nope'"),
+        (["--space", "{yaml}"], "malformed YAML"),
+        (["--space", "wm", "--db", "postgres://u:secret@h/db"], "unknown database URL scheme"),
+        (["--space", "wm", "--max-trials", "0"], "--max-trials must be positive"),
+        (["--space", "wm", "--epochs", "-1"], "--epochs must be positive"),
+        (["--space", "wm", "--workers", "-1"], "--workers must be >= 0"),
+        (["--space", "wm", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--space", "wm", "--dataset", "cifar10"], "needs --data-dir"),
+        (["--space", "wm", "--experiment", "bad name!"], "invalid experiment name"),
+    ],
+)
+def test_search_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, args,
+                                                     message):
+    monkeypatch.chdir(tmp_path)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("parameters: [unclosed\n")
+    args = [a.replace("{yaml}", str(bad_yaml)) for a in args]
+    if "--experiment" not in args:
+        args += ["--experiment", "x"]
+    assert main(["search", *args, "--workers", "0"] if "--workers" not in args
+                else ["search", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "secret" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_experiment_reused_with_another_space_exits_2_and_adds_nothing(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path}/s.db"
+    common = ["--experiment", "e", "--db", db, "--workers", "0", "--max-trials", "1",
+              "--poll", "0.01"]
+    from localrules.search import SearchSettings, open_experiment
+    from localrules.spaces import default_budget, load_space
+
+    with open_store(db) as store:
+        open_experiment(store, "e", load_space("wm", default_budget("digits")), SearchSettings())
+    assert main(["search", "--space", "ia", *common]) == 2
+    assert "created with space 'wm', not 'ia'" in capsys.readouterr().err
+    assert main(["search", "--space", "wm", "--epochs", "7", *common]) == 2
+    assert "epochs 4 → 7" in capsys.readouterr().err
+    with open_store(db) as store:
+        assert store.trials("e") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trials", "--experiment", "nope"], "no experiment 'nope'"),
+        (["trials", "--experiment", "e", "--sort", "colour"], "unknown sort key 'colour'"),
+        (["trials", "--experiment", "e", "--limit", "0"], "--limit must be >= 1"),
+    ],
+)
+def test_trials_bad_input_exits_2(tmp_path, capsys, args, message):
+    db = f"sqlite:///{tmp_path}/s.db"
+    from localrules.search import SearchSettings, open_experiment
+    from localrules.spaces import default_budget, load_space
+
+    with open_store(db) as store:
+        open_experiment(store, "e", load_space("wm", default_budget("digits")), SearchSettings())
+    assert main([*args, "--db", db]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_query_commands_never_create_a_database(tmp_path, capsys):
+    missing = tmp_path / "missing.db"
+    assert main(["experiments", "--db", f"sqlite:///{missing}"]) == 2
+    assert main(["trials", "--experiment", "e", "--db", f"sqlite:///{missing}"]) == 2
+    assert "no database at" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_show_space_prints_the_tree(capsys):
+    assert main(["search", "--space", "ia", "--experiment", "x", "--show-space"]) == 0
+    out = capsys.readouterr().out
+    assert "null: log-uniform" in out and "when noise = true" in out and "digits" in out
+
+
+def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path):
+    import signal
+    import time
+
+    db = f"sqlite:///{tmp_path}/s.db"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localrules.cli.main", "search", "--space", "wm", "--experiment",
+         "stop", "--db", db, "--max-trials", "1", "--workers", "1", "--epochs", "30",
+         "--width", "4", "--artifacts", str(tmp_path / "art"), "--poll", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if (tmp_path / "s.db").exists():
+                with open_store(db) as store:
+                    trial = store.get_trial("stop", 0)
+                if trial is not None and (trial.progress or {}).get("epoch", 0) >= 1:
+                    break
+            time.sleep(0.3)
+        else:
+            pytest.fail("no epoch finished in time")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "run the same command to resume" in err
+    with open_store(db) as store:
+        trial = store.get_trial("stop", 0)
+    assert trial.state == "queued" and trial.attempt == 1 and trial.result is None
+    assert (tmp_path / "art" / "stop" / "trial-00000" / "checkpoints").is_dir()

@@ -1,0 +1,277 @@
+"""The SQLite store beyond the contract: URL forms, WAL, schema versions, several processes.
+
+The contract every backend shares is ``test_store_contract.py``. Here: what only a SQLite file has.
+The multi-process tests use the spawn start method (as on macOS and Windows, and safe next to
+threads); their workers are the module-level functions below.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localrules.store import DONE, Experiment, StoreError, Trial, open_store
+from localrules.store.urls import redact
+
+
+def experiment(name: str = "exp", **settings: Any) -> Experiment:
+    return Experiment(name=name, space_name="wm", space_source={"kind": "paper", "name": "wm"},
+                      fingerprint="f", budget={"epochs": 1}, settings=settings)
+
+
+def fill(store, name: str, n: int) -> list[int]:
+    store.create_experiment(experiment(name))
+    ids = store.allocate_trial_ids(name, n)
+    store.add_trials([Trial(experiment=name, trial_id=i, config={"i": i}, params={"x": i / n},
+                            misc={}) for i in ids])
+    return ids
+
+
+def url_of(path: Path) -> str:
+    return "sqlite:///" + str(path)
+
+
+# --- URLs ---------------------------------------------------------------------------------------
+def test_relative_url_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for url, path in (("sqlite:///rel.db", "rel.db"), ("sqlite:///sub/rel.db", "sub/rel.db")):
+        with open_store(url) as store:
+            assert store.url == url
+            store.create_experiment(experiment("here"))
+        assert (tmp_path / path).is_file()
+        with open_store(url_of(tmp_path / path)) as store:
+            assert store.get_experiment("here") is not None
+
+
+def test_absolute_url_has_four_slashes(tmp_path, monkeypatch):
+    path = tmp_path / "abs.db"
+    url = url_of(path)
+    assert url.startswith("sqlite:////")
+    with open_store(url) as store:
+        assert store.url == url
+        store.create_experiment(experiment("there"))
+    assert path.is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with open_store(url) as store:
+        assert store.get_experiment("there") is not None
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_stores_are_private(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open_store(url) as one, open_store(url) as two:
+        fill(one, "mem", 2)
+        trial = one.reserve("w", 60.0)
+        one.complete("mem", trial.trial_id, trial.attempt, {"objective": 1.0})
+        assert one.counts("mem")[DONE] == 1
+        assert two.get_experiment("mem") is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["sqlite:/x.db", "sqlite:x.db", "sqlite:///", "sqlite:/"])
+def test_malformed_sqlite_urls(url):
+    with pytest.raises(ValueError, match="malformed SQLite URL") as info:
+        open_store(url)
+    assert "sqlite:////absolute/path.db" in str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "postgres://u:secret@h/db",
+    "postgresql+psycopg://user:secret@h:5432/db?sslmode=require",
+    "postgres://u:secret@[h/db",  # not even parseable: still no password in the message
+])
+def test_unknown_schemes_list_the_valid_ones_without_the_password(url):
+    with pytest.raises(ValueError, match="unknown database URL scheme") as info:
+        open_store(url)
+    message = str(info.value)
+    assert "secret" not in message
+    for scheme in ("sqlite://", "mongodb://", "mongodb+srv://"):
+        assert scheme in message
+
+
+@pytest.mark.parametrize("url", ["", "localrules.db", None])
+def test_not_a_url(url):
+    with pytest.raises(ValueError, match=r"malformed database URL .*sqlite:///PATH\.db"):
+        open_store(url)
+
+
+def test_redact():
+    assert redact("mongodb://u:secret@h:27017/db") == "mongodb://u:***@h:27017/db"
+    assert redact("mongodb+srv://u:se%2Fcret@cluster/db") == "mongodb+srv://u:***@cluster/db"
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert "secret" not in redact("mongodb://u:secret@[h/db")
+
+
+def test_missing_parent_directory(tmp_path):
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(ValueError, match="does not exist") as info:
+        open_store(url_of(missing / "x.db"))
+    # The directory itself, not just the file path it begins.
+    assert re.search(re.escape(str(missing)) + r"(?![/\\\w])", str(info.value)), info.value
+    assert not missing.exists()
+
+
+def test_not_a_database_file(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a SQLite database\n" * 200)
+    with pytest.raises(ValueError, match="cannot open the SQLite store"):
+        open_store(url_of(path))
+
+
+# --- the file -----------------------------------------------------------------------------------
+def test_journal_mode_is_wal(tmp_path):
+    path = tmp_path / "wal.db"
+    with open_store(url_of(path)):
+        pass
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    with open_store(url_of(path)) as store:
+        store.create_experiment(experiment("kept"))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.close()
+    with pytest.raises(StoreError, match="upgrade") as info:
+        open_store(url_of(path))
+    assert "99" in str(info.value)
+    db = sqlite3.connect(path)
+    try:  # the file is left as it was
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            "99",)
+        assert db.execute("SELECT name FROM experiments").fetchall() == [("kept",)]
+    finally:
+        db.close()
+
+
+def test_reopening_keeps_everything(tmp_path):
+    url = url_of(tmp_path / "keep.db")
+    with open_store(url) as store:
+        fill(store, "exp", 3)
+        trial = store.reserve("w", 60.0)
+        store.complete("exp", trial.trial_id, trial.attempt, {"objective": 0.5})
+        before = store.trials("exp")
+    with open_store(url) as store:
+        assert store.trials("exp") == before
+        assert store.reserve("w", 60.0).attempt == 1
+
+
+# --- several processes on one file --------------------------------------------------------
+def _drain(url: str, worker: str, name: str, barrier, results) -> None:
+    """A worker process: reserve → complete until the queue is empty."""
+    done: list[tuple[int, int]] = []
+    errors: list[str] = []
+    try:
+        with open_store(url) as store:
+            barrier.wait(60)
+            while (trial := store.reserve(worker, 60.0, [name])) is not None:
+                store.complete(name, trial.trial_id, trial.attempt,
+                               {"objective": float(trial.trial_id), "worker": worker})
+                done.append((trial.trial_id, trial.attempt))
+    except Exception as err:  # reported to the test, which fails on any
+        errors.append(f"{worker}: {err!r}")
+    finally:
+        results.put((worker, done, errors))
+
+
+def _create_and_fill(url: str, worker: str, name: str, barrier, results) -> None:
+    """A process that opens a store nobody has created yet, at the same moment as the others."""
+    creator, ids, errors = None, [], []
+    try:
+        barrier.wait(60)
+        with open_store(url) as store:
+            creator = store.create_experiment(experiment(name, creator=worker)).settings["creator"]
+            for _ in range(5):
+                batch = store.allocate_trial_ids(name, 5)
+                store.add_trials([Trial(experiment=name, trial_id=i, config={},
+                                        params={"worker": worker}, misc={}) for i in batch])
+                ids += batch
+    except Exception as err:
+        errors.append(f"{worker}: {err!r}")
+    finally:
+        results.put((worker, creator, ids, errors))
+
+
+def _in_processes(target, url: str, name: str, n: int = 4) -> list[tuple]:
+    """Run ``target(url, worker, name, barrier, results)`` in ``n`` spawned processes that start
+    their work together; their reports, in order of arrival."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(url, f"w{i}", name, barrier, results))
+             for i in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        reports = [results.get(timeout=90) for _ in procs]
+    except queue.Empty:
+        pytest.fail("a worker process never reported (crashed or hung)")
+    finally:
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+    assert [proc.exitcode for proc in procs] == [0] * n
+    return reports
+
+
+def test_four_processes_share_one_queue(tmp_path):
+    url = url_of(tmp_path / "mp.db")
+    with open_store(url) as store:
+        ids = fill(store, "mp", 200)
+        reports = _in_processes(_drain, url, "mp")
+        trials = store.trials("mp")
+    assert [errors for _, _, errors in reports] == [[]] * 4
+    completed = [trial_id for _, done, _ in reports for trial_id, _ in done]
+    assert sorted(completed) == ids  # every trial once, by exactly one worker
+    assert {attempt for _, done, _ in reports for _, attempt in done} == {1}
+    assert sum(1 for _, done, _ in reports if done) >= 2, "no concurrency happened"
+    assert all(t.state == DONE and t.attempt == 1 for t in trials)
+    by_worker = {worker: {i for i, _ in done} for worker, done, _ in reports}
+    for t in trials:
+        assert t.worker == t.result["worker"]
+        assert t.trial_id in by_worker[t.worker]
+
+
+def test_four_processes_create_one_store_together(tmp_path):
+    url = url_of(tmp_path / "fresh.db")
+    reports = _in_processes(_create_and_fill, url, "fresh")
+    assert [errors for *_, errors in reports] == [[]] * 4
+    creators = {creator for _, creator, _, _ in reports}
+    assert len(creators) == 1 and creators <= {f"w{i}" for i in range(4)}  # first writer wins
+    all_ids = [i for _, _, ids, _ in reports for i in ids]
+    assert len(all_ids) == 100 and len(set(all_ids)) == 100
+    with open_store(url) as store:
+        trials = store.trials("fresh")
+        assert store.get_experiment("fresh").settings["creator"] in creators
+    assert [t.trial_id for t in trials] == sorted(all_ids)
+    by_worker = {worker: set(ids) for worker, _, ids, _ in reports}
+    assert all(t.trial_id in by_worker[t.params["worker"]] for t in trials)
+
+
+def test_reserve_and_complete_throughput(tmp_path):
+    n = 300
+    with open_store(url_of(tmp_path / "fast.db")) as store:
+        fill(store, "fast", n)
+        start = time.perf_counter()
+        while (trial := store.reserve("w", 60.0)) is not None:
+            store.complete("fast", trial.trial_id, trial.attempt, {"objective": 0.0})
+        rate = n / (time.perf_counter() - start)
+        assert store.counts("fast")[DONE] == n
+    assert rate >= 100, f"only {rate:.0f} reserve+complete per second"

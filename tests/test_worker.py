@@ -1,0 +1,172 @@
+"""The worker loop: validation before running, failures, lost leases, preemption, and real
+training (a diverged trial, a killed worker whose trial is resumed from its checkpoint)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from localrules.config import config_from_preset
+from localrules.store import Experiment, LeaseLost, Trial, open_store
+from localrules.worker import Worker, trial_dir
+from localrules.worker.local import LocalWorkerSpec, start_local_workers, stop_local_workers
+
+TINY = ["width=4", "run.epochs=2", "run.batch_size=128", "run.warmup_epochs=0", "eval_every=1"]
+
+
+def tiny_config(*overrides: str) -> dict:
+    return config_from_preset("bp", overrides=[*TINY, *overrides]).to_dict()
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path}/w.db"
+
+
+def add(store, *configs: dict, experiment: str = "exp") -> list[int]:
+    store.create_experiment(Experiment(experiment, "test", {"paper": "wm"}, "f", {}))
+    ids = store.allocate_trial_ids(experiment, len(configs))
+    store.add_trials([Trial(experiment, i, c, {"i": i}, {"idxs": {}, "vals": {}})
+                      for i, c in zip(ids, configs, strict=True)])
+    return ids
+
+
+class FakeTrainer:
+    """Stands in for train_trial: records calls, reports epochs, returns or raises."""
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = []
+
+    def __call__(self, config, out_dir, on_epoch=None):
+        self.calls.append(out_dir)
+        outcome = self.outcomes.pop(0)
+        if callable(outcome):
+            outcome = outcome(on_epoch)
+        if isinstance(outcome, Exception):
+            raise outcome
+        for epoch in range(1, config.run.epochs + 1):
+            on_epoch({"epoch": epoch, "train_loss": 1.0 / epoch})
+        return outcome
+
+
+def test_invalid_or_hostile_configs_are_failed_without_running(db, tmp_path):
+    bad_model = tiny_config()
+    bad_model["model"] = "resnet9000"
+    hostile = tiny_config()
+    hostile["run"]["epochs"] = "__import__('os').system('touch /tmp/pwned')"
+    extra = tiny_config()
+    extra["code"] = "print('hi')"
+    with open_store(db) as store:
+        add(store, bad_model, hostile, extra)
+        fake = FakeTrainer([])
+        Worker(store, tmp_path / "art", idle_exit=0, trainer=fake).run()
+        assert fake.calls == []
+        trials = store.trials("exp")
+    assert [t.state for t in trials] == ["failed"] * 3
+    assert "resnet9000" in trials[0].error and "invalid trial config" in trials[0].error
+    assert "epochs" in trials[1].error
+    assert "'code'" in trials[2].error
+
+
+def test_a_failing_trial_is_recorded_and_the_loop_goes_on(db, tmp_path):
+    with open_store(db) as store:
+        add(store, tiny_config(), tiny_config())
+        fake = FakeTrainer([RuntimeError("out of memory"), {"objective": 0.9, "top1": 0.9}])
+        stats = Worker(store, tmp_path / "art", idle_exit=0, trainer=fake).run()
+        first, second = store.trials("exp")
+    assert first.state == "failed" and "RuntimeError: out of memory" in first.error
+    assert second.state == "done" and second.result["objective"] == 0.9
+    assert second.progress["epoch"] == 2 and second.progress["metrics"]["train_loss"] == 0.5
+    assert stats.failed == [("exp", 0)] and stats.completed == [("exp", 1)]
+    assert fake.calls == [trial_dir(str(tmp_path / "art"), t) for t in (first, second)]
+
+
+def test_a_lost_lease_abandons_the_trial_without_writing(db, tmp_path):
+    with open_store(db) as store:
+        add(store, tiny_config())
+
+        def cancelled_meanwhile(on_epoch):
+            store.cancel("exp")
+            return {"objective": 0.9}
+
+        stats = Worker(store, tmp_path, idle_exit=0,
+                       trainer=FakeTrainer([cancelled_meanwhile])).run()
+        trial = store.get_trial("exp", 0)
+    assert stats.abandoned == [("exp", 0)] and stats.completed == []
+    assert trial.state == "cancelled" and trial.result is None
+
+
+def test_heartbeat_keeps_a_long_trial_alive(db, tmp_path):
+    with open_store(db) as store:
+        add(store, tiny_config())
+
+        def slow(on_epoch):
+            time.sleep(1.0)  # four leases long
+            assert store.requeue_expired(max_attempts=3) == []
+            return {"objective": 0.5}
+
+        Worker(store, tmp_path, idle_exit=0, lease_seconds=0.25,
+               trainer=FakeTrainer([slow])).run()
+        assert store.get_trial("exp", 0).state == "done"
+
+
+def test_an_interrupted_trial_goes_back_to_the_queue_and_the_worker_stops(db, tmp_path):
+    with open_store(db) as store:
+        add(store, tiny_config(), tiny_config())
+        stats = Worker(store, tmp_path, idle_exit=0,
+                       trainer=FakeTrainer([{"objective": None, "interrupted": True}])).run()
+        first, second = store.trials("exp")
+    assert stats.released == [("exp", 0)]
+    assert first.state == "queued" and first.attempt == 1 and second.state == "queued"
+
+
+def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_path):
+    with open_store(db) as store:
+        add(store, tiny_config("run.task_lr=1e12", "run.epochs=1"))
+        Worker(store, tmp_path / "art", idle_exit=0).run()
+        trial = store.get_trial("exp", 0)
+    assert trial.state == "done", trial.error
+    assert trial.result["diverged"] is True
+    assert trial.result["objective"] == pytest.approx(0.1)  # digits: 10 classes
+
+
+def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(db, tmp_path, caplog):
+    artifacts = str(tmp_path / "art")
+    with open_store(db) as store:
+        add(store, tiny_config("run.epochs=6", "run.batch_size=32"))
+    spec = LocalWorkerSpec(url=db, artifacts=artifacts, experiments=("exp",), lease_seconds=3.0)
+    (proc,) = start_local_workers(spec, 1)
+    with open_store(db) as store:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            progress = store.get_trial("exp", 0).progress
+            if progress and progress["epoch"] >= 1:
+                break
+            time.sleep(0.2)
+        else:
+            stop_local_workers([proc])
+            pytest.fail("the worker did not finish an epoch in time")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        assert store.get_trial("exp", 0).state == "running"
+        time.sleep(3.5)
+        (requeued,) = store.requeue_expired(max_attempts=3)
+        assert requeued.state == "queued"
+        with caplog.at_level(logging.INFO, logger="localrules.worker.trial_runner"):
+            stats = Worker(store, artifacts, idle_exit=0).run()
+        trial = store.get_trial("exp", 0)
+        # The killed attempt cannot write any more.
+        with pytest.raises(LeaseLost):
+            store.complete("exp", 0, 1, {"objective": 0.0})
+        with pytest.raises(LeaseLost):
+            store.report_progress("exp", 0, 1, {"epoch": 99})
+        assert store.get_trial("exp", 0).result == trial.result
+    assert stats.completed == [("exp", 0)]
+    assert trial.state == "done" and trial.attempt == 2
+    assert trial.result["epochs"] == 6 and trial.progress["epoch"] == 6
+    assert any("resumed from the checkpoint" in r.getMessage() for r in caplog.records)
