@@ -69,6 +69,9 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
         (["--space", "wm", "--max-trials", "0"], "--max-trials must be positive"),
         (["--space", "wm", "--epochs", "-1"], "--epochs must be positive"),
         (["--space", "wm", "--workers", "-1"], "--workers must be >= 0"),
+        (["--space", "wm", "--poll", "90"], "--poll must be at most 30"),
+        (["--space", "wm", "--db", "sqlite://"], "in-memory database"),
+        (["--space", "gone.yaml"], "cannot read space file 'gone.yaml'"),
         (["--space", "wm", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["--space", "wm", "--dataset", "cifar10"], "needs --data-dir"),
         (["--space", "wm", "--experiment", "bad name!"], "invalid experiment name"),
@@ -165,9 +168,49 @@ def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path):
         _, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 143, err[-3000:]
     assert "run the same command to resume" in err
     with open_store(db) as store:
         trial = store.get_trial("stop", 0)
     assert trial.state == "queued" and trial.attempt == 1 and trial.result is None
     assert (tmp_path / "art" / "stop" / "trial-00000" / "checkpoints").is_dir()
+
+
+def test_a_resume_keeps_the_stored_settings_unless_a_flag_changes_them():
+    from localrules.cli.main import build_parser
+    from localrules.cli.search_cmd import search_settings
+
+    def settings(*flags):
+        args = build_parser().parse_args(["search", "--space", "wm", "--experiment", "e",
+                                          *flags])
+        return args
+
+    stored = search_settings(settings("--max-trials", "60", "--seed", "3", "--gamma", "0.3"),
+                             None).to_dict()
+    assert stored["tpe"]["n_startup_jobs"] == 20 and stored["concurrency"] == 2
+    resumed = search_settings(settings(), stored)
+    assert resumed.to_dict() == stored
+    more = search_settings(settings("--max-trials", "80"), stored)
+    assert more.max_trials == 80 and more.seed == 3 and more.tpe.gamma == 0.3
+    assert more.tpe.n_startup_jobs == 20
+    fresh = search_settings(settings(), None)
+    assert fresh.max_trials == 12 and fresh.tpe.n_startup_jobs == 4 and fresh.seed == 0
+
+
+def test_a_yaml_search_resumes_from_the_stored_space_when_the_file_is_gone(tmp_path, capsys):
+    from localrules.search import SearchSettings, open_experiment
+    from localrules.spaces import default_budget, load_space
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("parameters:\n  run.alignment_lr: {loguniform: [1e-5, 1e-2]}\n"
+                    "base: ia-tpe\n")
+    db = f"sqlite:///{tmp_path}/s.db"
+    with open_store(db) as store:
+        open_experiment(store, "y", load_space(str(path), default_budget("digits")),
+                        SearchSettings())
+    path.unlink()
+    args = ["search", "--space", str(path), "--experiment", "y", "--db", db, "--show-space"]
+    assert main(args) == 0
+    assert "run.alignment_lr: log-uniform [1e-05, 0.01]" in capsys.readouterr().out
+    assert main([*args[:4], "other", *args[5:]]) == 2
+    assert "cannot read space file" in capsys.readouterr().err

@@ -42,7 +42,7 @@ class FakeTrainer:
         self.outcomes = list(outcomes)
         self.calls = []
 
-    def __call__(self, config, out_dir, on_epoch=None):
+    def __call__(self, config, out_dir, on_epoch=None, should_stop=None, may_write=None):
         self.calls.append(out_dir)
         outcome = self.outcomes.pop(0)
         if callable(outcome):
@@ -170,3 +170,39 @@ def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(db, tmp_pat
     assert trial.state == "done" and trial.attempt == 2
     assert trial.result["epochs"] == 6 and trial.progress["epoch"] == 6
     assert any("resumed from the checkpoint" in r.getMessage() for r in caplog.records)
+
+
+def _trainer(tmp_path, *overrides):
+    from localrules.config import TrialConfig
+    from localrules.train.trainer import Trainer
+
+    return Trainer(TrialConfig.from_dict(tiny_config(*overrides)), tmp_path / "run")
+
+
+def test_a_stop_on_an_epochs_last_step_records_that_epoch_first(tmp_path):
+    trainer = _trainer(tmp_path, "run.epochs=1")
+    last = trainer.plan.total_steps
+    result = trainer.fit(should_stop=lambda: int(trainer.step) >= last)
+    # The only epoch ended as the stop came: it is recorded and the run is complete.
+    assert not result.interrupted and result.epochs == 1 and result.top1 is not None
+
+
+def test_a_stop_between_epochs_keeps_the_finished_epoch(tmp_path):
+    trainer = _trainer(tmp_path, "run.epochs=2")
+    first_end = trainer.plan.epoch_end(0)
+    records = []
+    result = trainer.fit(on_epoch=records.append,
+                         should_stop=lambda: int(trainer.step) >= first_end)
+    assert result.interrupted and [r["epoch"] for r in records] == [1]
+    assert int(trainer.step) == first_end and trainer.manager.latest_checkpoint
+
+
+def test_refused_writes_abandon_the_run_without_touching_its_files(tmp_path):
+    from localrules.train.trainer import RunAbandoned
+
+    trainer = _trainer(tmp_path, "run.epochs=1")
+    with pytest.raises(RunAbandoned):
+        trainer.fit(may_write=lambda: False)
+    assert trainer.manager.latest_checkpoint is None
+    history = tmp_path / "run" / "history.jsonl"
+    assert not history.exists() or history.read_text() == ""

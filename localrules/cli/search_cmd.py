@@ -14,15 +14,21 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from localrules.cli.tables import fmt, table, terminal_width
-from localrules.store import DEFAULT_URL
+from localrules.store import DEFAULT_URL, FINISHED
 
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
+"""Ctrl-C; SIGTERM exits with 143 (128 + 15). Either way the trials went back to the queue."""
+EXIT_TERMINATED = 143
+EXIT_WORKERS_DIED = 1
+DEFAULT_MAX_TRIALS = 12
+MAX_POLL = 30.0
 DATASETS_REQUIRING_DIR = ("cifar10", "imagenet")
 
 
@@ -37,9 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"{', '.join(PAPER_SPACES)}, or a YAML space file")
     p.add_argument("--experiment", required=True, help="experiment name (re-use to resume)")
     p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
-    p.add_argument("--max-trials", type=int, default=12, help="trials in all (default 12)")
+    p.add_argument("--max-trials", type=int,
+                   help=f"trials in all (default {DEFAULT_MAX_TRIALS}; on resume: as stored)")
     p.add_argument("--concurrency", type=int,
-                   help="trials queued or running at once (default: --workers, or 4 with none)")
+                   help="trials queued or running at once (default: --workers, or 4 with "
+                        "none; on resume: as stored)")
     p.add_argument("--workers", type=int, default=2,
                    help="local worker processes (default 2; 0 = queue only, for remote workers)")
     p.add_argument("--model", help="e.g. resnet18 (default)")
@@ -50,11 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs per trial (default per dataset)")
     p.add_argument("--batch-divisor", type=int,
                    help="divide the paper's batch sizes by this (default per dataset)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the suggestions and the trials")
+    p.add_argument("--seed", type=int,
+                   help="seed of the suggestions and the trials (default 0; on resume: as stored)")
     p.add_argument("--startup-trials", type=int,
                    help="random trials before TPE (default: a third of --max-trials, ≤ 20)")
-    p.add_argument("--gamma", type=float, default=0.25, help="TPE's good-trial quantile γ")
-    p.add_argument("--ei-candidates", type=int, default=24, help="TPE's EI candidates")
+    p.add_argument("--gamma", type=float, help="TPE's good-trial quantile γ (default 0.25)")
+    p.add_argument("--ei-candidates", type=int, help="TPE's EI candidates (default 24)")
     p.add_argument("--artifacts", default="localrules-artifacts",
                    help="directory for trial checkpoints and histories")
     p.add_argument("--lease", type=float, default=60.0, help="worker lease in seconds")
@@ -68,13 +77,43 @@ def _positive(name: str, value: int | float | None) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
+def search_settings(args: argparse.Namespace, stored: Mapping[str, Any] | None):
+    """The search settings: the stored ones on resume (or the defaults for a new experiment),
+    with the flags given on the command line on top."""
+    from localrules.search import SearchSettings
+
+    if stored is None:
+        max_trials = args.max_trials or DEFAULT_MAX_TRIALS
+        base: dict[str, Any] = {
+            "max_trials": max_trials, "seed": 0,
+            "concurrency": args.workers if args.workers > 0 else 4,
+            "tpe": {"n_startup_jobs": min(20, max(1, max_trials // 3))},
+        }
+    else:
+        base = json.loads(json.dumps(dict(stored)))
+    given = {"max_trials": args.max_trials, "concurrency": args.concurrency, "seed": args.seed}
+    tpe = {"n_startup_jobs": args.startup_trials, "gamma": args.gamma,
+           "n_ei_candidates": args.ei_candidates}
+    base.update({k: v for k, v in given.items() if v is not None})
+    base["tpe"] = {**base.get("tpe", {}), **{k: v for k, v in tpe.items() if v is not None}}
+    return SearchSettings.from_dict(base)
+
+
+def _missing_file(spec: str) -> bool:
+    from localrules.spaces import PAPER_SPACES
+
+    return spec not in PAPER_SPACES and spec.endswith((".yaml", ".yml")) \
+        and not Path(spec).exists()
+
+
 def build_inputs(args: argparse.Namespace):
-    """Budget, space and settings from the arguments, all validated; nothing is written."""
+    """The space (None when its YAML file is gone: a resume rebuilds it from the store) and the
+    budget, with every flag validated; nothing is written."""
     from localrules.data import DATASETS
     from localrules.models import MODELS
-    from localrules.search import SearchSettings, TpeSettings
     from localrules.spaces import default_budget, load_space
     from localrules.store.documents import check_experiment_name
+    from localrules.store.urls import sqlite_path
     from localrules.validation import check_choice
 
     check_experiment_name(args.experiment)
@@ -83,6 +122,12 @@ def build_inputs(args: argparse.Namespace):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if args.poll is not None and args.poll > MAX_POLL:
+        raise ValueError(f"--poll must be at most {MAX_POLL:g} s (the controller's lock lasts "
+                         f"{2 * MAX_POLL:g} s between rounds), got {args.poll}")
+    if args.db.startswith("sqlite:") and sqlite_path(args.db) == ":memory:":
+        raise ValueError("--db sqlite:// is an in-memory database that worker processes cannot "
+                         "share; give a file, e.g. sqlite:///localrules.db")
     check_choice("dataset", args.dataset, DATASETS)
     if args.model is not None:
         check_choice("model", args.model, MODELS)
@@ -93,16 +138,9 @@ def build_inputs(args: argparse.Namespace):
     budget = default_budget(args.dataset, model=args.model, width=args.width,
                             epochs=args.epochs, batch_divisor=args.batch_divisor,
                             data_dir=args.data_dir)
-    space = load_space(args.space, budget)
-    startup = args.startup_trials or min(20, max(1, args.max_trials // 3))
-    concurrency = args.concurrency or (args.workers if args.workers > 0 else 4)
-    settings = SearchSettings(
-        max_trials=args.max_trials, concurrency=concurrency, seed=args.seed,
-        tpe=TpeSettings(n_startup_jobs=startup, gamma=args.gamma,
-                        n_ei_candidates=args.ei_candidates),
-    )
-    return space, settings
-
+    space = None if _missing_file(args.space) else load_space(args.space, budget)
+    search_settings(args, None)  # the flags' values are checked before anything is opened
+    return space, budget
 
 
 def leaderboard(trials: list, limit: int = 10) -> str:
@@ -126,7 +164,7 @@ class _Display:
         self.last_best: Any = None
 
     def __call__(self, status) -> None:
-        finished = sum(status.counts[s] for s in ("done", "failed", "cancelled"))
+        finished = sum(status.counts[s] for s in FINISHED)
         self.bar.total = max(self.bar.total, status.created)
         self.bar.n = finished
         best = status.best.objective if status.best is not None else None
@@ -141,13 +179,35 @@ class _Display:
         self.bar.close()
 
 
+def _stored_space(args: argparse.Namespace, budget):
+    """A resumed YAML search whose file is gone: its space as stored with the experiment."""
+    from localrules.spaces import space_from_source
+    from localrules.store import open_store
+
+    missing = f"cannot read space file {args.space!r}: no such file"
+    try:
+        store = open_store(args.db, create=False)
+    except ValueError:
+        raise ValueError(missing) from None
+    with store:
+        existing = store.get_experiment(args.experiment)
+    if existing is None or "yaml" not in existing.space_source:
+        raise ValueError(missing)
+    log.info("%s is gone; using the space stored with experiment %r", args.space,
+             args.experiment)
+    return space_from_source(existing.space_source, budget)
+
+
 def run(args: argparse.Namespace) -> int:
-    space, settings = build_inputs(args)
+    space, budget = build_inputs(args)
+    if space is None:
+        space = _stored_space(args, budget)
     if args.show_space:
         print(space.describe())
         return 0
 
-    from localrules.search import Controller, open_experiment
+    from localrules.search import Controller
+    from localrules.search.settings import check_same_search, new_experiment, settings_update
     from localrules.store import open_store
     from localrules.store.urls import redact
     from localrules.worker.local import (
@@ -158,37 +218,60 @@ def run(args: argparse.Namespace) -> int:
     )
 
     with open_store(args.db) as store:
-        experiment = open_experiment(store, args.experiment, space, settings)
-        counts = store.counts(experiment.name)
-        resumed = sum(counts.values())
-        log.info("%s experiment %r in %s: %s", "resuming" if resumed else "starting",
-                 experiment.name, redact(store.url), space.budget.describe())
+        existing = store.get_experiment(args.experiment)
+        if existing is not None:
+            check_same_search(existing, space, store.url)
+        settings = search_settings(args, None if existing is None else existing.settings)
+        experiment = existing or store.create_experiment(
+            new_experiment(args.experiment, space, settings))
+        check_same_search(experiment, space, store.url)  # another process may have created it
         controller = Controller(store, experiment, space, settings)
-        controller.step()  # fails fast if another controller holds the experiment
-        spec = LocalWorkerSpec(url=args.db, artifacts=str(Path(args.artifacts).resolve()),
+        controller.acquire_lock()  # before anything of a running search is touched
+        update = settings_update(experiment, settings)
+        if update:
+            store.update_settings(experiment.name, update)
+        log.info("%s experiment %r in %s: %s", "resuming" if existing else "starting",
+                 experiment.name, redact(store.url), space.describe_budget())
+        controller.step()
+        artifacts = args.artifacts if "://" in args.artifacts \
+            else str(Path(args.artifacts).resolve())
+        spec = LocalWorkerSpec(url=args.db, artifacts=artifacts,
                                experiments=(experiment.name,), lease_seconds=args.lease,
                                threads=threads_per_worker(args.workers),
                                log_level=logging.getLogger().level)
-        procs = start_local_workers(spec, args.workers) if args.workers else []
         display = _Display(settings.max_trials, enabled=sys.stderr.isatty())
-        stopping = {"flag": False}
-        previous = signal.signal(signal.SIGTERM, lambda *_: stopping.update(flag=True))
+        stop: dict[str, Any] = {"exit": None}
+        procs: list = []
+
+        def on_sigterm(*_: Any) -> None:
+            stop["exit"] = EXIT_TERMINATED
+
+        def should_stop() -> bool:
+            if procs and not any(p.is_alive() for p in procs):
+                codes = ", ".join(str(p.exitcode) for p in procs)
+                log.error("every local worker has exited (exit codes %s); stopping", codes)
+                stop["exit"] = EXIT_WORKERS_DIED
+            return stop["exit"] is not None
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
+            procs += start_local_workers(spec, args.workers) if args.workers else []
             status = controller.run(poll_seconds=args.poll, on_status=display,
-                                    should_stop=lambda: stopping["flag"])
+                                    should_stop=should_stop)
         except KeyboardInterrupt:
-            stopping["flag"] = True
+            stop["exit"] = EXIT_INTERRUPTED
         finally:
             signal.signal(signal.SIGTERM, previous)
             display.close()
             stop_local_workers(procs)
         trials = store.trials(experiment.name)
-    if stopping["flag"]:
-        print(f"search interrupted; run the same command to resume experiment "
-              f"{experiment.name!r}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if stop["exit"] is not None:
+        if stop["exit"] != EXIT_WORKERS_DIED:
+            print(f"search stopped; running trials went back to the queue; run the same "
+                  f"command to resume experiment {experiment.name!r}", file=sys.stderr)
+        return stop["exit"]
     print(f"experiment {experiment.name}: {status.done} done, {status.counts['failed']} failed "
-          f"of {settings.max_trials}; space {space.name}; {space.budget.describe()}")
+          f"of {settings.max_trials}; space {space.name}; {space.describe_budget()}")
     print(leaderboard(trials))
     if status.best is not None:
         print("best trial", status.best.trial_id, "params:", json.dumps(dict(status.best.params)))

@@ -27,8 +27,10 @@ from localrules.search.settings import SearchSettings
 from localrules.spaces import Space
 from localrules.store import (
     CANCELLED,
+    FAILED,
     FINISHED,
     PENDING,
+    STATES,
     Experiment,
     HistoryEntry,
     StoreError,
@@ -93,15 +95,23 @@ class Controller:
         return Domain(lambda params: 0.0, self.space.to_hyperopt())
 
     # --- one round ----------------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        """Take or renew the experiment's controller lock; ControllerLocked if another holds it."""
+        if not self.store.acquire_lock(self.lock_name, self.owner, self.lock_seconds):
+            raise ControllerLocked(f"another controller is running experiment "
+                                   f"{self.experiment.name!r} in {self.store.url}; stop it "
+                                   f"first (or wait {self.lock_seconds:.0f} s for its lock to "
+                                   "expire)")
+
     def step(self) -> int:
         """One round: requeue expired leases, then top up the queue. Returns trials added.
 
         Raises ControllerLocked if another controller holds this experiment's lock."""
-        self.store.requeue_expired(self.settings.max_attempts)
-        if not self.store.acquire_lock(self.lock_name, self.owner, self.lock_seconds):
-            raise ControllerLocked(f"another controller is running experiment "
-                               f"{self.experiment.name!r} in {self.store.url}; stop it first "
-                               f"(or wait {self.lock_seconds:.0f} s for its lock to expire)")
+        self.acquire_lock()
+        for trial in self.store.requeue_expired(self.settings.max_attempts):
+            log.warning("trial %d of %r: lease expired on attempt %d, %s", trial.trial_id,
+                        trial.experiment, trial.attempt,
+                        "failed" if trial.state == FAILED else "back in the queue")
         stored = self.store.history(self.experiment.name)
         counted = [t for t in stored if t.state != CANCELLED]
         pending = sum(t.state in PENDING for t in stored)
@@ -141,11 +151,16 @@ class Controller:
 
     # --- the loop -----------------------------------------------------------------------------
     def status(self) -> Status:
-        stored = self.store.trials(self.experiment.name)
-        counts = self.store.counts(self.experiment.name)
-        done = [t for t in stored if t.objective is not None]
-        best = max(done, key=lambda t: t.objective) if done else None
-        created = sum(t.state != CANCELLED for t in stored)
+        """Counts, the best trial and whether the search is finished (one light read, plus the
+        best trial's document)."""
+        stored = self.store.history(self.experiment.name)
+        counts = dict.fromkeys(STATES, 0)
+        for t in stored:
+            counts[t.state] += 1
+        scored = [t for t in stored if (t.result or {}).get("objective") is not None]
+        top = max(scored, key=lambda t: t.result["objective"], default=None)
+        best = None if top is None else self.store.get_trial(self.experiment.name, top.trial_id)
+        created = len(stored) - counts[CANCELLED]
         finished = (created >= self.settings.max_trials
                     and all(t.state in FINISHED for t in stored))
         return Status(counts, best, created, finished)

@@ -4,8 +4,10 @@ seen had it run in this process the whole time.
 Each stored trial keeps hyperopt's ``idxs``/``vals``; its loss is the negated objective (TPE
 minimises, we maximise top-1). Queued and running trials go in as hyperopt's new/running jobs, so
 they count towards the startup trials and enter TPE with infinite loss, as in hyperopt's own
-asynchronous runs. Failed and cancelled trials go in as errors (counted, never modelled). A
-diverged trial is ``done`` with a chance-level objective and is modelled like any other.
+asynchronous runs. Failed and cancelled trials go in as hyperopt errors, which hyperopt's
+``Trials.refresh`` drops: they are neither modelled nor counted towards the startup trials (a
+failure is usually the machine's, not the configuration's). A diverged trial is ``done`` with a
+chance-level objective and is modelled like any other.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from localrules.spaces.nodes import plain
 from localrules.store.documents import (
     CANCELLED,
     DONE,
@@ -70,9 +73,4 @@ def misc_from_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _lists(mapping: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
-    return {label: [_plain(v) for v in values] for label, values in mapping.items()}
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value
+    return {label: [plain(v) for v in values] for label, values in mapping.items()}

@@ -68,36 +68,55 @@ FIXED = ("objective",)
 knobs) may: the history is rebuilt from the store whatever produced it."""
 
 
-def open_experiment(store: TrialStore, name: str, space: Space,
-                    settings: SearchSettings) -> Experiment:
-    """Create the experiment, or check that the stored one is the same search and return it
-    with the resumable settings updated. Raises ValueError on any mismatch."""
-    wanted = Experiment(
+def new_experiment(name: str, space: Space, settings: SearchSettings) -> Experiment:
+    """The experiment document of a search (not yet stored)."""
+    return Experiment(
         name=name, space_name=space.name, space_source=dict(space.source),
         fingerprint=space.fingerprint(), budget=space.budget.to_dict(),
         settings=settings.to_dict(),
     )
-    existing = store.get_experiment(name)
-    if existing is None:
-        return store.create_experiment(wanted)
-    if existing.fingerprint != wanted.fingerprint:
-        if existing.space_name != wanted.space_name:
-            what = f"space {existing.space_name!r}, not {wanted.space_name!r}"
-        elif dict(existing.budget) != dict(wanted.budget):
-            diff = {k: (existing.budget.get(k), v) for k, v in wanted.budget.items()
-                    if existing.budget.get(k) != v}
-            what = "a different budget: " + ", ".join(f"{k} {a!r} → {b!r}"
-                                                      for k, (a, b) in diff.items())
-        else:
-            what = f"a different definition of space {wanted.space_name!r}"
-        raise ValueError(f"experiment {name!r} in {store.url} was created with {what}; "
-                         "resume it with the same settings or choose a new --experiment name")
-    old = dict(existing.settings)
-    new = settings.to_dict()
+
+
+def check_same_search(existing: Experiment, space: Space, url: str) -> None:
+    """Raise ValueError unless ``existing`` was created with this space and budget."""
+    if existing.fingerprint == space.fingerprint():
+        return
+    budget = space.budget.to_dict()
+    if existing.space_name != space.name:
+        what = f"space {existing.space_name!r}, not {space.name!r}"
+    elif dict(existing.budget) != budget:
+        diff = {k: (existing.budget.get(k), v) for k, v in budget.items()
+                if existing.budget.get(k) != v}
+        what = "a different budget: " + ", ".join(f"{k} {a!r} → {b!r}"
+                                                  for k, (a, b) in diff.items())
+    else:
+        what = f"a different definition of space {space.name!r}"
+    raise ValueError(f"experiment {existing.name!r} in {url} was created with {what}; "
+                     "resume it with the same settings or choose a new --experiment name")
+
+
+def settings_update(existing: Experiment, settings: SearchSettings) -> dict[str, Any]:
+    """The settings a resume changes (ValueError if it changes a FIXED one)."""
+    old, new = dict(existing.settings), settings.to_dict()
     changed = [k for k in FIXED if old.get(k) != new[k]]
     if changed:
-        raise ValueError(f"experiment {name!r} was created with "
+        raise ValueError(f"experiment {existing.name!r} was created with "
                          + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
                          + "; this cannot change when a search resumes")
-    update = {k: v for k, v in new.items() if old.get(k) != v}
+    return {k: v for k, v in new.items() if old.get(k) != v}
+
+
+def open_experiment(store: TrialStore, name: str, space: Space,
+                    settings: SearchSettings) -> Experiment:
+    """Create the experiment, or check that the stored one is the same search and return it
+    with its settings updated. Raises ValueError on any mismatch (nothing is written then).
+
+    A controller that must not touch a running experiment's settings before it holds the lock
+    uses the parts: ``check_same_search``, ``new_experiment``, ``settings_update``."""
+    existing = store.get_experiment(name)
+    if existing is None:
+        # Another process may create it first: the stored one is what counts.
+        existing = store.create_experiment(new_experiment(name, space, settings))
+    check_same_search(existing, space, store.url)
+    update = settings_update(existing, settings)
     return store.update_settings(name, update) if update else existing

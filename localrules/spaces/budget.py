@@ -95,16 +95,19 @@ class Budget:
             "run.drop_epochs": list(self.drop_epochs()),
         }
 
-    def describe(self) -> str:
-        if self.epochs == PAPER_EPOCHS and self.batch_divisor == 1:
+    def describe(self, batches: bool = True) -> str:
+        """What the budget trains and how it scales the paper's schedule; ``batches=False`` for
+        spaces that take their batch sizes as written (YAML spaces)."""
+        if self.epochs == PAPER_EPOCHS and (self.batch_divisor == 1 or not batches):
             scaled = "the paper's schedule, unscaled"
         else:
-            scaled = (
-                f"scaled from the paper's 45 epochs: ×{self.time_scale:.3g} → warmup "
-                f"{self.warmup_epochs():g}, drops at {'/'.join(map(str, self.drop_epochs()))}; "
-                f"batch sizes ÷{self.batch_divisor} → {{{', '.join(map(str, self.batch_sizes()))}}}"
-                f" with lr = |B|/{self.reference_batch}"
-            )
+            scaled = (f"scaled from the paper's 45 epochs: ×{self.time_scale:.3g} → warmup "
+                      f"{self.warmup_epochs():g}, drops at "
+                      f"{'/'.join(map(str, self.drop_epochs()))}")
+            if batches:
+                scaled += (f"; batch sizes ÷{self.batch_divisor} → "
+                           f"{{{', '.join(map(str, self.batch_sizes()))}}} with lr = "
+                           f"|B|/{self.reference_batch}")
         return (f"{self.model} (width {self.width}) on {self.dataset}, {self.epochs} epochs per "
                 f"trial; {scaled}")
 

@@ -98,7 +98,7 @@ class LogUniform(Uniform):
 
 @dataclass(frozen=True)
 class IntUniform(Node):
-    """An integer drawn uniformly from ``low``..``high`` inclusive (hyperopt's uniformint)."""
+    """An integer drawn uniformly from ``low``..``high`` inclusive."""
 
     low: int = 0
     high: int = 1
@@ -113,11 +113,15 @@ class IntUniform(Node):
     def to_hyperopt(self) -> Any:
         from hyperopt import hp
 
-        return hp.uniformint(self.name, self.low, self.high)
+        # hp.uniformint rounds a uniform draw, which halves the chance of both end values;
+        # quantising [low − ½, high + ½] gives every integer the same chance, and TPE still
+        # models the parameter as ordered (unlike hp.randint).
+        return hp.quniform(self.name, self.low - 0.5, self.high + 0.5, 1)
 
     def check(self, where: str, value: object) -> int:
         if isinstance(value, float) and value.is_integer():
-            value = int(value)
+            # quniform's rounding can land on low − ½ + ε → low, or exactly on an end ± ½.
+            value = min(max(int(value), self.low), self.high)
         if isinstance(value, bool) or not isinstance(value, int) \
                 or not self.low <= value <= self.high:
             raise ValueError(f"{where} must be an integer in [{self.low}, {self.high}], "
@@ -255,7 +259,7 @@ def params_from_vals(nodes: Sequence[Node], vals: Mapping[str, Sequence[Any]]) -
                 out[node.name] = option.value
                 visit(option.children)
             else:
-                out[node.name] = node.check(f"parameter {node.name!r}", _plain(got[0]))
+                out[node.name] = node.check(f"parameter {node.name!r}", plain(got[0]))
 
     visit(nodes)
     return out
@@ -273,7 +277,7 @@ def vals_from_params(nodes: Sequence[Node], params: Mapping[str, Any]) -> dict[s
     return vals
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """numpy scalars from hyperopt as Python numbers, so params are plain JSON."""
     item = getattr(value, "item", None)
     return item() if callable(item) else value

@@ -50,6 +50,8 @@ class Space:
     description: str = ""
     derived: str = ""
     """What ``derive`` computes, for people (``rule.weights.amp = amp_decay_ratio · decay``)."""
+    scales_batches: bool = True
+    """Whether the budget's batch divisor applies (paper spaces) or batch sizes are as written."""
 
     def __post_init__(self) -> None:
         check_tree(self.nodes)
@@ -104,9 +106,12 @@ class Space:
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def describe_budget(self) -> str:
+        return self.budget.describe(batches=self.scales_batches)
+
     def describe(self) -> str:
         lines = [f"space {self.name}" + (f": {self.description}" if self.description else ""),
-                 f"budget: {self.budget.describe()}"]
+                 f"budget: {self.describe_budget()}"]
 
         def visit(nodes: Sequence[Node], depth: int) -> None:
             for node in nodes:

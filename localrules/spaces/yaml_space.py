@@ -122,27 +122,26 @@ def _options(where: str, data: object) -> tuple[Option, ...]:
 
 
 def _corners(nodes: tuple[Node, ...]) -> list[dict[str, Any]]:
-    """Param sets that together visit every option of every choice (lower bounds elsewhere)."""
-    def pick(level: tuple[Node, ...], forced: dict[str, int]) -> dict[str, Any]:
+    """Param sets that together visit every option of every choice, each with every other
+    parameter at its lower and at its upper bound."""
+    def pick(level: tuple[Node, ...], forced: dict[str, int], end: str) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for node in level:
             if isinstance(node, Choice):
                 option = node.options[forced.get(node.name, 0)]
                 params[node.name] = option.value
-                params.update(pick(option.children, forced))
+                params.update(pick(option.children, forced, end))
             else:
-                params[node.name] = node.low  # type: ignore[attr-defined]
+                params[node.name] = getattr(node, end)
         return params
 
-    out = [pick(nodes, {})]
+    forcings: list[dict[str, int]] = [{}]
     for node in walk(nodes):
         if isinstance(node, Choice):
             for i in range(1, len(node.options)):
-                forced = {node.name: i}
                 # Reach the choice: force the options of its ancestors that contain it.
-                forced.update(_path_to(nodes, node.name) or {})
-                out.append(pick(nodes, forced))
-    return out
+                forcings.append({**(_path_to(nodes, node.name) or {}), node.name: i})
+    return [pick(nodes, forced, end) for forced in forcings for end in ("low", "high")]
 
 
 def _path_to(nodes: tuple[Node, ...], name: str) -> dict[str, int] | None:
@@ -215,7 +214,8 @@ def _space(data: object, budget: Budget, origin: str, text: str) -> Space:
     if not isinstance(description, str):
         raise ValueError(f"description must be a string, got {description!r}")
     space = Space(name=name, nodes=nodes, base=base, budget=budget,
-                  source={"yaml": text, "name": name}, description=description)
+                  source={"yaml": text, "name": name}, description=description,
+                  scales_batches=False)
     for params in _corners(nodes):
         space.config(params)
     return space

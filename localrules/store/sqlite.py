@@ -38,6 +38,15 @@ from localrules.store.documents import (
 )
 from localrules.store.documents import now as clock
 
+
+def _dumps(value: Any) -> str:
+    """Strict JSON: NaN and infinities are refused here, not stored as non-JSON tokens."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(f"documents are strict JSON: {err}") from None
+
+
 _JSON_FIELDS = ("config", "params", "misc", "progress", "result")
 _TRIAL_COLUMNS = (
     "experiment", "trial_id", "state", "attempt", "worker", "lease_expires", "config", "params",
@@ -110,7 +119,9 @@ class SQLiteStore(TrialStore):
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
                                (str(SCHEMA_VERSION),))
-        except sqlite3.DatabaseError as err:
+        except sqlite3.OperationalError as err:  # locked, I/O: the database, not the input
+            raise StoreError(f"cannot open the SQLite store {path!r}: {err}") from None
+        except sqlite3.DatabaseError as err:  # not a database
             raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
         if row is not None and int(row[0]) > SCHEMA_VERSION:
             self._db.close()
@@ -120,20 +131,27 @@ class SQLiteStore(TrialStore):
     # --- plumbing -----------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One read-modify-write transaction, serialised across processes (BEGIN IMMEDIATE)."""
+        """One read-modify-write transaction, serialised across processes (BEGIN IMMEDIATE).
+        A database that stays locked or fails (sqlite3.OperationalError) is a StoreError."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.OperationalError):
+                    raise StoreError(f"{self.url}: {err}") from err
                 raise
             else:
                 self._db.execute("COMMIT")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as err:
+                raise StoreError(f"{self.url}: {err}") from err
 
     @staticmethod
     def _trial(row: Sequence[Any]) -> Trial:
@@ -170,7 +188,7 @@ class SQLiteStore(TrialStore):
     def create_experiment(self, experiment: Experiment) -> Experiment:
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO experiments (name, doc) VALUES (?, ?)",
-                       (experiment.name, json.dumps(experiment.to_dict())))
+                       (experiment.name, _dumps(experiment.to_dict())))
             (doc,) = db.execute("SELECT doc FROM experiments WHERE name = ?",
                                 (experiment.name,)).fetchone()
         return Experiment.from_dict(json.loads(doc))
@@ -190,7 +208,7 @@ class SQLiteStore(TrialStore):
                 raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
             doc = json.loads(row[0])
             doc["settings"] = {**doc.get("settings", {}), **settings}
-            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (json.dumps(doc), name))
+            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (_dumps(doc), name))
         return Experiment.from_dict(doc)
 
     # --- creating trials ----------------------------------------------------------------------
@@ -212,7 +230,7 @@ class SQLiteStore(TrialStore):
             data = t.to_dict()
             for name in _JSON_FIELDS:
                 if data[name] is not None:
-                    data[name] = json.dumps(data[name])
+                    data[name] = _dumps(data[name])
             rows.append(tuple(data[c] for c in _TRIAL_COLUMNS))
         marks = ", ".join("?" for _ in _TRIAL_COLUMNS)
         try:
@@ -221,9 +239,13 @@ class SQLiteStore(TrialStore):
                                f"VALUES ({marks})", rows)
         except sqlite3.IntegrityError as err:
             if "FOREIGN KEY" in str(err):
-                names = sorted({t.experiment for t in trials})
-                raise ExperimentNotFound(f"no experiment {names} in {self.url}") from None
-            raise TrialExists(f"a trial id is already taken: {err}") from None
+                missing = sorted({t.experiment for t in trials} - {
+                    e.name for e in self.list_experiments()})
+                raise ExperimentNotFound(f"no experiment {', '.join(missing)} in {self.url}"
+                                         ) from None
+            if "UNIQUE" in str(err):
+                raise TrialExists(f"a trial id is already taken: {err}") from None
+            raise ValueError(f"invalid trial document: {err}") from None
 
     # --- the worker's side --------------------------------------------------------------------
     def reserve(
@@ -235,8 +257,8 @@ class SQLiteStore(TrialStore):
                 return None
             where += f" AND experiment IN ({', '.join('?' for _ in experiments)})"
             args += list(experiments)
-        t = clock()
         with self._write() as db:
+            t = clock()  # after the wait for the write lock
             row = db.execute(f"SELECT experiment, trial_id FROM trials WHERE {where} "
                              "ORDER BY created_at, trial_id LIMIT 1", args).fetchone()
             if row is None:
@@ -255,12 +277,12 @@ class SQLiteStore(TrialStore):
 
     def report_progress(self, experiment: str, trial_id: int, attempt: int,
                         progress: Mapping[str, Any]) -> None:
-        self._fenced(experiment, trial_id, attempt, {"progress": json.dumps(dict(progress))})
+        self._fenced(experiment, trial_id, attempt, {"progress": _dumps(dict(progress))})
 
     def complete(self, experiment: str, trial_id: int, attempt: int,
                  result: Mapping[str, Any]) -> None:
         self._fenced(experiment, trial_id, attempt, {
-            "state": DONE, "result": json.dumps(dict(result)), "lease_expires": None,
+            "state": DONE, "result": _dumps(dict(result)), "lease_expires": None,
             "finished_at": clock(),
         })
 
@@ -275,8 +297,8 @@ class SQLiteStore(TrialStore):
 
     # --- any process --------------------------------------------------------------------------
     def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
-        t = clock() if now is None else now
         with self._write() as db:
+            t = clock() if now is None else now
             rows = db.execute("SELECT experiment, trial_id, attempt FROM trials "
                               "WHERE state = ? AND lease_expires < ?", (RUNNING, t)).fetchall()
             for experiment, trial_id, attempt in rows:
@@ -301,8 +323,8 @@ class SQLiteStore(TrialStore):
             ids = list(trial_ids)
             where += f" AND trial_id IN ({', '.join('?' for _ in ids)})"
             args += ids
-        t = clock()
         with self._write() as db:
+            t = clock()
             cur = db.execute(f"UPDATE trials SET state = ?, lease_expires = NULL, "
                              f"finished_at = ?, updated_at = ? WHERE {where}",
                              (CANCELLED, t, t, *args))
@@ -333,8 +355,8 @@ class SQLiteStore(TrialStore):
 
     # --- the controller lock ------------------------------------------------------------------
     def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
-        t = clock()
         with self._write() as db:
+            t = clock()
             row = db.execute("SELECT owner, expires FROM locks WHERE name = ?", (name,)).fetchone()
             if row is not None and row[0] != owner and row[1] > t:
                 return False

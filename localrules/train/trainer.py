@@ -81,14 +81,22 @@ class _BatchStream:
         return batch
 
 
-class _StopSignal:
-    """Turns SIGTERM into a flag checked between steps (only in the main thread)."""
+class RunAbandoned(RuntimeError):
+    """``fit``'s ``may_write`` refused a write: the run stopped without touching its files."""
 
-    def __init__(self) -> None:
+
+class _StopSignal:
+    """Turns SIGTERM into a flag checked between steps (only in the main thread, and only when
+    ``install``; otherwise the caller handles signals and ``requested`` stays False)."""
+
+    def __init__(self, install: bool = True) -> None:
         self.requested = False
+        self.install = install
         self._previous = None
 
     def __enter__(self) -> _StopSignal:
+        if not self.install:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: leave signals alone
@@ -241,46 +249,75 @@ class Trainer:
             out.update(loss=float(loss), ce=float(ce), correct=float(correct))
         return out
 
-    def fit(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-        """Train to the configured number of epochs (or until divergence or SIGTERM)."""
+    def fit(
+        self,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        may_write: Callable[[], bool] | None = None,
+    ) -> TrainResult:
+        """Train to the configured number of epochs (or until divergence or a stop request).
+
+        A stop request (SIGTERM, or ``should_stop()`` returning True; with ``should_stop`` the
+        caller owns SIGTERM and no handler is installed) is honoured after the current step:
+        mid-epoch the run checkpoints and stops with ``interrupted: true``; after an epoch's last
+        step that epoch is recorded first. ``may_write`` is asked before every checkpoint and
+        history write: False raises ``RunAbandoned`` and nothing more is written (a worker whose
+        lease has passed to another must not touch the trial's files).
+        """
         plan, run = self.plan, self.config.run
         history = History(self.out_dir, start_step=int(self.step))
         stream = _BatchStream(self.dataset, run.batch_size, self.strategy, int(self.consumed))
         # A run resumed after it finished reports its last record again.
         record: dict[str, Any] = history.records[-1] if history.records else {}
         diverged = interrupted = False
-        with _StopSignal() as stop:
-            while int(self.step) < plan.total_steps and not (diverged or interrupted):
-                epoch = plan.task_epoch(int(self.step))
-                end = plan.epoch_end(epoch)
-                sums = _EpochSums(len(self.layers))
-                started = time.perf_counter()
-                bar = _progress(self.progress, end - int(self.step), f"epoch {epoch + 1}")
-                while int(self.step) < end:
-                    out = self._run_step(int(self.step), stream)
-                    self.step.assign_add(1)
-                    self.consumed.assign(stream.consumed)
-                    sums.add(out, run.batch_size)
-                    bar.update(1)
-                    if not sums.finite:
-                        diverged = True
-                        break
-                    if stop.requested:
+
+        def check_write() -> None:
+            if may_write is not None and not may_write():
+                raise RunAbandoned(f"{self.out_dir}: writes refused, run abandoned")
+
+        try:
+            with _StopSignal(install=should_stop is None) as signal_stop:
+                def stopping() -> bool:
+                    return signal_stop.requested or (should_stop is not None and should_stop())
+
+                while int(self.step) < plan.total_steps and not (diverged or interrupted):
+                    if stopping():  # between epochs: the last epoch's checkpoint stands
                         interrupted = True
                         break
-                bar.close()
-                if interrupted:
-                    self._save()
-                    break
-                record = self._epoch_record(epoch, sums, time.perf_counter() - started,
-                                            diverged)
-                history.write(record)
-                if not diverged:
-                    self._save()
-                # After the save: an epoch reported is an epoch a restart can resume from.
-                if on_epoch is not None:
-                    on_epoch(record)
-        history.close()
+                    epoch = plan.task_epoch(int(self.step))
+                    end = plan.epoch_end(epoch)
+                    sums = _EpochSums(len(self.layers))
+                    started = time.perf_counter()
+                    bar = _progress(self.progress, end - int(self.step), f"epoch {epoch + 1}")
+                    while int(self.step) < end:
+                        out = self._run_step(int(self.step), stream)
+                        self.step.assign_add(1)
+                        self.consumed.assign(stream.consumed)
+                        sums.add(out, run.batch_size)
+                        bar.update(1)
+                        if not sums.finite:
+                            diverged = True
+                            break
+                        if int(self.step) < end and stopping():
+                            interrupted = True
+                            break
+                    bar.close()
+                    if interrupted:
+                        check_write()
+                        self._save()
+                        break
+                    record = self._epoch_record(epoch, sums, time.perf_counter() - started,
+                                                diverged)
+                    check_write()
+                    history.write(record)
+                    if not diverged:
+                        self._save()
+                    # After the save: an epoch reported is an epoch a restart can resume from.
+                    if on_epoch is not None:
+                        on_epoch(record)
+        finally:
+            history.close()
         return self._result(record, diverged, interrupted)
 
     def _epoch_record(self, epoch: int, sums: _EpochSums, seconds: float,

@@ -43,9 +43,12 @@ def worker_main(spec: LocalWorkerSpec, index: int) -> None:
     from localrules.store import open_store
     from localrules.worker.loop import Worker
 
+    parent = os.getppid()
     with open_store(spec.url) as store:
+        # Orphaned (the controller was killed): stop, handing a running trial back.
         Worker(store, spec.artifacts, experiments=spec.experiments,
-               lease_seconds=spec.lease_seconds).run()
+               lease_seconds=spec.lease_seconds,
+               should_stop=lambda: os.getppid() != parent).run()
 
 
 def start_local_workers(spec: LocalWorkerSpec, count: int) -> list[multiprocessing.Process]:
@@ -61,11 +64,14 @@ def start_local_workers(spec: LocalWorkerSpec, count: int) -> list[multiprocessi
 
 def stop_local_workers(procs: Sequence[multiprocessing.Process], timeout: float = 60.0) -> None:
     """SIGTERM each worker (a running trial checkpoints and goes back to the queue), then wait."""
+    import time
+
     for p in procs:
         if p.is_alive():
             p.terminate()
+    deadline = time.monotonic() + timeout
     for p in procs:
-        p.join(timeout)
+        p.join(max(0.0, deadline - time.monotonic()))
         if p.is_alive():
             log.warning("worker %s did not stop in %.0f s; killing it", p.name, timeout)
             p.kill()

@@ -2,8 +2,9 @@
 
 A trial whose config fails validation is marked failed without running anything; an exception
 while training fails that trial with its error and the loop continues; a lost lease abandons the
-trial without writing; SIGTERM during training checkpoints, hands the trial back to the queue and
-ends the loop (the trainer saves a checkpoint, the next holder resumes from it).
+trial without writing to the database or the trial's files; SIGTERM (or ``should_stop``) during
+training checkpoints, hands the trial back to the queue and ends the loop (the next holder
+resumes from the checkpoint). A database that is briefly away is retried.
 """
 
 from __future__ import annotations
@@ -20,15 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localrules.store import LeaseLost, Trial, TrialStore
+from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.worker.heartbeat import Heartbeat
 from localrules.worker.trial_runner import progress_document, train_trial, validate_config
 
 log = logging.getLogger(__name__)
-
-
-class _Abandon(Exception):
-    """Raised from the epoch callback when the lease is gone: stop training, write nothing."""
 
 
 def trial_dir(artifacts: str, trial: Trial) -> str:
@@ -67,7 +64,7 @@ class Worker:
             raise ValueError(f"lease must be > 0 seconds, got {lease_seconds}")
         self.store = store
         self.artifacts = str(artifacts)
-        self.experiments = list(experiments) if experiments else None
+        self.experiments = None if experiments is None else list(experiments)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -79,7 +76,12 @@ class Worker:
         self.stats = WorkerStats()
         self._stopping = False
 
+    def stopping(self) -> bool:
+        return self._stopping or self.should_stop()
+
     def run(self) -> WorkerStats:
+        """Loop until idle for ``idle_exit`` s, ``max_trials`` run, or a stop (SIGTERM or
+        ``should_stop``); a stop during a trial checkpoints it and hands it back first."""
         previous = signal.getsignal(signal.SIGTERM)
         in_main = _in_main_thread()
         if in_main:
@@ -87,10 +89,16 @@ class Worker:
         try:
             idle_since = time.monotonic()
             ran = 0
-            while not (self._stopping or self.should_stop()):
+            while not self.stopping():
                 if self.max_trials is not None and ran >= self.max_trials:
                     break
-                trial = self.store.reserve(self.worker_id, self.lease_seconds, self.experiments)
+                try:
+                    trial = self.store.reserve(self.worker_id, self.lease_seconds,
+                                               self.experiments)
+                except StoreError as err:
+                    log.warning("worker %s: cannot reserve (%s); retrying", self.worker_id, err)
+                    time.sleep(self.poll_seconds)
+                    continue
                 if trial is None:
                     if self.idle_exit is not None \
                             and time.monotonic() - idle_since >= self.idle_exit:
@@ -100,6 +108,9 @@ class Worker:
                     time.sleep(self.poll_seconds)
                     continue
                 ran += 1
+                if self.stopping():  # the stop came while reserving: hand it straight back
+                    self._hand_back(trial, f"trial {trial.trial_id} of {trial.experiment!r}")
+                    break
                 self.run_trial(trial)
                 idle_since = time.monotonic()
         finally:
@@ -108,10 +119,18 @@ class Worker:
         return self.stats
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        log.info("worker %s: SIGTERM while idle, exiting", self.worker_id)
+        log.info("worker %s: SIGTERM, stopping (a running trial checkpoints and goes back to "
+                 "the queue)", self.worker_id)
         self._stopping = True
 
+    def _hand_back(self, trial: Trial, ident: str) -> None:
+        log.info("%s: stopping, handing it back to the queue", ident)
+        if self._write(self.store.release, trial):
+            self.stats.released.append((trial.experiment, trial.trial_id))
+
     def run_trial(self, trial: Trial) -> None:
+        from localrules.train.trainer import RunAbandoned
+
         key = (trial.experiment, trial.trial_id)
         ident = f"trial {trial.trial_id} of {trial.experiment!r} (attempt {trial.attempt})"
         try:
@@ -125,30 +144,32 @@ class Worker:
                  config.dataset)
         with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
             def on_epoch(record: dict[str, Any]) -> None:
-                if beat.lost.is_set():
-                    raise _Abandon
-                self.store.report_progress(trial.experiment, trial.trial_id, trial.attempt,
-                                           progress_document(record, config.run.epochs))
+                try:
+                    self.store.report_progress(trial.experiment, trial.trial_id, trial.attempt,
+                                               progress_document(record, config.run.epochs))
+                except LeaseLost:
+                    beat.lost.set()
+                except StoreError as err:  # progress is informative; training goes on
+                    log.warning("%s: progress not recorded (%s)", ident, err)
 
             try:
-                result = self.train(config, trial_dir(self.artifacts, trial), on_epoch=on_epoch)
-            except (_Abandon, LeaseLost):
-                log.warning("%s: lease lost, abandoning the trial", ident)
-                self.stats.abandoned.append(key)
-                return
+                result = self.train(config, trial_dir(self.artifacts, trial), on_epoch=on_epoch,
+                                    should_stop=lambda: self.stopping() or beat.lost.is_set(),
+                                    may_write=lambda: not beat.lost.is_set())
+            except (RunAbandoned, LeaseLost):
+                result = None
             except Exception as err:  # one bad trial must not stop the worker
-                log.error("%s failed: %s", ident, err)
-                text = "".join(traceback.format_exception_only(type(err), err)).strip()
-                self._write(self.store.fail, trial, text)
+                log.exception("%s failed", ident)
+                self._write(self.store.fail, trial, _error_text(err))
                 self.stats.failed.append(key)
                 return
-        if result.get("interrupted"):
-            log.info("%s interrupted: checkpointed, handing it back to the queue", ident)
-            self._write(self.store.release, trial)
-            self.stats.released.append(key)
+        if result is None or beat.lost.is_set():
+            log.warning("%s: lease lost, abandoning the trial", ident)
+            self.stats.abandoned.append(key)
+        elif result.get("interrupted"):  # only a stop request interrupts a run
             self._stopping = True
-            return
-        if self._write(self.store.complete, trial, result):
+            self._hand_back(trial, ident)
+        elif self._write(self.store.complete, trial, result):
             log.info("%s done: objective %.4f%s", ident, result["objective"],
                      " (diverged)" if result.get("diverged") else "")
             self.stats.completed.append(key)
@@ -163,6 +184,13 @@ class Worker:
         except LeaseLost as err:
             log.warning("%s", err)
             return False
+
+
+def _error_text(err: BaseException, limit: int = 4000) -> str:
+    """The exception, then the end of its traceback, for the trial's ``error`` field."""
+    last = "".join(traceback.format_exception_only(type(err), err)).strip()
+    trace = "".join(traceback.format_exception(type(err), err, err.__traceback__)).strip()
+    return f"{last}\n\n{trace[-limit:]}"
 
 
 def _in_main_thread() -> bool:

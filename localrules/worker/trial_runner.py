@@ -34,8 +34,11 @@ def validate_config(data: Mapping[str, Any]) -> TrialConfig:
 
 
 def train_trial(config: TrialConfig, out_dir: str,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) the trial in ``out_dir``; return its result document."""
+                on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                may_write: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train (or resume) the trial in ``out_dir``; return its result document. ``should_stop``
+    and ``may_write`` go to ``Trainer.fit``."""
     import gc
 
     import keras
@@ -53,7 +56,7 @@ def train_trial(config: TrialConfig, out_dir: str,
     elif trainer.restore():
         log.info("resumed from the checkpoint in %s at step %d", out_dir, int(trainer.step))
     try:
-        outcome = trainer.fit(on_epoch=on_epoch)
+        outcome = trainer.fit(on_epoch=on_epoch, should_stop=should_stop, may_write=may_write)
         chance = 1.0 / trainer.dataset.info.num_classes
     finally:
         del trainer
