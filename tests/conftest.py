@@ -17,10 +17,50 @@ def rng() -> np.random.Generator:
 
 
 # --- trial stores -------------------------------------------------------------------------------
-# The store contract (tests/test_store_contract.py) runs once per backend named here. A backend
-# joins with one more name and one more branch in ``store_url``; issue 5 adds "mongodb" (a session
-# fixture that starts SecantusDB, or LOCALRULES_TEST_MONGODB_URI, and a fresh database per test).
-STORE_BACKENDS: tuple[str, ...] = ("sqlite",)
+# The store contract (tests/test_store_contract.py) runs once per backend named here. MongoDB runs
+# against a real wire-protocol server: SecantusDB started once per session, or the server named
+# by LOCALRULES_TEST_MONGODB_URI (a real mongod); each test gets a fresh database on it.
+STORE_BACKENDS: tuple[str, ...] = ("sqlite", "mongodb")
+MONGODB_ENV = "LOCALRULES_TEST_MONGODB_URI"
+
+
+@pytest.fixture(scope="session")
+def mongodb_server_uri():
+    """The URI of a MongoDB server for the whole session (no database in it)."""
+    import os
+
+    if os.environ.get(MONGODB_ENV):
+        yield os.environ[MONGODB_ENV]
+        return
+    from secantus import SecantusDBServer
+
+    with SecantusDBServer(port=0, storage_path=":memory:") as server:
+        yield server.uri
+
+
+def mongodb_url(server_uri: str, database: str) -> str:
+    """``server_uri`` with its database replaced (options kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(server_uri)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture
+def mongodb_database_url(request: pytest.FixtureRequest):
+    """A fresh MongoDB database for one test, dropped afterwards."""
+    import uuid
+
+    import pymongo
+
+    server = request.getfixturevalue("mongodb_server_uri")
+    name = f"lrtest_{uuid.uuid4().hex[:12]}"
+    yield mongodb_url(server, name)
+    client = pymongo.MongoClient(server, serverSelectionTimeoutMS=5000)
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -28,6 +68,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
     """The URL of a fresh, empty store of each backend (tests that reopen it use this)."""
     if request.param == "sqlite":
         return "sqlite:///" + str(tmp_path / "store.db")  # absolute: sqlite:////tmp/...
+    if request.param == "mongodb":
+        return request.getfixturevalue("mongodb_database_url")
     raise AssertionError(f"no store_url for backend {request.param!r}")
 
 
@@ -38,4 +80,3 @@ def store(store_url: str):
 
     with open_store(store_url) as opened:
         yield opened
-

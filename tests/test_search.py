@@ -207,3 +207,17 @@ assert not heavy, heavy
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_the_controller_runs_unchanged_on_every_backend(store_url):
+    with open_store(store_url) as s:
+        c = _controller(s, max_trials=8, concurrency=3, seed=5, tpe=TpeSettings(n_startup_jobs=3))
+        while not c.status().finished:
+            c.step()
+            drain(s, "exp")
+        trials = s.trials("exp")
+        assert [t.trial_id for t in trials] == list(range(8))
+        assert all(t.state == "done" for t in trials)
+        assert c.status().best.objective == max(t.objective for t in trials)
+        history = rebuild(s.history("exp"))
+        assert history.tids == list(range(8))

@@ -348,6 +348,21 @@ def test_complete(store, exp):
     assert got.error is None
 
 
+def test_documents_must_be_strict_json(store, exp):
+    nan = float("nan")
+    with pytest.raises(ValueError, match="strict JSON"):
+        store.add_trials([Trial(experiment=exp, trial_id=0, config={"x": nan}, params={},
+                                misc={})])
+    assert store.trials(exp) == []
+    add_trials(store, exp, 1)
+    trial = store.reserve("w", LEASE)
+    with pytest.raises(ValueError, match="strict JSON"):
+        store.complete(exp, trial.trial_id, trial.attempt, {"objective": nan})
+    with pytest.raises(ValueError, match="strict JSON"):
+        store.report_progress(exp, trial.trial_id, trial.attempt, {"loss": float("inf")})
+    got = one(store, exp, trial.trial_id)
+    assert got.state == RUNNING and got.result is None and got.progress is None
+
 def test_fail(store, exp):
     add_trials(store, exp, 1)
     trial = store.reserve("w", LEASE)

@@ -2,7 +2,8 @@
 
 A subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``handler=run`` where ``run(args) -> int``. A ``ValueError`` raised by a handler is bad input: its
-message goes to stderr and the exit status is 2 (argparse's own usage errors exit 2 too).
+message goes to stderr and the exit status is 2 (argparse's own usage errors exit 2 too). A
+``StoreError`` (database unreachable or refusing) is reported the same way with status 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from localrules.cli import dynamics_cmd, rules_cmd, search_cmd, train_cmd, trial
 COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, trials_cmd)
 
 EXIT_BAD_INPUT = 2
+EXIT_STORE_ERROR = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,11 +42,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from localrules.store.base import StoreError
+
     try:
         return int(args.handler(args) or 0)
     except ValueError as err:
         print(f"localrules {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StoreError as err:  # the database is unreachable or refused: not the input's fault
+        print(f"localrules {args.command}: database error: {err}", file=sys.stderr)
+        return EXIT_STORE_ERROR
 
 
 if __name__ == "__main__":

@@ -108,6 +108,17 @@ class HistoryEntry:
     result: Mapping[str, Any] | None
 
 
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON text; ValueError for NaN/Inf or anything JSON cannot hold. Every
+    backend checks documents with it, so no store ever holds what another could not."""
+    import json
+
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"documents are strict JSON: {err}") from None
+
+
 def check_experiment_name(name: object) -> str:
     """Names go into file paths and URLs: letters, digits, ``-``, ``_``, ``.``; 1–100 chars."""
     import re

@@ -35,17 +35,9 @@ from localrules.store.documents import (
     Experiment,
     HistoryEntry,
     Trial,
+    strict_json,
 )
 from localrules.store.documents import now as clock
-
-
-def _dumps(value: Any) -> str:
-    """Strict JSON: NaN and infinities are refused here, not stored as non-JSON tokens."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except ValueError as err:
-        raise ValueError(f"documents are strict JSON: {err}") from None
-
 
 _JSON_FIELDS = ("config", "params", "misc", "progress", "result")
 _TRIAL_COLUMNS = (
@@ -188,7 +180,7 @@ class SQLiteStore(TrialStore):
     def create_experiment(self, experiment: Experiment) -> Experiment:
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO experiments (name, doc) VALUES (?, ?)",
-                       (experiment.name, _dumps(experiment.to_dict())))
+                       (experiment.name, strict_json(experiment.to_dict())))
             (doc,) = db.execute("SELECT doc FROM experiments WHERE name = ?",
                                 (experiment.name,)).fetchone()
         return Experiment.from_dict(json.loads(doc))
@@ -208,7 +200,7 @@ class SQLiteStore(TrialStore):
                 raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
             doc = json.loads(row[0])
             doc["settings"] = {**doc.get("settings", {}), **settings}
-            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (_dumps(doc), name))
+            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (strict_json(doc), name))
         return Experiment.from_dict(doc)
 
     # --- creating trials ----------------------------------------------------------------------
@@ -230,7 +222,7 @@ class SQLiteStore(TrialStore):
             data = t.to_dict()
             for name in _JSON_FIELDS:
                 if data[name] is not None:
-                    data[name] = _dumps(data[name])
+                    data[name] = strict_json(data[name])
             rows.append(tuple(data[c] for c in _TRIAL_COLUMNS))
         marks = ", ".join("?" for _ in _TRIAL_COLUMNS)
         try:
@@ -277,12 +269,12 @@ class SQLiteStore(TrialStore):
 
     def report_progress(self, experiment: str, trial_id: int, attempt: int,
                         progress: Mapping[str, Any]) -> None:
-        self._fenced(experiment, trial_id, attempt, {"progress": _dumps(dict(progress))})
+        self._fenced(experiment, trial_id, attempt, {"progress": strict_json(dict(progress))})
 
     def complete(self, experiment: str, trial_id: int, attempt: int,
                  result: Mapping[str, Any]) -> None:
         self._fenced(experiment, trial_id, attempt, {
-            "state": DONE, "result": _dumps(dict(result)), "lease_expires": None,
+            "state": DONE, "result": strict_json(dict(result)), "lease_expires": None,
             "finished_at": clock(),
         })
 

@@ -52,7 +52,8 @@ def open_store(url: str = DEFAULT_URL, create: bool = True) -> TrialStore:
                              "first or pass the right --db")
         return SQLiteStore(path, url=url)
     if scheme in ("mongodb", "mongodb+srv"):
-        raise ValueError(f"{redact(url)}: the MongoDB store is not part of this version yet; "
-                         "use a sqlite:/// URL")
+        from localrules.store.mongo import MongoStore
+
+        return MongoStore(url)
     raise ValueError(f"unknown database URL scheme {scheme!r} in {redact(url)!r}; valid: "
                      f"{', '.join(s + '://' for s in SCHEMES)}")

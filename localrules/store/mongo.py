@@ -1,0 +1,349 @@
+"""The MongoDB trial store: one database shared by a controller and any number of workers.
+
+Same contract as SQLite (``tests/test_store_contract.py``). Atomicity comes from single-document
+operations: a reservation is one ``find_one_and_update`` on the oldest queued trial, every worker
+write is an ``update_one`` whose filter names the attempt it holds (the fencing token), trial ids
+come from an ``$inc`` on the experiment document, the controller lock is a conditional upsert.
+Trials are keyed ``experiment:trial_id`` (``_id``) with a unique (experiment, trial_id) index
+besides, and indexes on the queue order and on lease expiry. Every document carries the schema
+version. Credentials come from the URL (or the driver's environment) and never appear in messages.
+
+Leases are timed by the clocks of the processes that write them, as with SQLite; keep the
+machines' clocks synchronised (NTP), as any lease-based system needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from localrules.store.base import (
+    ExperimentNotFound,
+    LeaseLost,
+    StoreError,
+    TrialExists,
+    TrialStore,
+)
+from localrules.store.documents import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SCHEMA_VERSION,
+    STATES,
+    Experiment,
+    HistoryEntry,
+    Trial,
+    strict_json,
+)
+from localrules.store.documents import now as clock
+from localrules.store.urls import redact
+
+DEFAULT_DATABASE = "localrules"
+_TRIAL_FIELDS = tuple(Trial.__dataclass_fields__)
+T = TypeVar("T")
+
+
+def _key(experiment: str, trial_id: int) -> str:
+    return f"{experiment}:{trial_id}"
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """Driver errors (server unreachable, timeouts, refused commands) as StoreError, with the
+    URL's password removed."""
+    @functools.wraps(method)
+    def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> T:
+        from pymongo.errors import PyMongoError
+
+        try:
+            return method(self, *args, **kwargs)
+        except PyMongoError as err:
+            raise StoreError(f"{self.url}: {redact(str(err))}") from None
+
+    return wrapper
+
+
+class MongoStore(TrialStore):
+    """A trial store in a MongoDB database (``mongodb://`` or ``mongodb+srv://`` URL)."""
+
+    def __init__(self, url: str, timeout_seconds: float = 10.0) -> None:
+        try:
+            import pymongo
+            from pymongo import uri_parser
+        except ImportError:  # pragma: no cover - pymongo is a dependency
+            raise ValueError("the MongoDB store needs pymongo: pip install pymongo") from None
+        self.url = redact(url)
+        try:
+            database = uri_parser.parse_uri(url).get("database") or DEFAULT_DATABASE
+        except Exception as err:  # the driver's own URL errors
+            raise ValueError(f"malformed MongoDB URL {self.url!r}: "
+                             f"{redact(str(err))}") from None
+        ms = int(timeout_seconds * 1000)
+        self._client = pymongo.MongoClient(
+            url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=6 * ms,
+            tz_aware=True)
+        db = self._client[database]
+        self._experiments = db["experiments"]
+        self._trials = db["trials"]
+        self._locks = db["locks"]
+        self._meta = db["meta"]
+        self._prepare()
+
+    @_guarded
+    def _prepare(self) -> None:
+        from pymongo import ASCENDING
+
+        self._trials.create_index([("experiment", ASCENDING), ("trial_id", ASCENDING)],
+                                  unique=True, name="experiment_trial_id")
+        self._trials.create_index([("state", ASCENDING), ("created_at", ASCENDING),
+                                   ("trial_id", ASCENDING)], name="queue")
+        self._trials.create_index([("state", ASCENDING), ("lease_expires", ASCENDING)],
+                                  name="lease")
+        self._trials.create_index([("experiment", ASCENDING), ("state", ASCENDING)],
+                                  name="experiment_state")
+        self._meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}},
+                              upsert=True)
+        version = self._meta.find_one({"_id": "schema"})["version"]
+        if version > SCHEMA_VERSION:
+            self._client.close()
+            raise StoreError(f"{self.url} has schema version {version}; this localrules "
+                             f"understands up to {SCHEMA_VERSION}: upgrade localrules")
+
+    # --- documents ----------------------------------------------------------------------------
+    @staticmethod
+    def _trial(doc: Mapping[str, Any]) -> Trial:
+        return Trial.from_dict({k: doc[k] for k in _TRIAL_FIELDS if k in doc})
+
+    @staticmethod
+    def _experiment(doc: Mapping[str, Any]) -> Experiment:
+        return Experiment.from_dict({k: v for k, v in doc.items()
+                                     if k not in ("_id", "next_trial_id")})
+
+    def _fenced(self, experiment: str, trial_id: int, attempt: int,
+                sets: Mapping[str, Any]) -> None:
+        done = self._trials.update_one(
+            {"_id": _key(experiment, trial_id), "state": RUNNING, "attempt": attempt},
+            {"$set": {**sets, "updated_at": clock()}})
+        if done.matched_count == 1:
+            return
+        doc = self._trials.find_one({"_id": _key(experiment, trial_id)},
+                                    {"state": 1, "attempt": 1})
+        if doc is None:
+            raise StoreError(f"no trial {trial_id} in experiment {experiment!r}")
+        raise LeaseLost(f"trial {trial_id} of {experiment!r} is no longer held by attempt "
+                        f"{attempt} (state {doc['state']}, attempt {doc['attempt']})")
+
+    # --- experiments --------------------------------------------------------------------------
+    @_guarded
+    def create_experiment(self, experiment: Experiment) -> Experiment:
+        from pymongo.errors import DuplicateKeyError
+
+        # A concurrent upsert may win (DuplicateKeyError): then theirs is the stored one.
+        with contextlib.suppress(DuplicateKeyError):
+            self._experiments.update_one(
+                {"_id": experiment.name},
+                {"$setOnInsert": {**experiment.to_dict(), "next_trial_id": 0}}, upsert=True)
+        return self._experiment(self._experiments.find_one({"_id": experiment.name}))
+
+    @_guarded
+    def get_experiment(self, name: str) -> Experiment | None:
+        doc = self._experiments.find_one({"_id": name})
+        return None if doc is None else self._experiment(doc)
+
+    @_guarded
+    def list_experiments(self) -> list[Experiment]:
+        return [self._experiment(d) for d in self._experiments.find().sort("_id", 1)]
+
+    @_guarded
+    def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
+        from pymongo import ReturnDocument
+
+        doc = self._experiments.find_one_and_update(
+            {"_id": name}, {"$set": {f"settings.{k}": v for k, v in settings.items()}},
+            return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
+        return self._experiment(doc)
+
+    # --- creating trials ----------------------------------------------------------------------
+    @_guarded
+    def allocate_trial_ids(self, experiment: str, n: int) -> list[int]:
+        from pymongo import ReturnDocument
+
+        if n < 0:
+            raise ValueError(f"cannot allocate {n} trial ids")
+        doc = self._experiments.find_one_and_update(
+            {"_id": experiment}, {"$inc": {"next_trial_id": n}},
+            return_document=ReturnDocument.BEFORE)
+        if doc is None:
+            raise ExperimentNotFound(f"no experiment {experiment!r} in {self.url}")
+        first = doc.get("next_trial_id", 0)
+        return list(range(first, first + n))
+
+    @_guarded
+    def add_trials(self, trials: Sequence[Trial]) -> None:
+        from pymongo.errors import BulkWriteError
+
+        if not trials:
+            return
+        names = sorted({t.experiment for t in trials})
+        known = {d["_id"] for d in self._experiments.find({"_id": {"$in": names}}, {"_id": 1})}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ExperimentNotFound(f"no experiment {', '.join(missing)} in {self.url}")
+        keys = [_key(t.experiment, t.trial_id) for t in trials]
+        if len(set(keys)) != len(keys):
+            raise TrialExists("a trial id is repeated in the batch")
+        taken = [d["_id"] for d in self._trials.find({"_id": {"$in": keys}}, {"_id": 1})]
+        if taken:
+            raise TrialExists(f"trial ids already taken: {', '.join(sorted(taken))}")
+        docs = [{"_id": k, **t.to_dict()} for k, t in zip(keys, trials, strict=True)]
+        for doc in docs:
+            strict_json(doc)
+        try:
+            self._trials.insert_many(docs, ordered=True)
+        except BulkWriteError as err:  # a concurrent insert took an id: undo ours
+            inserted = err.details.get("nInserted", 0)
+            if inserted:
+                self._trials.delete_many({"_id": {"$in": keys[:inserted]}})
+            raise TrialExists(f"a trial id was taken concurrently: "
+                              f"{redact(str(err.details.get('writeErrors', ''))[:300])}"
+                              ) from None
+
+    # --- the worker's side --------------------------------------------------------------------
+    @_guarded
+    def reserve(
+        self, worker: str, lease_seconds: float, experiments: Sequence[str] | None = None
+    ) -> Trial | None:
+        from pymongo import ReturnDocument
+
+        query: dict[str, Any] = {"state": QUEUED}
+        if experiments is not None:
+            if not experiments:
+                return None
+            query["experiment"] = {"$in": list(experiments)}
+        t = clock()
+        doc = self._trials.find_one_and_update(
+            query,
+            {"$set": {"state": RUNNING, "worker": worker, "lease_expires": t + lease_seconds,
+                      "started_at": t, "updated_at": t},
+             "$inc": {"attempt": 1}},
+            sort=[("created_at", 1), ("trial_id", 1)],
+            return_document=ReturnDocument.AFTER)
+        return None if doc is None else self._trial(doc)
+
+    @_guarded
+    def heartbeat(self, experiment: str, trial_id: int, attempt: int,
+                  lease_seconds: float) -> None:
+        self._fenced(experiment, trial_id, attempt, {"lease_expires": clock() + lease_seconds})
+
+    @_guarded
+    def report_progress(self, experiment: str, trial_id: int, attempt: int,
+                        progress: Mapping[str, Any]) -> None:
+        strict_json(progress)
+        self._fenced(experiment, trial_id, attempt, {"progress": dict(progress)})
+
+    @_guarded
+    def complete(self, experiment: str, trial_id: int, attempt: int,
+                 result: Mapping[str, Any]) -> None:
+        strict_json(result)
+        self._fenced(experiment, trial_id, attempt, {
+            "state": DONE, "result": dict(result), "lease_expires": None,
+            "finished_at": clock()})
+
+    @_guarded
+    def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
+        self._fenced(experiment, trial_id, attempt, {
+            "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock()})
+
+    @_guarded
+    def release(self, experiment: str, trial_id: int, attempt: int) -> None:
+        self._fenced(experiment, trial_id, attempt,
+                     {"state": QUEUED, "worker": None, "lease_expires": None})
+
+    # --- any process --------------------------------------------------------------------------
+    @_guarded
+    def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
+        t = clock() if now is None else now
+        changed = []
+        for doc in self._trials.find({"state": RUNNING, "lease_expires": {"$lt": t}},
+                                     {"attempt": 1, "experiment": 1, "trial_id": 1}):
+            attempt = doc["attempt"]
+            if attempt >= max_attempts:
+                sets = {"state": FAILED, "lease_expires": None, "finished_at": t,
+                        "updated_at": t,
+                        "error": f"lease expired on attempt {attempt} of {max_attempts}"}
+            else:
+                sets = {"state": QUEUED, "worker": None, "lease_expires": None, "updated_at": t}
+            # Only if nobody renewed or finished it meanwhile (same attempt, still expired).
+            done = self._trials.update_one(
+                {"_id": doc["_id"], "state": RUNNING, "attempt": attempt,
+                 "lease_expires": {"$lt": t}}, {"$set": sets})
+            if done.modified_count:
+                changed.append(doc["_id"])
+        return [self._trial(d) for d in self._trials.find({"_id": {"$in": changed}})
+                                                 .sort("trial_id", 1)]
+
+    @_guarded
+    def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
+        query: dict[str, Any] = {"experiment": experiment, "state": {"$in": [QUEUED, RUNNING]}}
+        if trial_ids is not None:
+            query["trial_id"] = {"$in": list(trial_ids)}
+        t = clock()
+        done = self._trials.update_many(query, {"$set": {
+            "state": CANCELLED, "lease_expires": None, "finished_at": t, "updated_at": t}})
+        return done.modified_count
+
+    @_guarded
+    def get_trial(self, experiment: str, trial_id: int) -> Trial | None:
+        doc = self._trials.find_one({"_id": _key(experiment, trial_id)})
+        return None if doc is None else self._trial(doc)
+
+    @_guarded
+    def trials(self, experiment: str, states: Iterable[str] | None = None) -> list[Trial]:
+        query: dict[str, Any] = {"experiment": experiment}
+        if states is not None:
+            query["state"] = {"$in": list(states)}
+        return [self._trial(d) for d in self._trials.find(query).sort("trial_id", 1)]
+
+    @_guarded
+    def history(self, experiment: str) -> list[HistoryEntry]:
+        cursor = self._trials.find({"experiment": experiment},
+                                   {"trial_id": 1, "state": 1, "misc": 1, "result": 1}
+                                   ).sort("trial_id", 1)
+        return [HistoryEntry(d["trial_id"], d["state"], d["misc"], d.get("result"))
+                for d in cursor]
+
+    @_guarded
+    def counts(self, experiment: str) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for row in self._trials.aggregate([{"$match": {"experiment": experiment}},
+                                           {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+            out[row["_id"]] = row["n"]
+        return out
+
+    # --- the controller lock ------------------------------------------------------------------
+    @_guarded
+    def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+        from pymongo.errors import DuplicateKeyError
+
+        t = clock()
+        try:
+            self._locks.update_one(
+                {"_id": name, "$or": [{"owner": owner}, {"expires": {"$lt": t}}]},
+                {"$set": {"owner": owner, "expires": t + lease_seconds,
+                          "schema_version": SCHEMA_VERSION}},
+                upsert=True)
+        except DuplicateKeyError:  # the lock exists, held by someone else, not expired
+            return False
+        return True
+
+    @_guarded
+    def release_lock(self, name: str, owner: str) -> None:
+        self._locks.delete_one({"_id": name, "owner": owner})
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,140 @@
+"""What only the MongoDB store has: URLs, indexes, schema versions on every document, credentials
+kept out of messages, an unreachable server, and several processes on one queue. The contract
+every backend shares is ``test_store_contract.py``. Runs against SecantusDB (a MongoDB
+wire-protocol server) or the mongod named by LOCALRULES_TEST_MONGODB_URI."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import socket
+import time
+
+import pymongo
+import pytest
+
+from localrules.store import Experiment, StoreError, Trial, open_store
+from localrules.store.documents import SCHEMA_VERSION
+from localrules.store.mongo import MongoStore
+
+
+def _client(url: str) -> pymongo.MongoClient:
+    return pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+
+
+def _fill(store, name: str, n: int) -> list[int]:
+    store.create_experiment(Experiment(name, "wm", {"paper": "wm"}, "f", {}))
+    ids = store.allocate_trial_ids(name, n)
+    store.add_trials([Trial(name, i, {"i": i}, {"i": i}, {"idxs": {}, "vals": {}})
+                      for i in ids])
+    return ids
+
+
+def test_the_url_names_the_database(mongodb_database_url):
+    db = mongodb_database_url.rsplit("/", 1)[1]
+    with open_store(mongodb_database_url) as store:
+        _fill(store, "e", 1)
+    client = _client(mongodb_database_url)
+    try:
+        assert client[db]["trials"].count_documents({}) == 1
+        assert client[db]["experiments"].find_one({"_id": "e"})["next_trial_id"] == 1
+    finally:
+        client.close()
+
+
+def test_indexes_and_schema_version_on_every_document(mongodb_database_url):
+    db = mongodb_database_url.rsplit("/", 1)[1]
+    with open_store(mongodb_database_url) as store:
+        _fill(store, "e", 2)
+        store.acquire_lock("controller:e", "me", 60)
+    client = _client(mongodb_database_url)
+    try:
+        indexes = client[db]["trials"].index_information()
+        assert indexes["experiment_trial_id"]["unique"] is True
+        assert indexes["experiment_trial_id"]["key"] == [("experiment", 1), ("trial_id", 1)]
+        assert indexes["queue"]["key"][0] == ("state", 1)
+        assert indexes["lease"]["key"] == [("state", 1), ("lease_expires", 1)]
+        for collection in ("experiments", "trials", "locks"):
+            docs = list(client[db][collection].find())
+            assert docs and all(d["schema_version"] == SCHEMA_VERSION for d in docs), collection
+        assert client[db]["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION
+    finally:
+        client.close()
+
+
+def test_a_newer_schema_is_refused(mongodb_database_url):
+    db = mongodb_database_url.rsplit("/", 1)[1]
+    client = _client(mongodb_database_url)
+    try:
+        client[db]["meta"].insert_one({"_id": "schema", "version": SCHEMA_VERSION + 98})
+    finally:
+        client.close()
+    with pytest.raises(StoreError, match="upgrade localrules"):
+        open_store(mongodb_database_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_server_is_a_store_error_without_the_password():
+    url = f"mongodb://alice:s3cr3t-pw@127.0.0.1:{_free_port()}/lr?authSource=admin"
+    started = time.monotonic()
+    with pytest.raises(StoreError) as err:
+        MongoStore(url, timeout_seconds=0.5)
+    assert time.monotonic() - started < 30
+    assert "s3cr3t-pw" not in str(err.value) and "alice:***@" in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["mongodb://", "mongodb://h:notaport/db",
+                                 "mongodb://u:pw-xyz@h:99999/db"])
+def test_malformed_urls_are_bad_input_without_the_password(url):
+    with pytest.raises(ValueError) as err:
+        open_store(url)
+    assert "pw-xyz" not in str(err.value)
+
+
+def _drain(url: str, worker: str, name: str, barrier, results) -> None:
+    done, errors = [], []
+    try:
+        with open_store(url) as store:
+            barrier.wait(60)
+            while (trial := store.reserve(worker, 60.0, [name])) is not None:
+                store.complete(name, trial.trial_id, trial.attempt, {"worker": worker})
+                done.append((trial.trial_id, trial.attempt))
+                time.sleep(0.005)
+    except Exception as err:  # reported to the test
+        errors.append(f"{worker}: {err!r}")
+    finally:
+        results.put((worker, done, errors))
+
+
+def test_four_processes_share_one_queue(mongodb_database_url):
+    url = mongodb_database_url
+    with open_store(url) as store:
+        ids = _fill(store, "mp", 60)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_drain, args=(url, f"w{i}", "mp", barrier, results))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    try:
+        reports = [results.get(timeout=120) for _ in procs]
+    except queue.Empty:
+        pytest.fail("a worker process never reported")
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    assert [errors for _, _, errors in reports] == [[]] * 4
+    completed = sorted(i for _, done, _ in reports for i, _ in done)
+    assert completed == ids
+    assert sum(1 for _, done, _ in reports if done) >= 2
+    with open_store(url) as store:
+        trials = store.trials("mp")
+    assert all(t.state == "done" and t.attempt == 1 for t in trials)
+    assert all(t.worker == t.result["worker"] for t in trials)
