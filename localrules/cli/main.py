@@ -14,9 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from localrules import __version__
-from localrules.cli import dynamics_cmd, rules_cmd, search_cmd, train_cmd, trials_cmd
+from localrules.cli import (
+    dynamics_cmd,
+    rules_cmd,
+    search_cmd,
+    train_cmd,
+    trials_cmd,
+    worker_cmd,
+)
 
-COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, trials_cmd)
+COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, worker_cmd, trials_cmd)
 
 EXIT_BAD_INPUT = 2
 EXIT_STORE_ERROR = 1

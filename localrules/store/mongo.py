@@ -77,14 +77,19 @@ class MongoStore(TrialStore):
             raise ValueError("the MongoDB store needs pymongo: pip install pymongo") from None
         self.url = redact(url)
         try:
-            database = uri_parser.parse_uri(url).get("database") or DEFAULT_DATABASE
+            parsed = uri_parser.parse_uri(url)
         except Exception as err:  # the driver's own URL errors
             raise ValueError(f"malformed MongoDB URL {self.url!r}: "
                              f"{redact(str(err))}") from None
+        database = parsed.get("database") or DEFAULT_DATABASE
+        # Timeouts bound how long a command waits for a server that is away; the URL's own
+        # (e.g. ?serverSelectionTimeoutMS=500) win over these defaults.
         ms = int(timeout_seconds * 1000)
-        self._client = pymongo.MongoClient(
-            url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=6 * ms,
-            tz_aware=True)
+        given = {k.lower() for k in parsed.get("options", {})}
+        timeouts = {k: v for k, v in {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms,
+                                      "socketTimeoutMS": 6 * ms}.items()
+                    if k.lower() not in given}
+        self._client = pymongo.MongoClient(url, tz_aware=True, **timeouts)
         db = self._client[database]
         self._experiments = db["experiments"]
         self._trials = db["trials"]

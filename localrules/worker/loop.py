@@ -27,6 +27,9 @@ from localrules.worker.trial_runner import progress_document, train_trial, valid
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF = 60.0
+"""Longest wait between attempts to reach a database that is away."""
+
 
 def trial_dir(artifacts: str, trial: Trial) -> str:
     """Where a trial's checkpoints, history and TensorBoard files go."""
@@ -88,16 +91,20 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             idle_since = time.monotonic()
-            ran = 0
+            ran = failures = 0
             while not self.stopping():
                 if self.max_trials is not None and ran >= self.max_trials:
                     break
                 try:
                     trial = self.store.reserve(self.worker_id, self.lease_seconds,
                                                self.experiments)
-                except StoreError as err:
-                    log.warning("worker %s: cannot reserve (%s); retrying", self.worker_id, err)
-                    time.sleep(self.poll_seconds)
+                    failures = 0
+                except StoreError as err:  # the database is away: back off, try again
+                    failures += 1
+                    wait = min(self.poll_seconds * 2 ** min(failures - 1, 10), MAX_BACKOFF)
+                    log.warning("worker %s: cannot reserve (%s); retrying in %.0f s",
+                                self.worker_id, err, wait)
+                    time.sleep(wait)
                     continue
                 if trial is None:
                     if self.idle_exit is not None \

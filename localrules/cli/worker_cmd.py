@@ -1,0 +1,69 @@
+"""``localrules worker``: a worker daemon for a TPU VM, GPU box or CPU machine.
+
+It reserves trials of the named experiments (or of any), trains each with the trainer (device
+strategy from the environment: TPU, several GPUs, or the default), checkpoints every epoch to
+``--artifacts`` (a local path or gs://), renews its lease from a heartbeat thread, and reports
+progress and results. A trial requeued after a crash resumes from its checkpoint. SIGTERM (the
+preemption notice) checkpoints the running trial, hands it back to the queue and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from localrules.store import DEFAULT_URL
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run trials from a trial database until told to stop",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    p.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
+                   help="only trials of this experiment (repeatable; default: any)")
+    p.add_argument("--max-trials", type=int, help="exit after this many trials")
+    p.add_argument("--idle-exit", type=float,
+                   help="exit after this many seconds without a queued trial (default: never)")
+    p.add_argument("--lease", type=float, default=60.0, help="lease in seconds (default 60)")
+    p.add_argument("--artifacts", default="localrules-artifacts",
+                   help="where trial checkpoints and histories go (local path or gs://)")
+    p.add_argument("--poll", type=float, default=5.0,
+                   help="seconds between looks at an empty queue (default 5)")
+    p.add_argument("--name", help="worker name in the database (default host:pid:random)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from localrules.store import open_store
+    from localrules.store.documents import check_experiment_name
+    from localrules.store.urls import redact
+    from localrules.worker import Worker
+
+    for name, value, minimum in (("--max-trials", args.max_trials, 1),
+                                 ("--lease", args.lease, 1e-9), ("--poll", args.poll, 1e-9),
+                                 ("--idle-exit", args.idle_exit, 0)):
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be {'positive' if minimum else '>= 0'}, got {value}")
+    for name in args.experiments or ():
+        check_experiment_name(name)
+    artifacts = args.artifacts if "://" in args.artifacts \
+        else str(Path(args.artifacts).resolve())
+    with open_store(args.db) as store:
+        missing = [e for e in args.experiments or () if store.get_experiment(e) is None]
+        if missing:
+            known = ", ".join(e.name for e in store.list_experiments()) or "none"
+            raise ValueError(f"no experiment {', '.join(map(repr, missing))} in "
+                             f"{store.url}; experiments: {known}")
+        worker = Worker(store, artifacts, experiments=args.experiments, worker_id=args.name,
+                        lease_seconds=args.lease, poll_seconds=args.poll,
+                        idle_exit=args.idle_exit, max_trials=args.max_trials)
+        log.info("worker %s on %s (artifacts %s)", worker.worker_id, redact(store.url),
+                 artifacts)
+        stats = worker.run()
+    log.info("worker %s: %d done, %d failed, %d handed back, %d abandoned", worker.worker_id,
+             len(stats.completed), len(stats.failed), len(stats.released), len(stats.abandoned))
+    return 0

@@ -1,0 +1,110 @@
+"""``localrules worker`` against a real MongoDB wire-protocol server: it drains the queue and
+exits when idle; SIGTERM hands the running trial back and exits 0, and the next worker resumes it
+from its checkpoint; bad input exits 2 and a dead database exits 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from localrules.cli.main import main
+from localrules.config import config_from_preset
+from localrules.store import Experiment, Trial, open_store
+
+TINY = ["width=4", "run.batch_size=32", "run.warmup_epochs=0"]
+
+
+def add(url: str, *epochs: int, name: str = "exp") -> None:
+    with open_store(url) as store:
+        store.create_experiment(Experiment(name, "test", {"paper": "wm"}, "f", {}))
+        ids = store.allocate_trial_ids(name, len(epochs))
+        store.add_trials([
+            Trial(name, i, config_from_preset("bp", overrides=[*TINY, f"run.epochs={e}"])
+                  .to_dict(), {"i": i}, {"idxs": {}, "vals": {}})
+            for i, e in zip(ids, epochs, strict=True)])
+
+
+def worker(url: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "localrules.cli.main", "worker", "--db", url,
+                             "--poll", "0.2", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp_path):
+    add(mongodb_database_url, 1, 1)
+    proc = worker(mongodb_database_url, "--experiment", "exp", "--idle-exit", "1",
+                  "--artifacts", str(tmp_path / "art"))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    with open_store(mongodb_database_url) as store:
+        trials = store.trials("exp")
+    assert [t.state for t in trials] == ["done", "done"]
+    assert all(t.result["epochs"] == 1 and t.attempt == 1 for t in trials)
+    assert "2 done, 0 failed" in err
+
+
+def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_database_url,
+                                                                     tmp_path):
+    url, art = mongodb_database_url, str(tmp_path / "art")
+    add(url, 6)
+    proc = worker(url, "--artifacts", art, "--lease", "30")
+    try:
+        deadline = time.monotonic() + 240
+        with open_store(url) as store:
+            while time.monotonic() < deadline:
+                progress = store.get_trial("exp", 0).progress
+                if progress and progress["epoch"] >= 1:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("no epoch finished in time")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    with open_store(url) as store:
+        trial = store.get_trial("exp", 0)
+    assert trial.state == "queued" and trial.attempt == 1 and trial.result is None
+    assert "handed back" in err or "handing it back" in err
+
+    second = worker(url, "--artifacts", art, "--idle-exit", "0.5")
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    assert "resumed from the checkpoint" in err
+    with open_store(url) as store:
+        trial = store.get_trial("exp", 0)
+    assert trial.state == "done" and trial.attempt == 2 and trial.result["epochs"] == 6
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--lease", "0"], "--lease must be positive"),
+    (["--max-trials", "0"], "--max-trials must be positive"),
+    (["--idle-exit", "-1"], "--idle-exit must be >= 0"),
+    (["--experiment", "nope"], "no experiment 'nope'"),
+    (["--experiment", "bad name"], "invalid experiment name"),
+])
+def test_worker_bad_input_exits_2(mongodb_database_url, capsys, args, message):
+    assert main(["worker", "--db", mongodb_database_url, *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_worker_with_an_unknown_scheme_or_a_dead_database(capsys):
+    assert main(["worker", "--db", "redis://u:pw-123@h/0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown database URL scheme" in err and "pw-123" not in err
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = f"mongodb://u:pw-456@127.0.0.1:{port}/x?serverSelectionTimeoutMS=500"
+    assert main(["worker", "--db", dead]) == 1
+    err = capsys.readouterr().err
+    assert "database error" in err and "pw-456" not in err
