@@ -80,3 +80,29 @@ def store(store_url: str):
 
     with open_store(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def wait_for_epoch():
+    """``wait_for_epoch(url, experiment, trial_id, epoch=1, timeout=240)``: block until the trial
+    has reported ``epoch`` (the database may not exist yet); fail the test on timeout."""
+    import time
+    from pathlib import Path
+
+    from localrules.store import open_store
+    from localrules.store.urls import sqlite_path
+
+    def wait(url: str, experiment: str, trial_id: int, epoch: int = 1,
+             timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not url.startswith("sqlite:") or Path(sqlite_path(url)).exists():
+                with open_store(url) as store:
+                    trial = store.get_trial(experiment, trial_id)
+                if trial is not None and (trial.progress or {}).get("epoch", 0) >= epoch:
+                    return
+            time.sleep(0.2)
+        pytest.fail(f"trial {trial_id} of {experiment!r} did not reach epoch {epoch} in "
+                    f"{timeout:.0f} s")
+
+    return wait

@@ -142,9 +142,8 @@ def test_show_space_prints_the_tree(capsys):
     assert "null: log-uniform" in out and "when noise = true" in out and "digits" in out
 
 
-def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path):
+def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path, wait_for_epoch):
     import signal
-    import time
 
     db = f"sqlite:///{tmp_path}/s.db"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -154,16 +153,7 @@ def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path):
          "--width", "4", "--artifacts", str(tmp_path / "art"), "--poll", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if (tmp_path / "s.db").exists():
-                with open_store(db) as store:
-                    trial = store.get_trial("stop", 0)
-                if trial is not None and (trial.progress or {}).get("epoch", 0) >= 1:
-                    break
-            time.sleep(0.3)
-        else:
-            pytest.fail("no epoch finished in time")
+        wait_for_epoch(db, "stop", 0)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=180)
     finally:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -50,20 +49,12 @@ def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp
 
 
 def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_database_url,
-                                                                     tmp_path):
+                                                                     tmp_path, wait_for_epoch):
     url, art = mongodb_database_url, str(tmp_path / "art")
     add(url, 6)
     proc = worker(url, "--artifacts", art, "--lease", "30")
     try:
-        deadline = time.monotonic() + 240
-        with open_store(url) as store:
-            while time.monotonic() < deadline:
-                progress = store.get_trial("exp", 0).progress
-                if progress and progress["epoch"] >= 1:
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail("no epoch finished in time")
+        wait_for_epoch(url, "exp", 0)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:

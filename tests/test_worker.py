@@ -13,7 +13,7 @@ import pytest
 from localrules.config import config_from_preset
 from localrules.store import Experiment, LeaseLost, Trial, open_store
 from localrules.worker import Worker, trial_dir
-from localrules.worker.local import LocalWorkerSpec, start_local_workers, stop_local_workers
+from localrules.worker.local import LocalWorkerSpec, start_local_workers
 
 TINY = ["width=4", "run.epochs=2", "run.batch_size=128", "run.warmup_epochs=0", "eval_every=1"]
 
@@ -135,23 +135,18 @@ def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_pa
     assert trial.result["objective"] == pytest.approx(0.1)  # digits: 10 classes
 
 
-def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(db, tmp_path, caplog):
+def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(db, tmp_path, caplog,
+                                                                    wait_for_epoch):
     artifacts = str(tmp_path / "art")
     with open_store(db) as store:
         add(store, tiny_config("run.epochs=6", "run.batch_size=32"))
     spec = LocalWorkerSpec(url=db, artifacts=artifacts, experiments=("exp",), lease_seconds=3.0)
     (proc,) = start_local_workers(spec, 1)
-    with open_store(db) as store:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            progress = store.get_trial("exp", 0).progress
-            if progress and progress["epoch"] >= 1:
-                break
-            time.sleep(0.2)
-        else:
-            stop_local_workers([proc])
-            pytest.fail("the worker did not finish an epoch in time")
+    try:
+        wait_for_epoch(db, "exp", 0)
+    finally:
         os.kill(proc.pid, signal.SIGKILL)
+    with open_store(db) as store:
         proc.join()
         assert store.get_trial("exp", 0).state == "running"
         time.sleep(3.5)
