@@ -204,3 +204,17 @@ def test_a_yaml_search_resumes_from_the_stored_space_when_the_file_is_gone(tmp_p
     assert "run.alignment_lr: log-uniform [1e-05, 0.01]" in capsys.readouterr().out
     assert main([*args[:4], "other", *args[5:]]) == 2
     assert "cannot read space file" in capsys.readouterr().err
+
+
+def test_the_database_url_can_come_from_the_environment(tmp_path, monkeypatch, capsys):
+    from localrules.search import SearchSettings, open_experiment
+    from localrules.spaces import default_budget, load_space
+
+    db = f"sqlite:///{tmp_path}/env.db"
+    with open_store(db) as store:
+        open_experiment(store, "from-env", load_space("wm", default_budget("digits")),
+                        SearchSettings())
+    monkeypatch.setenv("LOCALRULES_DB", db)
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiments", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "from-env"

@@ -28,11 +28,13 @@ def add(url: str, *epochs: int, name: str = "exp") -> None:
             for i, e in zip(ids, epochs, strict=True)])
 
 
-def worker(url: str, *args: str) -> subprocess.Popen:
+def worker(url: str, *args: str, log=None) -> subprocess.Popen:
+    """A `localrules worker` process; its log goes to ``log`` (a file) when several run at once,
+    since an unread pipe fills up and blocks the process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.PIPE if log is None else log
     return subprocess.Popen([sys.executable, "-m", "localrules.cli.main", "worker", "--db", url,
-                             "--poll", "0.2", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                             "--poll", "0.2", *args], stdout=out, stderr=out, text=True, env=env)
 
 
 def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp_path):
@@ -99,3 +101,36 @@ def test_worker_with_an_unknown_scheme_or_a_dead_database(capsys):
     assert main(["worker", "--db", dead]) == 1
     err = capsys.readouterr().err
     assert "database error" in err and "pw-456" not in err
+
+
+def test_one_controller_feeds_remote_workers_through_mongodb(mongodb_database_url, tmp_path):
+    """The cluster path: `search --workers 0` only queues; two `localrules worker` processes
+    (standing in for two VMs) drain the queue; every trial is done exactly once."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    url, art = mongodb_database_url, str(tmp_path / "art")
+    logs = [open(tmp_path / f"vm-{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "localrules.cli.main", "search", "--space", "wm", "--experiment",
+         "cluster", "--db", url, "--workers", "0", "--concurrency", "2", "--max-trials", "4",
+         "--epochs", "1", "--width", "4", "--poll", "0.3", "--artifacts", art],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    workers = [worker(url, "--experiment", "cluster", "--idle-exit", "10", "--artifacts", art,
+                      "--name", f"vm-{i}", log=logs[i]) for i in range(2)]
+    try:
+        out, err = controller.communicate(timeout=400)
+        for w in workers:
+            w.wait(timeout=120)
+    finally:
+        for p in (controller, *workers):
+            p.kill()
+        for f in logs:
+            f.close()
+    worker_logs = "".join((tmp_path / f"vm-{i}.log").read_text()[-2000:] for i in range(2))
+    assert controller.returncode == 0, err[-3000:] + worker_logs
+    assert all(w.returncode == 0 for w in workers), worker_logs
+    with open_store(url) as store:
+        trials = store.trials("cluster")
+    assert [t.trial_id for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == "done" and t.attempt == 1 for t in trials)
+    assert {t.worker for t in trials} <= {"vm-0", "vm-1"}
+    assert "best trial" in out

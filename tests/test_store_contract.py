@@ -363,6 +363,13 @@ def test_documents_must_be_strict_json(store, exp):
     got = one(store, exp, trial.trial_id)
     assert got.state == RUNNING and got.result is None and got.progress is None
 
+def test_trials_with_wrong_types_are_refused(store, exp):
+    (ok,) = add_trials(store, exp, 1)
+    bad = dataclasses.replace(ok, trial_id=ok.trial_id + 1, config="__import__('os')")
+    with pytest.raises(ValueError, match="config"):
+        store.add_trials([bad])
+    assert [t.trial_id for t in store.trials(exp)] == [ok.trial_id]
+
 def test_fail(store, exp):
     add_trials(store, exp, 1)
     trial = store.reserve("w", LEASE)
@@ -488,6 +495,23 @@ def test_requeue_expired_with_one_attempt_fails_at_once(store, exp):
     assert got.state == FAILED and "lease" in got.error.lower()
     assert store.reserve("w", LEASE) is None
 
+
+def test_only_lost_leases_count_towards_max_attempts(store, exp):
+    # Two graceful hand-backs (preemption notices), then two lost leases: max_attempts=2 fails
+    # the trial at the second lapse, on its fourth attempt.
+    (trial,) = add_trials(store, exp, 1)
+    for attempt in (1, 2):
+        got = store.reserve("w", LEASE)
+        assert got.attempt == attempt
+        store.release(exp, trial.trial_id, attempt)
+    assert one(store, exp, trial.trial_id).lapses == 0
+    store.reserve("w", 1.0)
+    (back,) = store.requeue_expired(max_attempts=2, now=time.time() + 100)
+    assert back.state == QUEUED and back.lapses == 1 and back.attempt == 3
+    store.reserve("w", 1.0)
+    (failed,) = store.requeue_expired(max_attempts=2, now=time.time() + 100)
+    assert failed.state == FAILED and failed.lapses == 2 and failed.attempt == 4
+    assert "expired 2 times" in failed.error
 
 def test_requeue_expired_uses_the_current_time_by_default(store, exp):
     add_trials(store, exp, 2)

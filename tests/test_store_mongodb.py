@@ -138,3 +138,52 @@ def test_four_processes_share_one_queue(mongodb_database_url):
         trials = store.trials("mp")
     assert all(t.state == "done" and t.attempt == 1 for t in trials)
     assert all(t.worker == t.result["worker"] for t in trials)
+
+
+def test_hostile_trial_documents_are_failed_and_never_run(mongodb_database_url, tmp_path):
+    from localrules.config import config_from_preset
+    from localrules.worker import Worker
+
+    db = mongodb_database_url.rsplit("/", 1)[1]
+    good = config_from_preset("bp", overrides=["width=4", "run.epochs=1"]).to_dict()
+    with open_store(mongodb_database_url) as store:
+        _fill(store, "e", 0)
+        store.allocate_trial_ids("e", 5)
+    base = {"experiment": "e", "state": "queued", "attempt": 0, "lapses": 0, "params": {},
+            "misc": {"idxs": {}, "vals": {}}, "created_at": 1.0, "schema_version": 1}
+    hostile = [
+        {**base, "_id": "e:0", "trial_id": 0, "config": "__import__('os').system('touch x')"},
+        {**base, "_id": "e:1", "trial_id": 1, "config": {**good, "run": {"epochs": "9; rm"}}},
+        {**base, "_id": "e:2", "trial_id": 2, "config": {**good, "code": "print(1)"}},
+        {**base, "_id": "e:3", "trial_id": 3, "config": good, "__reduce__": "os.system"},
+        {**{k: v for k, v in base.items() if k != "misc"}, "_id": "e:4", "trial_id": 4,
+         "config": good},
+    ]
+    client = _client(mongodb_database_url)
+    try:
+        client[db]["trials"].insert_many(hostile)
+    finally:
+        client.close()
+    calls = []
+
+    def never(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("a hostile trial was run")
+
+    with open_store(mongodb_database_url) as store:
+        Worker(store, tmp_path, idle_exit=0, trainer=never).run()
+        client = _client(mongodb_database_url)
+        try:
+            docs = {d["trial_id"]: d for d in client[db]["trials"].find()}
+        finally:
+            client.close()
+        history = store.history("e")
+    assert calls == []
+    assert all(d["state"] == "failed" for d in docs.values()), docs
+    assert "wrong type" in docs[0]["error"]
+    assert "epochs" in docs[1]["error"] and "invalid trial config" in docs[1]["error"]
+    assert "'code'" in docs[2]["error"]
+    assert "__reduce__" in docs[3]["error"] and "misc" in docs[4]["error"]
+    from localrules.search.history import rebuild
+
+    assert rebuild(history).trials == []  # the controller's history survives them

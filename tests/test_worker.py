@@ -135,9 +135,9 @@ def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_pa
     assert trial.result["objective"] == pytest.approx(0.1)  # digits: 10 classes
 
 
-def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(db, tmp_path, caplog,
+def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, tmp_path, caplog,
                                                                     wait_for_epoch):
-    artifacts = str(tmp_path / "art")
+    db, artifacts = store_url, str(tmp_path / "art")  # on every store backend
     with open_store(db) as store:
         add(store, tiny_config("run.epochs=6", "run.batch_size=32"))
     spec = LocalWorkerSpec(url=db, artifacts=artifacts, experiments=("exp",), lease_seconds=3.0)

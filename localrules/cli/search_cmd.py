@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from localrules.cli.tables import fmt, table, terminal_width
-from localrules.store import DEFAULT_URL, FINISHED
+from localrules.store import FINISHED
+from localrules.store.urls import add_db_argument
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True,
                    help=f"{', '.join(PAPER_SPACES)}, or a YAML space file")
     p.add_argument("--experiment", required=True, help="experiment name (re-use to resume)")
-    p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    add_db_argument(p)
     p.add_argument("--max-trials", type=int,
                    help=f"trials in all (default {DEFAULT_MAX_TRIALS}; on resume: as stored)")
     p.add_argument("--concurrency", type=int,

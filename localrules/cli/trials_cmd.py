@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from localrules.cli.tables import fmt, iso, table, terminal_width
-from localrules.store import DEFAULT_URL, STATES, Trial, TrialStore
+from localrules.store import STATES, Trial, TrialStore
+from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
 DESCENDING = frozenset({"objective", "top1", "top5"})
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trials", help="list an experiment's trials",
                        description="List the trials of an experiment from the trial database.")
     p.add_argument("--experiment", required=True, help="experiment name")
-    p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    add_db_argument(p)
     p.add_argument("--state", action="append", choices=STATES,
                    help="only trials in this state (repeatable)")
     p.add_argument("--sort", default="trial_id",
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_trials)
 
     e = sub.add_parser("experiments", help="list the experiments in a trial database")
-    e.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    add_db_argument(e)
     e.add_argument("--format", choices=("table", "json"), default="table")
     e.set_defaults(handler=run_experiments)
 

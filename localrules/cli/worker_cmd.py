@@ -3,8 +3,10 @@
 It reserves trials of the named experiments (or of any), trains each with the trainer (device
 strategy from the environment: TPU, several GPUs, or the default), checkpoints every epoch to
 ``--artifacts`` (a local path or gs://), renews its lease from a heartbeat thread, and reports
-progress and results. A trial requeued after a crash resumes from its checkpoint. SIGTERM (the
-preemption notice) checkpoints the running trial, hands it back to the queue and exits 0.
+progress and results. A trial requeued after a crash resumes from its checkpoint. While the
+database is away, reservations are retried with backoff and final results wait in a local spool
+until it returns. SIGTERM (the preemption notice) checkpoints the running trial, hands it back to
+the queue and exits 0.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from localrules.store import DEFAULT_URL
+from localrules.store.urls import add_db_argument
+from localrules.worker.spool import DEFAULT_SPOOL
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run trials from a trial database until told to stop",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--db", default=DEFAULT_URL, help=f"database URL (default {DEFAULT_URL})")
+    add_db_argument(p)
     p.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
                    help="only trials of this experiment (repeatable; default: any)")
     p.add_argument("--max-trials", type=int, help="exit after this many trials")
@@ -32,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll", type=float, default=5.0,
                    help="seconds between looks at an empty queue (default 5)")
     p.add_argument("--name", help="worker name in the database (default host:pid:random)")
+    p.add_argument("--spool", default=DEFAULT_SPOOL,
+                   help=f"local directory for results while the database is away "
+                        f"(default {DEFAULT_SPOOL})")
     p.set_defaults(handler=run)
 
 
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from localrules.store.documents import check_experiment_name
     from localrules.store.urls import redact
     from localrules.worker import Worker
+    from localrules.worker.spool import Spool
 
     for name, value, minimum in (("--max-trials", args.max_trials, 1),
                                  ("--lease", args.lease, 1e-9), ("--poll", args.poll, 1e-9),
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                              f"{store.url}; experiments: {known}")
         worker = Worker(store, artifacts, experiments=args.experiments, worker_id=args.name,
                         lease_seconds=args.lease, poll_seconds=args.poll,
-                        idle_exit=args.idle_exit, max_trials=args.max_trials)
+                        idle_exit=args.idle_exit, max_trials=args.max_trials,
+                        spool=Spool(args.spool))
         log.info("worker %s on %s (artifacts %s)", worker.worker_id, redact(store.url),
                  artifacts)
         stats = worker.run()

@@ -4,14 +4,15 @@ seen had it run in this process the whole time.
 Each stored trial keeps hyperopt's ``idxs``/``vals``; its loss is the negated objective (TPE
 minimises, we maximise top-1). Queued and running trials go in as hyperopt's new/running jobs, so
 they count towards the startup trials and enter TPE with infinite loss, as in hyperopt's own
-asynchronous runs. Failed and cancelled trials go in as hyperopt errors, which hyperopt's
-``Trials.refresh`` drops: they are neither modelled nor counted towards the startup trials (a
-failure is usually the machine's, not the configuration's). A diverged trial is ``done`` with a
+asynchronous runs. Failed and cancelled trials are left out, as hyperopt's ``Trials.refresh``
+would drop them: they are neither modelled nor counted towards the startup trials (a failure is
+usually the machine's, not the configuration's). A diverged trial is ``done`` with a
 chance-level objective and is modelled like any other.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ from localrules.store.documents import (
 )
 
 Entry = Trial | HistoryEntry
+
+log = logging.getLogger(__name__)
 
 DOMAIN_CMD = ("domain_attachment", "FMinIter_Domain")
 
@@ -56,12 +59,26 @@ def hyperopt_doc(trials, trial: Entry) -> dict[str, Any]:
     return doc
 
 
+def usable(trial: Entry) -> bool:
+    """Whether a stored trial belongs in the history: failed and cancelled ones do not
+    (hyperopt's refresh would drop them), nor any whose misc is not idxs/vals mappings (a
+    tampered document must not stop the search)."""
+    misc = trial.misc
+    ok = isinstance(misc, Mapping) and all(isinstance(misc.get(k), Mapping)
+                                           for k in ("idxs", "vals"))
+    if not ok:
+        log.warning("trial %s has no usable hyperopt misc; left out of TPE's history",
+                    trial.trial_id)
+    return ok and trial.state not in (FAILED, CANCELLED)
+
+
 def rebuild(stored: Sequence[Entry]):
-    """A ``hyperopt.Trials`` holding the stored trials, ordered by trial id."""
+    """A ``hyperopt.Trials`` holding the stored trials that belong in it, by trial id."""
     import hyperopt
 
     trials = hyperopt.Trials()
-    docs = [hyperopt_doc(trials, t) for t in sorted(stored, key=lambda t: t.trial_id)]
+    docs = [hyperopt_doc(trials, t) for t in sorted(stored, key=lambda t: t.trial_id)
+            if usable(t)]
     trials.insert_trial_docs(docs)
     trials.refresh()
     return trials

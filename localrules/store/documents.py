@@ -70,6 +70,10 @@ class Trial:
     """hyperopt's ``{"idxs": {label: [tid] | []}, "vals": {label: [value] | []}}``."""
     state: str = QUEUED
     attempt: int = 0
+    """Reservations so far; the fencing token of the current one."""
+    lapses: int = 0
+    """Attempts that lost their lease (crashed or unreachable workers). A graceful hand-back
+    (``release``, e.g. on a preemption notice) is not one; ``max_attempts`` limits lapses."""
     worker: str | None = None
     lease_expires: float | None = None
     progress: Mapping[str, Any] | None = None
@@ -88,6 +92,23 @@ class Trial:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        """A trial from a stored document, checked: a malformed or hostile document (missing or
+        unknown fields, wrong types) is a ValueError, never a half-built trial."""
+        extra = sorted(set(data) - _TRIAL_FIELDS - {"_id"})
+        if extra:
+            raise ValueError(f"unknown trial document field(s): {', '.join(map(str, extra))}")
+        missing = sorted(_REQUIRED - set(data))
+        if missing:
+            raise ValueError(f"trial document lacks {', '.join(missing)}")
+        for name, kinds in _TYPES.items():
+            if name not in data:
+                continue
+            value = data[name]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"trial document field {name!r} has the wrong type "
+                                 f"({type(value).__name__})")
+        if data.get("state", QUEUED) not in STATES:
+            raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
         return cls(**{k: v for k, v in data.items() if k in _TRIAL_FIELDS})
 
     @property
@@ -96,6 +117,17 @@ class Trial:
 
 
 _TRIAL_FIELDS = frozenset(f.name for f in dataclasses.fields(Trial))
+_REQUIRED = frozenset({"experiment", "trial_id", "config", "params", "misc"})
+_NUMBER = (int, float)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "experiment": (str,), "trial_id": (int,), "config": (Mapping,), "params": (Mapping,),
+    "misc": (Mapping,), "state": (str,), "attempt": (int,), "lapses": (int,),
+    "worker": (str, type(None)), "lease_expires": (*_NUMBER, type(None)),
+    "progress": (Mapping, type(None)), "result": (Mapping, type(None)),
+    "error": (str, type(None)), "code_version": (str,), "created_at": _NUMBER,
+    "started_at": (*_NUMBER, type(None)), "updated_at": (*_NUMBER, type(None)),
+    "finished_at": (*_NUMBER, type(None)), "schema_version": (int,),
+}
 
 
 @dataclass(frozen=True)
@@ -106,6 +138,13 @@ class HistoryEntry:
     state: str
     misc: Mapping[str, Any]
     result: Mapping[str, Any] | None
+
+
+def requeue_outcome(lapses: int, max_attempts: int) -> tuple[str, str | None]:
+    """State and error of a running trial whose lease has expired for the ``lapses``-th time."""
+    if lapses >= max_attempts:
+        return FAILED, f"lease expired {lapses} times (max_attempts {max_attempts})"
+    return QUEUED, None
 
 
 def strict_json(value: Any) -> str:

@@ -37,13 +37,13 @@ from localrules.store.documents import (
     Experiment,
     HistoryEntry,
     Trial,
+    requeue_outcome,
     strict_json,
 )
 from localrules.store.documents import now as clock
 from localrules.store.urls import redact
 
 DEFAULT_DATABASE = "localrules"
-_TRIAL_FIELDS = tuple(Trial.__dataclass_fields__)
 T = TypeVar("T")
 
 
@@ -120,7 +120,7 @@ class MongoStore(TrialStore):
     # --- documents ----------------------------------------------------------------------------
     @staticmethod
     def _trial(doc: Mapping[str, Any]) -> Trial:
-        return Trial.from_dict({k: doc[k] for k in _TRIAL_FIELDS if k in doc})
+        return Trial.from_dict(doc)  # checked: unknown fields and wrong types are refused
 
     @staticmethod
     def _experiment(doc: Mapping[str, Any]) -> Experiment:
@@ -194,6 +194,8 @@ class MongoStore(TrialStore):
 
         if not trials:
             return
+        for t in trials:
+            Trial.from_dict(t.to_dict())  # the checks a stored document will face
         names = sorted({t.experiment for t in trials})
         known = {d["_id"] for d in self._experiments.find({"_id": {"$in": names}}, {"_id": 1})}
         missing = [n for n in names if n not in known]
@@ -230,15 +232,23 @@ class MongoStore(TrialStore):
             if not experiments:
                 return None
             query["experiment"] = {"$in": list(experiments)}
-        t = clock()
-        doc = self._trials.find_one_and_update(
-            query,
-            {"$set": {"state": RUNNING, "worker": worker, "lease_expires": t + lease_seconds,
-                      "started_at": t, "updated_at": t},
-             "$inc": {"attempt": 1}},
-            sort=[("created_at", 1), ("trial_id", 1)],
-            return_document=ReturnDocument.AFTER)
-        return None if doc is None else self._trial(doc)
+        while True:
+            t = clock()
+            doc = self._trials.find_one_and_update(
+                query,
+                {"$set": {"state": RUNNING, "worker": worker, "lease_expires": t + lease_seconds,
+                          "started_at": t, "updated_at": t},
+                 "$inc": {"attempt": 1}},
+                sort=[("created_at", 1), ("trial_id", 1)],
+                return_document=ReturnDocument.AFTER)
+            if doc is None:
+                return None
+            try:
+                return self._trial(doc)
+            except ValueError as err:  # malformed or hostile: fail it, never hand it out
+                self._trials.update_one({"_id": doc["_id"]}, {"$set": {
+                    "state": FAILED, "error": f"malformed trial document: {err}",
+                    "lease_expires": None, "finished_at": t}})
 
     @_guarded
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
@@ -275,18 +285,15 @@ class MongoStore(TrialStore):
         t = clock() if now is None else now
         changed = []
         for doc in self._trials.find({"state": RUNNING, "lease_expires": {"$lt": t}},
-                                     {"attempt": 1, "experiment": 1, "trial_id": 1}):
-            attempt = doc["attempt"]
-            if attempt >= max_attempts:
-                sets = {"state": FAILED, "lease_expires": None, "finished_at": t,
-                        "updated_at": t,
-                        "error": f"lease expired on attempt {attempt} of {max_attempts}"}
-            else:
-                sets = {"state": QUEUED, "worker": None, "lease_expires": None, "updated_at": t}
+                                     {"attempt": 1, "lapses": 1}):
+            state, error = requeue_outcome(doc.get("lapses", 0) + 1, max_attempts)
+            sets: dict[str, Any] = {"state": state, "error": error, "lease_expires": None,
+                                    "updated_at": t}
+            sets.update({"finished_at": t} if state == FAILED else {"worker": None})
             # Only if nobody renewed or finished it meanwhile (same attempt, still expired).
             done = self._trials.update_one(
-                {"_id": doc["_id"], "state": RUNNING, "attempt": attempt,
-                 "lease_expires": {"$lt": t}}, {"$set": sets})
+                {"_id": doc["_id"], "state": RUNNING, "attempt": doc["attempt"],
+                 "lease_expires": {"$lt": t}}, {"$set": sets, "$inc": {"lapses": 1}})
             if done.modified_count:
                 changed.append(doc["_id"])
         return [self._trial(d) for d in self._trials.find({"_id": {"$in": changed}})
@@ -319,7 +326,7 @@ class MongoStore(TrialStore):
         cursor = self._trials.find({"experiment": experiment},
                                    {"trial_id": 1, "state": 1, "misc": 1, "result": 1}
                                    ).sort("trial_id", 1)
-        return [HistoryEntry(d["trial_id"], d["state"], d["misc"], d.get("result"))
+        return [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"))
                 for d in cursor]
 
     @_guarded

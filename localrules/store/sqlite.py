@@ -35,14 +35,15 @@ from localrules.store.documents import (
     Experiment,
     HistoryEntry,
     Trial,
+    requeue_outcome,
     strict_json,
 )
 from localrules.store.documents import now as clock
 
 _JSON_FIELDS = ("config", "params", "misc", "progress", "result")
 _TRIAL_COLUMNS = (
-    "experiment", "trial_id", "state", "attempt", "worker", "lease_expires", "config", "params",
-    "misc", "progress", "result", "error", "code_version", "created_at", "started_at",
+    "experiment", "trial_id", "state", "attempt", "lapses", "worker", "lease_expires", "config",
+    "params", "misc", "progress", "result", "error", "code_version", "created_at", "started_at",
     "updated_at", "finished_at", "schema_version",
 )
 
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS trials (
     trial_id INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ({", ".join(repr(s) for s in STATES)})),
     attempt INTEGER NOT NULL DEFAULT 0,
+    lapses INTEGER NOT NULL DEFAULT 0,
     worker TEXT,
     lease_expires REAL,
     config TEXT NOT NULL,
@@ -217,6 +219,8 @@ class SQLiteStore(TrialStore):
         return list(range(row[0], row[0] + n))
 
     def add_trials(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            Trial.from_dict(t.to_dict())  # the checks a stored document will face
         rows = []
         for t in trials:
             data = t.to_dict()
@@ -251,17 +255,23 @@ class SQLiteStore(TrialStore):
             args += list(experiments)
         with self._write() as db:
             t = clock()  # after the wait for the write lock
-            row = db.execute(f"SELECT experiment, trial_id FROM trials WHERE {where} "
-                             "ORDER BY created_at, trial_id LIMIT 1", args).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE trials SET state = ?, attempt = attempt + 1, worker = ?, "
-                "lease_expires = ?, started_at = ?, updated_at = ? "
-                "WHERE experiment = ? AND trial_id = ?",
-                (RUNNING, worker, t + lease_seconds, t, t, *row),
-            )
-            return self.get_trial(*row)
+            while True:
+                row = db.execute(f"SELECT experiment, trial_id FROM trials WHERE {where} "
+                                 "ORDER BY created_at, trial_id LIMIT 1", args).fetchone()
+                if row is None:
+                    return None
+                db.execute(
+                    "UPDATE trials SET state = ?, attempt = attempt + 1, worker = ?, "
+                    "lease_expires = ?, started_at = ?, updated_at = ? "
+                    "WHERE experiment = ? AND trial_id = ?",
+                    (RUNNING, worker, t + lease_seconds, t, t, *row),
+                )
+                try:
+                    return self.get_trial(*row)
+                except ValueError as err:  # a tampered row: fail it, never hand it out
+                    db.execute("UPDATE trials SET state = ?, error = ?, lease_expires = NULL, "
+                               "finished_at = ? WHERE experiment = ? AND trial_id = ?",
+                               (FAILED, f"malformed trial document: {err}", t, *row))
 
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
                   lease_seconds: float) -> None:
@@ -291,22 +301,16 @@ class SQLiteStore(TrialStore):
     def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
         with self._write() as db:
             t = clock() if now is None else now
-            rows = db.execute("SELECT experiment, trial_id, attempt FROM trials "
+            rows = db.execute("SELECT experiment, trial_id, lapses FROM trials "
                               "WHERE state = ? AND lease_expires < ?", (RUNNING, t)).fetchall()
-            for experiment, trial_id, attempt in rows:
-                if attempt >= max_attempts:
-                    db.execute(
-                        "UPDATE trials SET state = ?, error = ?, lease_expires = NULL, "
-                        "finished_at = ?, updated_at = ? WHERE experiment = ? AND trial_id = ?",
-                        (FAILED, f"lease expired on attempt {attempt} of {max_attempts}",
-                         t, t, experiment, trial_id),
-                    )
-                else:
-                    db.execute(
-                        "UPDATE trials SET state = ?, worker = NULL, lease_expires = NULL, "
-                        "updated_at = ? WHERE experiment = ? AND trial_id = ?",
-                        (QUEUED, t, experiment, trial_id),
-                    )
+            for experiment, trial_id, lapses in rows:
+                state, error = requeue_outcome(lapses + 1, max_attempts)
+                db.execute(
+                    "UPDATE trials SET state = ?, error = ?, lapses = lapses + 1, worker = "
+                    "CASE WHEN ? = 'failed' THEN worker END, lease_expires = NULL, "
+                    "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ? "
+                    "WHERE experiment = ? AND trial_id = ?",
+                    (state, error, state, state, t, t, experiment, trial_id))
             return [self.get_trial(e, i) for e, i, _ in rows]  # type: ignore[misc]
 
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:

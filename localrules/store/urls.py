@@ -9,6 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 from localrules.store.base import TrialStore
 
 DEFAULT_URL = "sqlite:///localrules.db"
+URL_ENV = "LOCALRULES_DB"
+"""An environment variable that replaces DEFAULT_URL (keeps credentials off command lines)."""
 SCHEMES: tuple[str, ...] = ("sqlite", "mongodb", "mongodb+srv")
 
 
@@ -23,6 +25,16 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def add_db_argument(parser) -> None:
+    """The ``--db`` option every command that opens a store shares."""
+    import os
+
+    parser.add_argument(
+        "--db", default=os.environ.get(URL_ENV) or DEFAULT_URL,
+        help=f"database URL: sqlite:///PATH.db or mongodb://[USER:PASSWORD@]HOST[:PORT]/DB "
+             f"(default: ${URL_ENV}, else {DEFAULT_URL})")
 
 
 def sqlite_path(url: str) -> str:

@@ -14,6 +14,8 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from localrules.worker.spool import DEFAULT_SPOOL
+
 log = logging.getLogger(__name__)
 
 
@@ -25,6 +27,7 @@ class LocalWorkerSpec:
     lease_seconds: float = 60.0
     threads: int = 1
     log_level: int = logging.INFO
+    spool: str = DEFAULT_SPOOL
 
 
 def worker_main(spec: LocalWorkerSpec, index: int) -> None:
@@ -42,13 +45,14 @@ def worker_main(spec: LocalWorkerSpec, index: int) -> None:
 
     from localrules.store import open_store
     from localrules.worker.loop import Worker
+    from localrules.worker.spool import Spool
 
     parent = os.getppid()
     with open_store(spec.url) as store:
         # Orphaned (the controller was killed): stop, handing a running trial back.
         Worker(store, spec.artifacts, experiments=spec.experiments,
                lease_seconds=spec.lease_seconds,
-               should_stop=lambda: os.getppid() != parent).run()
+               should_stop=lambda: os.getppid() != parent, spool=Spool(spec.spool)).run()
 
 
 def start_local_workers(spec: LocalWorkerSpec, count: int) -> list[multiprocessing.Process]:

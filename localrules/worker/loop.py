@@ -23,6 +23,7 @@ from typing import Any
 
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.worker.heartbeat import Heartbeat
+from localrules.worker.spool import Spool
 from localrules.worker.trial_runner import progress_document, train_trial, validate_config
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Worker:
         max_trials: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         trainer: Callable[..., dict[str, Any]] = train_trial,
+        spool: Spool | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease_seconds}")
@@ -76,6 +78,8 @@ class Worker:
         self.max_trials = max_trials
         self.should_stop = should_stop or (lambda: False)
         self.train = trainer
+        self.spool = spool
+        """Where final writes wait while the database is away (None: such a write raises)."""
         self.stats = WorkerStats()
         self._stopping = False
 
@@ -95,6 +99,8 @@ class Worker:
             while not self.stopping():
                 if self.max_trials is not None and ran >= self.max_trials:
                     break
+                if self.spool is not None:
+                    self.spool.flush(self.store)
                 try:
                     trial = self.store.reserve(self.worker_id, self.lease_seconds,
                                                self.experiments)
@@ -123,6 +129,13 @@ class Worker:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
+            if self.spool is not None:
+                self.spool.flush(self.store)
+                left = len(self.spool.pending())
+                if left:
+                    log.warning("worker %s: %d write(s) still spooled in %s; the next worker "
+                                "on this host delivers them", self.worker_id, left,
+                                self.spool.directory)
         return self.stats
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -184,13 +197,21 @@ class Worker:
             self.stats.abandoned.append(key)
 
     def _write(self, method: Callable[..., None], trial: Trial, *args: Any) -> bool:
-        """A fenced write; False (and nothing written) if the lease has passed on."""
+        """A fenced write; False (and nothing written) if the lease has passed on. With the
+        database away, the write is spooled (True: it will be delivered, fenced, later)."""
         try:
             method(trial.experiment, trial.trial_id, trial.attempt, *args)
             return True
         except LeaseLost as err:
             log.warning("%s", err)
             return False
+        except StoreError as err:
+            if self.spool is None:
+                raise
+            path = self.spool.add(method.__name__, trial, *args)
+            log.warning("database unreachable (%s); %s of trial %d spooled in %s", err,
+                        method.__name__, trial.trial_id, path)
+            return True
 
 
 def _error_text(err: BaseException, limit: int = 4000) -> str:

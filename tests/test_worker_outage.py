@@ -1,0 +1,127 @@
+"""Workers across database trouble: final writes wait in a local spool while the database is away
+and are delivered, fenced, when it returns; a real MongoDB wire-protocol server is stopped and
+restarted under a running worker and nothing is lost or done twice."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from localrules.config import config_from_preset
+from localrules.store import Experiment, LeaseLost, StoreError, Trial, open_store
+from localrules.worker import Worker
+from localrules.worker.spool import Spool
+
+TINY = ["width=4", "run.batch_size=32", "run.warmup_epochs=0"]
+
+
+def add(store, *epochs: int, name: str = "exp") -> None:
+    store.create_experiment(Experiment(name, "test", {"paper": "wm"}, "f", {}))
+    ids = store.allocate_trial_ids(name, len(epochs))
+    store.add_trials([
+        Trial(name, i, config_from_preset("bp", overrides=[*TINY, f"run.epochs={e}"]).to_dict(),
+              {"i": i}, {"idxs": {}, "vals": {}}) for i, e in zip(ids, epochs, strict=True)])
+
+
+class Flaky:
+    """A store whose ``complete`` fails (database away) the first ``n`` times."""
+
+    def __init__(self, store, n: int) -> None:
+        self.store, self.n = store, n
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def complete(self, *args):
+        if self.n > 0:
+            self.n -= 1
+            raise StoreError("connection refused")
+        return self.store.complete(*args)
+
+
+def fake_train(config, out_dir, on_epoch=None, **_):
+    return {"objective": 0.7, "top1": 0.7, "diverged": False, "epochs": config.run.epochs}
+
+
+def test_a_result_spooled_while_the_database_is_away_is_delivered_once(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    with open_store(f"sqlite:///{tmp_path}/s.db") as real:
+        add(real, 1, 1)
+        store = Flaky(real, n=1)
+        Worker(store, tmp_path / "art", idle_exit=0, trainer=fake_train, spool=spool).run()
+        trials = real.trials("exp")
+    assert [t.state for t in trials] == ["done", "done"]
+    assert all(t.result["objective"] == 0.7 and t.attempt == 1 for t in trials)
+    assert spool.pending() == []
+
+
+def test_a_spooled_write_whose_lease_passed_on_is_dropped(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        add(store, 1)
+        stale = store.reserve("w1", 1.0)
+        spool.add("complete", stale, {"objective": 0.1})
+        store.requeue_expired(max_attempts=3, now=time.time() + 10)
+        fresh = store.reserve("w2", 60.0)
+        store.complete("exp", 0, fresh.attempt, {"objective": 0.9})
+        assert spool.flush(store) == 0 and spool.pending() == []
+        assert store.get_trial("exp", 0).result == {"objective": 0.9}
+        with pytest.raises(LeaseLost):
+            store.complete("exp", 0, stale.attempt, {"objective": 0.1})
+
+
+def test_spooling_only_final_writes(tmp_path):
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+        add(store, 1)
+        trial = store.reserve("w", 60)
+    with pytest.raises(ValueError, match="cannot spool 'heartbeat'"):
+        Spool(tmp_path / "spool").add("heartbeat", trial)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_for_epoch):
+    if os.environ.get("LOCALRULES_TEST_MONGODB_URI"):
+        pytest.skip("stops and restarts its own server; cannot do that to an external mongod")
+    from secantus import SecantusDBServer
+
+    port, data = _free_port(), str(tmp_path / "db")
+    server = SecantusDBServer(port=port, storage_path=data)
+    server.start()
+    url = f"mongodb://127.0.0.1:{port}/lr?serverSelectionTimeoutMS=1000"
+    try:
+        with open_store(url) as store:
+            add(store, 2, 1)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "localrules.cli.main", "worker", "--db", url, "--lease", "60",
+             "--idle-exit", "2", "--poll", "0.2", "--spool", str(tmp_path / "spool"),
+             "--artifacts", str(tmp_path / "art")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            wait_for_epoch(url, "exp", 0)
+            server.stop()  # trial 0 finishes while the database is away
+            time.sleep(8)
+            server = SecantusDBServer(port=port, storage_path=data)
+            server.start()
+            _, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err[-3000:]
+        with open_store(url) as store:
+            trials = store.trials("exp")
+    finally:
+        server.stop()
+    assert [t.state for t in trials] == ["done", "done"], err[-3000:]
+    assert [t.attempt for t in trials] == [1, 1]
+    assert trials[0].result["epochs"] == 2 and trials[1].result["epochs"] == 1
+    assert "spooled" in err and "delivered the spooled complete" in err
