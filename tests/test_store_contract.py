@@ -419,8 +419,9 @@ def test_a_requeued_attempt_is_fenced_off(store, exp, write):
     first = store.reserve("slow", 1.0)
     (requeued,) = store.requeue_expired(max_attempts=3, now=time.time() + 100)
     assert requeued.state == QUEUED
-    with pytest.raises(LeaseLost):  # requeued, not yet taken again
-        WRITES[write](store, exp, first.trial_id, first.attempt)
+    if write not in ("complete", "fail"):  # a late result is still taken (test below)
+        with pytest.raises(LeaseLost):  # requeued, not yet taken again
+            WRITES[write](store, exp, first.trial_id, first.attempt)
     second = store.reserve("fast", LEASE)
     assert second.trial_id == first.trial_id and second.attempt == 2
     taken = one(store, exp, first.trial_id)
@@ -512,6 +513,26 @@ def test_only_lost_leases_count_towards_max_attempts(store, exp):
     (failed,) = store.requeue_expired(max_attempts=2, now=time.time() + 100)
     assert failed.state == FAILED and failed.lapses == 2 and failed.attempt == 4
     assert "expired 2 times" in failed.error
+
+@pytest.mark.parametrize("finish", ["complete", "fail"])
+def test_a_result_arriving_after_requeue_is_taken_until_someone_reserves(store, exp, finish):
+    a, b = add_trials(store, exp, 2)
+    late = store.reserve("w1", 1.0)
+    assert late.trial_id == a.trial_id
+    store.requeue_expired(max_attempts=3, now=time.time() + 100)
+    # Nobody holds it: the late result of that attempt is still good work.
+    WRITES[finish](store, exp, late.trial_id, late.attempt)
+    got = one(store, exp, late.trial_id)
+    assert got.state == (DONE if finish == "complete" else FAILED) and got.lapses == 1
+    # Once another attempt holds a trial, the old one's results are refused.
+    stale = store.reserve("w1", 1.0)
+    store.requeue_expired(max_attempts=3, now=time.time() + 100)
+    fresh = store.reserve("w2", LEASE)
+    assert (stale.trial_id, fresh.trial_id, fresh.attempt) == (b.trial_id, b.trial_id, 2)
+    with pytest.raises(LeaseLost):
+        WRITES[finish](store, exp, stale.trial_id, stale.attempt)
+    # Heartbeats and progress from a requeued attempt are always refused.
+    assert one(store, exp, b.trial_id).state == RUNNING
 
 def test_requeue_expired_uses_the_current_time_by_default(store, exp):
     add_trials(store, exp, 2)

@@ -278,3 +278,30 @@ def test_reserve_and_complete_throughput(tmp_path):
         rate = n / (time.perf_counter() - start)
         assert store.counts("fast")[DONE] == n
     assert rate >= 100, f"only {rate:.0f} reserve+complete per second"
+
+
+def test_a_store_from_before_lapses_were_counted_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with open_store(f"sqlite:///{path}") as store:
+        store.create_experiment(experiment("exp"))
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE trials DROP COLUMN lapses")
+    db.commit()
+    db.close()
+    with open_store(f"sqlite:///{path}") as store:
+        ids = store.allocate_trial_ids("exp", 1)
+        store.add_trials([Trial(experiment="exp", trial_id=ids[0], config={}, params={},
+                                misc={})])
+        assert store.reserve("w", 60.0).lapses == 0
+
+
+@pytest.mark.parametrize(("url", "password"), [
+    ("mongodb://u:p/ss@h/db", "p/ss"), ("mongodb://u:p#s?s@h:1/db?x=1", "p#s?s"),
+    ("postgres://u:se@cret@h/db", "se@cret"), ("see mongodb://u:pw1@h/db: refused", "pw1")])
+def test_redact_hides_passwords_whatever_they_hold(url, password):
+    from localrules.store.urls import redact
+
+    shown = redact(url)
+    assert password not in shown and "u:***@h" in shown

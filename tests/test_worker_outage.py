@@ -65,7 +65,7 @@ def test_a_spooled_write_whose_lease_passed_on_is_dropped(tmp_path):
     with open_store(f"sqlite:///{tmp_path}/s.db") as store:
         add(store, 1)
         stale = store.reserve("w1", 1.0)
-        spool.add("complete", stale, {"objective": 0.1})
+        spool.add(store, "complete", stale, {"objective": 0.1})
         store.requeue_expired(max_attempts=3, now=time.time() + 10)
         fresh = store.reserve("w2", 60.0)
         store.complete("exp", 0, fresh.attempt, {"objective": 0.9})
@@ -79,8 +79,8 @@ def test_spooling_only_final_writes(tmp_path):
     with open_store(f"sqlite:///{tmp_path}/s.db") as store:
         add(store, 1)
         trial = store.reserve("w", 60)
-    with pytest.raises(ValueError, match="cannot spool 'heartbeat'"):
-        Spool(tmp_path / "spool").add("heartbeat", trial)
+        with pytest.raises(ValueError, match="cannot spool 'heartbeat'"):
+            Spool(tmp_path / "spool").add(store, "heartbeat", trial)
 
 
 def _free_port() -> int:
@@ -125,3 +125,25 @@ def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_f
     assert [t.attempt for t in trials] == [1, 1]
     assert trials[0].result["epochs"] == 2 and trials[1].result["epochs"] == 1
     assert "spooled" in err and "delivered the spooled complete" in err
+
+
+def test_a_spool_delivers_only_to_its_own_store_and_survives_bad_entries(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    with open_store(f"sqlite:///{tmp_path}/a.db") as a, \
+            open_store(f"sqlite:///{tmp_path}/b.db") as b:
+        add(a, 1)
+        add(b, 1)
+        ta, tb = a.reserve("w", 60), b.reserve("w", 60)
+        spool.add(a, "complete", ta, {"objective": 0.25})
+        spool.add(b, "complete", tb, {"objective": 0.75})
+        (tmp_path / "spool" / f"{a.identity[:12]}-zz-broken.json").write_text("{not json")
+        # b's flush delivers b's entry only; a's (and the broken one under a's prefix) wait.
+        assert spool.flush(b) == 1 and len(spool.pending(a)) == 2
+        assert spool.flush(a) == 1 and spool.pending() == []
+        assert list((tmp_path / "spool").glob("*.bad"))  # the broken entry, set aside
+        assert a.get_trial("exp", 0).result == {"objective": 0.25}
+        assert b.get_trial("exp", 0).result == {"objective": 0.75}
+        # An entry for a trial the store does not hold is dropped, not retried forever.
+        ghost = Trial("exp", 99, {}, {}, {}, attempt=1)
+        spool.add(a, "complete", ghost, {"objective": 0.5})
+        assert spool.flush(a) == 0 and spool.pending() == []

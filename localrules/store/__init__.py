@@ -12,6 +12,7 @@ from localrules.store.base import (
     LeaseLost,
     StoreError,
     TrialExists,
+    TrialNotFound,
     TrialStore,
 )
 from localrules.store.documents import (
@@ -46,6 +47,7 @@ __all__ = [
     "StoreError",
     "Trial",
     "TrialExists",
+    "TrialNotFound",
     "TrialStore",
     "open_store",
 ]

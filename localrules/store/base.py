@@ -31,6 +31,10 @@ class ExperimentNotFound(StoreError, ValueError):
     pass
 
 
+class TrialNotFound(StoreError):
+    """A write named a trial this store does not hold (not a database outage)."""
+
+
 class TrialExists(StoreError, ValueError):
     pass
 
@@ -40,6 +44,9 @@ class TrialStore(abc.ABC):
 
     url: str
     """The URL the store was opened with, with any password removed."""
+    identity: str
+    """A random id the database keeps (set when it is first opened): which store this is, so a
+    worker's spool delivers only to the database its writes were meant for."""
 
     # --- experiments --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -87,11 +94,13 @@ class TrialStore(abc.ABC):
     @abc.abstractmethod
     def complete(self, experiment: str, trial_id: int, attempt: int,
                  result: Mapping[str, Any]) -> None:
-        """running → done with ``result``."""
+        """running → done with ``result``. Also accepted when the trial was requeued after its
+        lease expired and nobody has reserved it since (same attempt): the work is valid and
+        nobody else holds it (a result delivered late, e.g. from a spool after an outage)."""
 
     @abc.abstractmethod
     def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
-        """running → failed with ``error``."""
+        """running → failed with ``error`` (accepted late as ``complete`` is)."""
 
     @abc.abstractmethod
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:

@@ -109,6 +109,7 @@ class Trial:
                                  f"({type(value).__name__})")
         if data.get("state", QUEUED) not in STATES:
             raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
+        check_experiment_name(data["experiment"])  # it becomes part of file paths
         return cls(**{k: v for k, v in data.items() if k in _TRIAL_FIELDS})
 
     @property

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -24,6 +26,7 @@ from localrules.store.base import (
     LeaseLost,
     StoreError,
     TrialExists,
+    TrialNotFound,
     TrialStore,
 )
 from localrules.store.documents import (
@@ -43,12 +46,22 @@ from localrules.store.documents import (
 from localrules.store.documents import now as clock
 from localrules.store.urls import redact
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DATABASE = "localrules"
 T = TypeVar("T")
 
 
 def _key(experiment: str, trial_id: int) -> str:
     return f"{experiment}:{trial_id}"
+
+
+def _password(url: str) -> str | None:
+    """The password of ``scheme://user:password@hosts/...`` (up to the last @), if any."""
+    import re
+
+    match = re.match(r"^[A-Za-z0-9+.-]+://[^:/@]*:(.*)@", url)
+    return match.group(1) if match else None
 
 
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
@@ -61,7 +74,7 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except PyMongoError as err:
-            raise StoreError(f"{self.url}: {redact(str(err))}") from None
+            raise StoreError(f"{self.url}: {self._scrub(str(err))}") from None
 
     return wrapper
 
@@ -76,18 +89,20 @@ class MongoStore(TrialStore):
         except ImportError:  # pragma: no cover - pymongo is a dependency
             raise ValueError("the MongoDB store needs pymongo: pip install pymongo") from None
         self.url = redact(url)
+        self._secret = _password(url)
         try:
             parsed = uri_parser.parse_uri(url)
         except Exception as err:  # the driver's own URL errors
             raise ValueError(f"malformed MongoDB URL {self.url!r}: "
-                             f"{redact(str(err))}") from None
+                             f"{self._scrub(str(err))}") from None
+        self._secret = parsed.get("password") or self._secret
         database = parsed.get("database") or DEFAULT_DATABASE
         # Timeouts bound how long a command waits for a server that is away; the URL's own
         # (e.g. ?serverSelectionTimeoutMS=500) win over these defaults.
         ms = int(timeout_seconds * 1000)
         given = {k.lower() for k in parsed.get("options", {})}
         timeouts = {k: v for k, v in {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms,
-                                      "socketTimeoutMS": 6 * ms}.items()
+                                      "socketTimeoutMS": 2 * ms}.items()
                     if k.lower() not in given}
         self._client = pymongo.MongoClient(url, tz_aware=True, **timeouts)
         db = self._client[database]
@@ -96,6 +111,16 @@ class MongoStore(TrialStore):
         self._locks = db["locks"]
         self._meta = db["meta"]
         self._prepare()
+
+    def _scrub(self, text: str) -> str:
+        """A driver message with the URL's password (in any form) masked."""
+        text = redact(text)
+        if self._secret:
+            from urllib.parse import quote
+
+            for form in {self._secret, quote(self._secret, safe="")}:
+                text = text.replace(form, "***")
+        return text
 
     @_guarded
     def _prepare(self) -> None:
@@ -111,6 +136,9 @@ class MongoStore(TrialStore):
                                   name="experiment_state")
         self._meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}},
                               upsert=True)
+        self._meta.update_one({"_id": "identity"},
+                              {"$setOnInsert": {"value": uuid.uuid4().hex}}, upsert=True)
+        self.identity = self._meta.find_one({"_id": "identity"})["value"]
         version = self._meta.find_one({"_id": "schema"})["version"]
         if version > SCHEMA_VERSION:
             self._client.close()
@@ -128,18 +156,22 @@ class MongoStore(TrialStore):
                                      if k not in ("_id", "next_trial_id")})
 
     def _fenced(self, experiment: str, trial_id: int, attempt: int,
-                sets: Mapping[str, Any]) -> None:
+                sets: Mapping[str, Any], late: bool = False) -> None:
+        """Update a running trial only if ``attempt`` still holds it (with ``late``, also a
+        trial requeued from that attempt and not reserved since); else LeaseLost."""
+        states = [RUNNING, QUEUED] if late else [RUNNING]
         done = self._trials.update_one(
-            {"_id": _key(experiment, trial_id), "state": RUNNING, "attempt": attempt},
+            {"_id": _key(experiment, trial_id), "state": {"$in": states},
+             "attempt": {"$eq": attempt, "$gte": 1}},
             {"$set": {**sets, "updated_at": clock()}})
         if done.matched_count == 1:
             return
         doc = self._trials.find_one({"_id": _key(experiment, trial_id)},
                                     {"state": 1, "attempt": 1})
         if doc is None:
-            raise StoreError(f"no trial {trial_id} in experiment {experiment!r}")
+            raise TrialNotFound(f"no trial {trial_id} in experiment {experiment!r}")
         raise LeaseLost(f"trial {trial_id} of {experiment!r} is no longer held by attempt "
-                        f"{attempt} (state {doc['state']}, attempt {doc['attempt']})")
+                        f"{attempt} (state {doc.get('state')}, attempt {doc.get('attempt')})")
 
     # --- experiments --------------------------------------------------------------------------
     @_guarded
@@ -227,7 +259,9 @@ class MongoStore(TrialStore):
     ) -> Trial | None:
         from pymongo import ReturnDocument
 
-        query: dict[str, Any] = {"state": QUEUED}
+        # Documents of a newer schema wait for a newer worker (a rolling upgrade).
+        query: dict[str, Any] = {"state": QUEUED,
+                                 "schema_version": {"$lte": SCHEMA_VERSION}}
         if experiments is not None:
             if not experiments:
                 return None
@@ -244,7 +278,11 @@ class MongoStore(TrialStore):
             if doc is None:
                 return None
             try:
-                return self._trial(doc)
+                trial = self._trial(doc)
+                if doc["_id"] != _key(trial.experiment, trial.trial_id):
+                    raise ValueError(f"_id {doc['_id']!r} does not match its experiment and "
+                                     "trial_id")
+                return trial
             except ValueError as err:  # malformed or hostile: fail it, never hand it out
                 self._trials.update_one({"_id": doc["_id"]}, {"$set": {
                     "state": FAILED, "error": f"malformed trial document: {err}",
@@ -267,12 +305,13 @@ class MongoStore(TrialStore):
         strict_json(result)
         self._fenced(experiment, trial_id, attempt, {
             "state": DONE, "result": dict(result), "lease_expires": None,
-            "finished_at": clock()})
+            "finished_at": clock()}, late=True)
 
     @_guarded
     def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
         self._fenced(experiment, trial_id, attempt, {
-            "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock()})
+            "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock()},
+            late=True)
 
     @_guarded
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
@@ -286,7 +325,9 @@ class MongoStore(TrialStore):
         changed = []
         for doc in self._trials.find({"state": RUNNING, "lease_expires": {"$lt": t}},
                                      {"attempt": 1, "lapses": 1}):
-            state, error = requeue_outcome(doc.get("lapses", 0) + 1, max_attempts)
+            lapses = doc.get("lapses", 0)
+            state, error = requeue_outcome((lapses if isinstance(lapses, int) else 0) + 1,
+                                           max_attempts)
             sets: dict[str, Any] = {"state": state, "error": error, "lease_expires": None,
                                     "updated_at": t}
             sets.update({"finished_at": t} if state == FAILED else {"worker": None})
@@ -296,8 +337,18 @@ class MongoStore(TrialStore):
                  "lease_expires": {"$lt": t}}, {"$set": sets, "$inc": {"lapses": 1}})
             if done.modified_count:
                 changed.append(doc["_id"])
-        return [self._trial(d) for d in self._trials.find({"_id": {"$in": changed}})
-                                                 .sort("trial_id", 1)]
+        return self._parsed(self._trials.find({"_id": {"$in": changed}}).sort("trial_id", 1))
+
+    def _parsed(self, docs: Iterable[Mapping[str, Any]]) -> list[Trial]:
+        """Trials from documents, leaving out (and logging) any that are malformed, so one bad
+        document never stops a controller or a query."""
+        out = []
+        for doc in docs:
+            try:
+                out.append(self._trial(doc))
+            except ValueError as err:
+                log.warning("%s: trial document %r skipped: %s", self.url, doc.get("_id"), err)
+        return out
 
     @_guarded
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
@@ -319,7 +370,7 @@ class MongoStore(TrialStore):
         query: dict[str, Any] = {"experiment": experiment}
         if states is not None:
             query["state"] = {"$in": list(states)}
-        return [self._trial(d) for d in self._trials.find(query).sort("trial_id", 1)]
+        return self._parsed(self._trials.find(query).sort("trial_id", 1))
 
     @_guarded
     def history(self, experiment: str) -> list[HistoryEntry]:
@@ -327,7 +378,7 @@ class MongoStore(TrialStore):
                                    {"trial_id": 1, "state": 1, "misc": 1, "result": 1}
                                    ).sort("trial_id", 1)
         return [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"))
-                for d in cursor]
+                for d in cursor if isinstance(d.get("trial_id"), int) and "state" in d]
 
     @_guarded
     def counts(self, experiment: str) -> dict[str, int]:

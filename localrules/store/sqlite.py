@@ -10,8 +10,10 @@ object, shared by its threads (a worker's heartbeat thread) under a lock.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,7 @@ from localrules.store.base import (
     LeaseLost,
     StoreError,
     TrialExists,
+    TrialNotFound,
     TrialStore,
 )
 from localrules.store.documents import (
@@ -39,6 +42,8 @@ from localrules.store.documents import (
     strict_json,
 )
 from localrules.store.documents import now as clock
+
+log = logging.getLogger(__name__)
 
 _JSON_FIELDS = ("config", "params", "misc", "progress", "result")
 _TRIAL_COLUMNS = (
@@ -109,10 +114,17 @@ class SQLiteStore(TrialStore):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                columns = {r[1] for r in db.execute("PRAGMA table_info(trials)")}
+                if "lapses" not in columns:  # a store from before lost leases were counted
+                    db.execute("ALTER TABLE trials ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0")
                 row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
                                (str(SCHEMA_VERSION),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
+                           (uuid.uuid4().hex,))
+                (self.identity,) = db.execute(
+                    "SELECT value FROM meta WHERE key='identity'").fetchone()
         except sqlite3.OperationalError as err:  # locked, I/O: the database, not the input
             raise StoreError(f"cannot open the SQLite store {path!r}: {err}") from None
         except sqlite3.DatabaseError as err:  # not a database
@@ -160,21 +172,23 @@ class SQLiteStore(TrialStore):
         return [self._trial(r) for r in self._read(sql, args)]
 
     def _fenced(self, experiment: str, trial_id: int, attempt: int,
-                sets: Mapping[str, Any]) -> None:
-        """Update a running trial only if ``attempt`` still holds it; else LeaseLost."""
+                sets: Mapping[str, Any], late: bool = False) -> None:
+        """Update a running trial only if ``attempt`` still holds it (with ``late``, also a
+        trial requeued from that attempt and not reserved since); else LeaseLost."""
         assignments = ", ".join(f"{k} = ?" for k in sets)
+        states = (RUNNING, QUEUED) if late else (RUNNING, RUNNING)
         with self._write() as db:
             cur = db.execute(
-                f"UPDATE trials SET {assignments}, updated_at = ? "
-                "WHERE experiment = ? AND trial_id = ? AND state = ? AND attempt = ?",
-                (*sets.values(), clock(), experiment, trial_id, RUNNING, attempt),
+                f"UPDATE trials SET {assignments}, updated_at = ? WHERE experiment = ? AND "
+                "trial_id = ? AND state IN (?, ?) AND attempt = ? AND attempt >= 1",
+                (*sets.values(), clock(), experiment, trial_id, *states, attempt),
             )
             if cur.rowcount == 1:
                 return
             row = db.execute("SELECT state, attempt FROM trials WHERE experiment = ? AND "
                              "trial_id = ?", (experiment, trial_id)).fetchone()
         if row is None:
-            raise StoreError(f"no trial {trial_id} in experiment {experiment!r}")
+            raise TrialNotFound(f"no trial {trial_id} in experiment {experiment!r}")
         raise LeaseLost(f"trial {trial_id} of {experiment!r} is no longer held by attempt "
                         f"{attempt} (state {row[0]}, attempt {row[1]})")
 
@@ -247,7 +261,8 @@ class SQLiteStore(TrialStore):
     def reserve(
         self, worker: str, lease_seconds: float, experiments: Sequence[str] | None = None
     ) -> Trial | None:
-        where, args = "state = ?", [QUEUED]
+        # Documents of a newer schema wait for a newer worker (a rolling upgrade).
+        where, args = "state = ? AND schema_version <= ?", [QUEUED, SCHEMA_VERSION]
         if experiments is not None:
             if not experiments:
                 return None
@@ -286,12 +301,12 @@ class SQLiteStore(TrialStore):
         self._fenced(experiment, trial_id, attempt, {
             "state": DONE, "result": strict_json(dict(result)), "lease_expires": None,
             "finished_at": clock(),
-        })
+        }, late=True)
 
     def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
         self._fenced(experiment, trial_id, attempt, {
             "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock(),
-        })
+        }, late=True)
 
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
         self._fenced(experiment, trial_id, attempt,
@@ -311,7 +326,13 @@ class SQLiteStore(TrialStore):
                     "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ? "
                     "WHERE experiment = ? AND trial_id = ?",
                     (state, error, state, state, t, t, experiment, trial_id))
-            return [self.get_trial(e, i) for e, i, _ in rows]  # type: ignore[misc]
+            out = []
+            for e, i, _ in rows:
+                try:
+                    out.append(self.get_trial(e, i))
+                except ValueError as err:  # a tampered row must not stop the controller
+                    log.warning("%s: trial %d of %r skipped: %s", self.url, i, e, err)
+            return out
 
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
         where, args = "experiment = ? AND state IN (?, ?)", [experiment, QUEUED, RUNNING]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from localrules.store.base import TrialStore
 
@@ -15,16 +14,9 @@ SCHEMES: tuple[str, ...] = ("sqlite", "mongodb", "mongodb+srv")
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs, errors and documents)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+    """The URL (or any text holding one) with passwords replaced by ``***``: everything between
+    ``scheme://user:`` and the last ``@`` before the hosts, whatever characters it holds."""
+    return re.sub(r"([A-Za-z0-9+.-]+://[^:/@\s]*):[^\s]*@", r"\1:***@", url)
 
 
 def add_db_argument(parser) -> None:

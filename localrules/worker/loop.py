@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -82,6 +83,8 @@ class Worker:
         """Where final writes wait while the database is away (None: such a write raises)."""
         self.stats = WorkerStats()
         self._stopping = False
+        self._wake = threading.Event()
+        """Set by SIGTERM so that a wait for the database or the queue ends at once."""
 
     def stopping(self) -> bool:
         return self._stopping or self.should_stop()
@@ -110,7 +113,7 @@ class Worker:
                     wait = min(self.poll_seconds * 2 ** min(failures - 1, 10), MAX_BACKOFF)
                     log.warning("worker %s: cannot reserve (%s); retrying in %.0f s",
                                 self.worker_id, err, wait)
-                    time.sleep(wait)
+                    self._wake.wait(wait)
                     continue
                 if trial is None:
                     if self.idle_exit is not None \
@@ -118,7 +121,7 @@ class Worker:
                         log.info("worker %s: idle for %.0f s, exiting", self.worker_id,
                                  self.idle_exit)
                         break
-                    time.sleep(self.poll_seconds)
+                    self._wake.wait(self.poll_seconds)
                     continue
                 ran += 1
                 if self.stopping():  # the stop came while reserving: hand it straight back
@@ -131,7 +134,7 @@ class Worker:
                 signal.signal(signal.SIGTERM, previous)
             if self.spool is not None:
                 self.spool.flush(self.store)
-                left = len(self.spool.pending())
+                left = len(self.spool.pending(self.store))
                 if left:
                     log.warning("worker %s: %d write(s) still spooled in %s; the next worker "
                                 "on this host delivers them", self.worker_id, left,
@@ -142,6 +145,7 @@ class Worker:
         log.info("worker %s: SIGTERM, stopping (a running trial checkpoints and goes back to "
                  "the queue)", self.worker_id)
         self._stopping = True
+        self._wake.set()
 
     def _hand_back(self, trial: Trial, ident: str) -> None:
         log.info("%s: stopping, handing it back to the queue", ident)
@@ -208,7 +212,13 @@ class Worker:
         except StoreError as err:
             if self.spool is None:
                 raise
-            path = self.spool.add(method.__name__, trial, *args)
+            try:
+                path = self.spool.add(self.store, method.__name__, trial, *args)
+            except OSError as spool_err:
+                log.error("database unreachable (%s) and the spool is not writable (%s): the "
+                          "%s of trial %d is lost; its lease will expire and it will be redone",
+                          err, spool_err, method.__name__, trial.trial_id)
+                return False
             log.warning("database unreachable (%s); %s of trial %d spooled in %s", err,
                         method.__name__, trial.trial_id, path)
             return True

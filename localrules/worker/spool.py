@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from localrules.store import LeaseLost, StoreError, Trial, TrialStore
+from localrules.store import LeaseLost, StoreError, Trial, TrialNotFound, TrialStore
 from localrules.store.documents import strict_json
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,22 @@ DEFAULT_SPOOL = "~/.cache/localrules/spool"
 
 
 class Spool:
+    """One directory of pending writes, shared by the workers of a host. Entries name the store
+    they are for (its ``identity``), so each is delivered only to that database."""
+
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory).expanduser()
 
-    def add(self, operation: str, trial: Trial, *args: Any) -> Path:
+    def add(self, store: TrialStore, operation: str, trial: Trial, *args: Any) -> Path:
         """Keep one write (``store.<operation>(experiment, trial_id, attempt, *args)``)."""
         if operation not in OPERATIONS:
             raise ValueError(f"cannot spool {operation!r}; spooled writes: {OPERATIONS}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        entry = {"operation": operation, "experiment": trial.experiment,
-                 "trial_id": trial.trial_id, "attempt": trial.attempt, "args": list(args)}
-        name = f"{trial.experiment}-{trial.trial_id:05d}-{trial.attempt}-{operation}.json"
+        entry = {"store": store.identity, "operation": operation,
+                 "experiment": trial.experiment, "trial_id": trial.trial_id,
+                 "attempt": trial.attempt, "args": list(args)}
+        name = (f"{store.identity[:12]}-{trial.experiment}-{trial.trial_id:05d}-"
+                f"{trial.attempt}-{operation}.json")
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(strict_json(entry))
@@ -46,29 +51,51 @@ class Spool:
         os.replace(tmp, path)
         return path
 
-    def pending(self) -> list[Path]:
+    def pending(self, store: TrialStore | None = None) -> list[Path]:
+        """Entries waiting (for ``store`` only, if given), oldest first."""
         if not self.directory.is_dir():
             return []
-        return sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        prefix = "" if store is None else store.identity[:12]
+        found = []
+        for path in self.directory.glob(f"{prefix}*.json"):
+            try:
+                found.append((path.stat().st_mtime, path))
+            except FileNotFoundError:  # delivered meanwhile by another worker on this host
+                continue
+        return [path for _, path in sorted(found)]
 
     def flush(self, store: TrialStore) -> int:
-        """Deliver what is spooled, oldest first; stop at the first store error (the database
-        is still away). Returns the number delivered; refused writes are dropped."""
+        """Deliver this store's entries, oldest first; stop at the first store error (the
+        database is still away). Returns the number delivered. Refused writes (the trial moved
+        on, or is not in this store) are dropped; unreadable entries are set aside as ``.bad``."""
         delivered = 0
-        for path in self.pending():
+        for path in self.pending(store):
             try:
                 entry = json.loads(path.read_text())
+                if entry["store"] != store.identity:
+                    continue
+                if entry["operation"] not in OPERATIONS:
+                    raise ValueError(f"unknown operation {entry['operation']!r}")
+                method: Callable[..., None] = getattr(store, entry["operation"])
+                call = (entry["experiment"], entry["trial_id"], entry["attempt"], *entry["args"])
             except FileNotFoundError:  # another worker on this host delivered it
                 continue
-            method: Callable[..., None] = getattr(store, entry["operation"])
+            except (ValueError, KeyError, TypeError) as err:
+                log.error("spool entry %s is unreadable (%s); set aside", path, err)
+                path.replace(path.with_suffix(".bad"))
+                continue
             try:
-                method(entry["experiment"], entry["trial_id"], entry["attempt"], *entry["args"])
+                method(*call)
                 delivered += 1
                 log.info("delivered the spooled %s of trial %d of %r", entry["operation"],
                          entry["trial_id"], entry["experiment"])
-            except LeaseLost as err:
+            except (LeaseLost, TrialNotFound) as err:
                 log.warning("spooled %s dropped: %s", entry["operation"], err)
             except StoreError:
                 return delivered
+            except ValueError as err:  # the store refused the document itself
+                log.error("spooled %s refused (%s); set aside", entry["operation"], err)
+                path.replace(path.with_suffix(".bad"))
+                continue
             path.unlink(missing_ok=True)
         return delivered
