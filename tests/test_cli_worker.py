@@ -80,12 +80,20 @@ def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_dat
     (["--lease", "0"], "--lease must be positive"),
     (["--max-trials", "0"], "--max-trials must be positive"),
     (["--idle-exit", "-1"], "--idle-exit must be >= 0"),
-    (["--experiment", "nope"], "no experiment 'nope'"),
     (["--experiment", "bad name"], "invalid experiment name"),
 ])
 def test_worker_bad_input_exits_2(mongodb_database_url, capsys, args, message):
     assert main(["worker", "--db", mongodb_database_url, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_worker_may_start_before_its_experiment_exists(mongodb_database_url, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["worker", "--db", mongodb_database_url, "--experiment", "later",
+                     "--idle-exit", "0", "--poll", "0.1"]) == 0
+    assert "no experiment 'later'" in caplog.text and "waiting for its trials" in caplog.text
 
 
 def test_worker_with_an_unknown_scheme_or_a_dead_database(capsys):

@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         else str(Path(args.artifacts).resolve())
     with open_store(args.db) as store:
         missing = [e for e in args.experiments or () if store.get_experiment(e) is None]
-        if missing:
+        if missing:  # workers may well start before the controller creates the experiment
             known = ", ".join(e.name for e in store.list_experiments()) or "none"
-            raise ValueError(f"no experiment {', '.join(map(repr, missing))} in "
-                             f"{store.url}; experiments: {known}")
+            log.warning("no experiment %s in %s yet (experiments: %s); waiting for its trials",
+                        ", ".join(map(repr, missing)), redact(store.url), known)
         worker = Worker(store, artifacts, experiments=args.experiments, worker_id=args.name,
                         lease_seconds=args.lease, poll_seconds=args.poll,
                         idle_exit=args.idle_exit, max_trials=args.max_trials,
