@@ -78,3 +78,20 @@ def test_report_never_creates_a_database(tmp_path, capsys):
     assert main(["report", "importance", "--experiment", "x", "--db",
                  f"sqlite:///{missing}"]) == 2
     assert not missing.exists()
+
+
+def test_model_importance_report(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/m.db"
+    fill(url)
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--method",
+                 "model", "--bootstrap", "4", "--format", "json", "--out",
+                 str(tmp_path / "out")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # σ exists only with noise on, so its column carries the noise choice too: the two share
+    # the planted effect (see analysis/model_importance.py).
+    assert {data[0]["parameter"], data[1]["parameter"]} == {"noise", "sigma"}
+    assert data[0]["importance"] > 0
+    assert {d["parameter"] for d in data} >= {"sigma", "decay", "amp_decay_ratio"}
+    assert (tmp_path / "out" / "model_importance.json").is_file()
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--method",
+                 "model", "--bootstrap", "1"]) == 2

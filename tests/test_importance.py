@@ -76,3 +76,33 @@ def test_json_form_has_the_documented_keys():
     data = result.to_dict()
     assert {"parameter", "importance", "importance_se", "levels"} <= set(data)
     assert set(data["levels"][0]) == {"level", "mean", "sem", "n"}
+
+
+def test_model_importance_ranks_continuous_and_categorical_effects_above_noise():
+    from localrules.analysis.model_importance import model_importance
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(120):
+        params = {"x": float(rng.uniform()), "flag": bool(rng.integers(2)),
+                  "junk": float(rng.uniform()), "kind": str(rng.choice(["a", "b"]))}
+        if params["flag"]:
+            params["cond"] = float(rng.uniform())
+        objective = 0.3 * params["x"] + 0.2 * params["flag"] + rng.normal(0, 0.02)
+        rows.append({"params": params, "objective": objective})
+    result = model_importance(rows, ["junk", "kind", "cond", "flag", "x"], n_bootstrap=8,
+                              n_estimators=40)
+    ranked = [m.parameter for m in result]
+    assert set(ranked[:2]) == {"x", "flag"}
+    by_name = {m.parameter: m for m in result}
+    assert by_name["x"].importance > 10 * max(by_name["junk"].importance, 0.01)
+    assert by_name["junk"].importance < 3 * by_name["junk"].importance_se + 0.02
+    assert by_name["cond"].n_active == sum(r["params"]["flag"] for r in rows)
+    assert all(m.importance_se >= 0 for m in result)
+
+
+def test_model_importance_needs_enough_trials():
+    from localrules.analysis.model_importance import model_importance
+
+    with pytest.raises(ValueError, match="at least 8 finished trials"):
+        model_importance([{"params": {"a": 1}, "objective": 0.5}] * 3, ["a"])

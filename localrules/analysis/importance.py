@@ -137,19 +137,28 @@ class ImportanceReport:
     top_fraction: float | None
 
 
-def experiment_importance(store, experiment: str,
-                          top_fraction: float | None = None) -> ImportanceReport:
-    """The categorical importance of a stored experiment (any backend; a running search gives
-    the picture so far). The categorical parameters are the choices of its space."""
+@dataclass(frozen=True)
+class ExperimentData:
+    """What an importance analysis reads from a store: the space and the finished trials."""
+
+    experiment: str
+    space: Any
+    rows: list[dict[str, Any]]
+    """``{"params", "objective"}`` of each done trial with an objective."""
+    counts: dict[str, int]
+    diverged: int
+
+
+def experiment_data(store, experiment: str) -> ExperimentData:
+    """The space and the finished trials of a stored experiment (any backend; a running search
+    gives what has finished so far). ValueError for an unknown or empty experiment."""
     from localrules.spaces import Budget, space_from_source
-    from localrules.spaces.nodes import Choice, walk
 
     found = store.get_experiment(experiment)
     if found is None:
         names = ", ".join(e.name for e in store.list_experiments()) or "none"
         raise ValueError(f"no experiment {experiment!r} in {store.url}; experiments: {names}")
     space = space_from_source(found.space_source, Budget.from_dict(found.budget))
-    categorical = [n.name for n in walk(space.nodes) if isinstance(n, Choice)]
     history = store.history(experiment)
     rows = [{"params": t.params, "objective": t.objective}
             for t in store.trials(experiment, ["done"]) if t.objective is not None]
@@ -160,7 +169,19 @@ def experiment_importance(store, experiment: str,
     for t in history:
         counts[t.state] = counts.get(t.state, 0) + 1
     diverged = sum(bool((t.result or {}).get("diverged")) for t in history)
-    parameters = categorical_importance(rows, categorical, top_fraction)
-    analysed = (len(rows) if top_fraction is None
-                else max(1, math.ceil(len(rows) * top_fraction)))
-    return ImportanceReport(experiment, parameters, counts, diverged, analysed, top_fraction)
+    return ExperimentData(experiment, space, rows, counts, diverged)
+
+
+def experiment_importance(store, experiment: str,
+                          top_fraction: float | None = None) -> ImportanceReport:
+    """The categorical importance of a stored experiment; the categorical parameters are the
+    choices of its space."""
+    from localrules.spaces.nodes import Choice, walk
+
+    data = experiment_data(store, experiment)
+    categorical = [n.name for n in walk(data.space.nodes) if isinstance(n, Choice)]
+    parameters = categorical_importance(data.rows, categorical, top_fraction)
+    analysed = (len(data.rows) if top_fraction is None
+                else max(1, math.ceil(len(data.rows) * top_fraction)))
+    return ImportanceReport(experiment, parameters, data.counts, data.diverged, analysed,
+                            top_fraction)
