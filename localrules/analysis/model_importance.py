@@ -70,8 +70,13 @@ def model_importance(
     """Permutation importance of a random forest over bootstrap resamples, most important
     first. ``rows`` are ``{"params": {...}, "objective": x}`` per finished trial."""
     import numpy as np
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.inspection import permutation_importance
+
+    try:
+        from sklearn.ensemble import RandomForestRegressor
+        from sklearn.inspection import permutation_importance
+    except ImportError:
+        raise ValueError("the model-based importance needs scikit-learn: pip install "
+                         "scikit-learn (it comes with the cpu, gpu and tpu extras)") from None
 
     rows = [r for r in rows if r.get("objective") is not None]
     if len(rows) < MIN_TRIALS:
