@@ -3,13 +3,15 @@
 Every test takes the ``store`` fixture from ``conftest.py``: a fresh, empty store, parametrized
 over the backends in ``STORE_BACKENDS`` (today SQLite; a backend joins by adding its name there
 and a branch in the ``store_url`` fixture). ``store_url`` names the same database, for tests that
-reopen it. Backend-specific behaviour (URL forms, journal mode, several processes on one file)
-lives in ``test_store_<backend>.py``.
+reopen it; several processes share it in the last tests. Backend-specific behaviour (URL forms,
+journal mode, indexes) lives in ``test_store_<backend>.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import queue
 import threading
 import time
 from typing import Any
@@ -719,3 +721,100 @@ def test_to_dataframe_of_an_empty_experiment(store, exp):
     frame = store.to_dataframe(exp)
     assert frame.empty and len(frame) == 0
     assert set(BASE_COLUMNS) <= set(frame.columns)
+
+
+# --- several processes on one store --------------------------------------------------------
+def _drain(url: str, worker: str, name: str, barrier, results) -> None:
+    """A worker process: reserve → complete until the queue is empty."""
+    done: list[tuple[int, int]] = []
+    errors: list[str] = []
+    try:
+        with open_store(url) as store:
+            barrier.wait(60)
+            while (trial := store.reserve(worker, 60.0, [name])) is not None:
+                store.complete(name, trial.trial_id, trial.attempt,
+                               {"objective": float(trial.trial_id), "worker": worker})
+                done.append((trial.trial_id, trial.attempt))
+                # A trial takes time; without it one process can drain the queue before the
+                # others are even scheduled on a busy 2-core machine.
+                time.sleep(0.005)
+    except Exception as err:  # reported to the test, which fails on any
+        errors.append(f"{worker}: {err!r}")
+    finally:
+        results.put((worker, done, errors))
+
+
+def _create_and_fill(url: str, worker: str, name: str, barrier, results) -> None:
+    """A process that opens a store nobody has created yet, at the same moment as the others."""
+    creator, ids, errors = None, [], []
+    try:
+        barrier.wait(60)
+        with open_store(url) as store:
+            creator = store.create_experiment(
+                experiment_doc(name, settings={"creator": worker})).settings["creator"]
+            for _ in range(5):
+                batch = store.allocate_trial_ids(name, 5)
+                store.add_trials([Trial(experiment=name, trial_id=i, config={},
+                                        params={"worker": worker}, misc={}) for i in batch])
+                ids += batch
+    except Exception as err:
+        errors.append(f"{worker}: {err!r}")
+    finally:
+        results.put((worker, creator, ids, errors))
+
+
+def _in_processes(target, url: str, name: str, n: int = 4) -> list[tuple]:
+    """Run ``target(url, worker, name, barrier, results)`` in ``n`` spawned processes that start
+    their work together; their reports, in order of arrival."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(url, f"w{i}", name, barrier, results))
+             for i in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        reports = [results.get(timeout=90) for _ in procs]
+    except queue.Empty:
+        pytest.fail("a worker process never reported (crashed or hung)")
+    finally:
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+    assert [proc.exitcode for proc in procs] == [0] * n
+    return reports
+
+
+def test_four_processes_share_one_queue(store_url):
+    url = store_url
+    with open_store(url) as store:
+        store.create_experiment(experiment_doc("mp"))
+        ids = [t.trial_id for t in add_trials(store, "mp", 120)]
+        reports = _in_processes(_drain, url, "mp")
+        trials = store.trials("mp")
+    assert [errors for _, _, errors in reports] == [[]] * 4
+    completed = [trial_id for _, done, _ in reports for trial_id, _ in done]
+    assert sorted(completed) == ids  # every trial once, by exactly one worker
+    assert {attempt for _, done, _ in reports for _, attempt in done} == {1}
+    assert sum(1 for _, done, _ in reports if done) >= 2, "no concurrency happened"
+    assert all(t.state == DONE and t.attempt == 1 for t in trials)
+    by_worker = {worker: {i for i, _ in done} for worker, done, _ in reports}
+    for t in trials:
+        assert t.worker == t.result["worker"]
+        assert t.trial_id in by_worker[t.worker]
+
+
+def test_four_processes_create_one_store_together(store_url):
+    url = store_url
+    reports = _in_processes(_create_and_fill, url, "fresh")
+    assert [errors for *_, errors in reports] == [[]] * 4
+    creators = {creator for _, creator, _, _ in reports}
+    assert len(creators) == 1 and creators <= {f"w{i}" for i in range(4)}  # first writer wins
+    all_ids = [i for _, _, ids, _ in reports for i in ids]
+    assert len(all_ids) == 100 and len(set(all_ids)) == 100
+    with open_store(url) as store:
+        trials = store.trials("fresh")
+        assert store.get_experiment("fresh").settings["creator"] in creators
+    assert [t.trial_id for t in trials] == sorted(all_ids)
+    by_worker = {worker: set(ids) for worker, _, ids, _ in reports}
+    assert all(t.trial_id in by_worker[t.params["worker"]] for t in trials)

@@ -212,12 +212,14 @@ class MongoStore(TrialStore):
 
         if n < 0:
             raise ValueError(f"cannot allocate {n} trial ids")
+        # The counter after the increment, minus n: the post-image is what the update itself
+        # wrote (a pre-image read under concurrency was seen to repeat values on SecantusDB).
         doc = self._experiments.find_one_and_update(
             {"_id": experiment}, {"$inc": {"next_trial_id": n}},
-            return_document=ReturnDocument.BEFORE)
+            return_document=ReturnDocument.AFTER)
         if doc is None:
             raise ExperimentNotFound(f"no experiment {experiment!r} in {self.url}")
-        first = doc.get("next_trial_id", 0)
+        first = doc["next_trial_id"] - n
         return list(range(first, first + n))
 
     @_guarded
