@@ -153,6 +153,7 @@ def experiment_data(store, experiment: str) -> ExperimentData:
     """The space and the finished trials of a stored experiment (any backend; a running search
     gives what has finished so far). ValueError for an unknown or empty experiment."""
     from localrules.spaces import Budget, space_from_source
+    from localrules.store.documents import state_counts
 
     found = store.get_experiment(experiment)
     if found is None:
@@ -165,9 +166,7 @@ def experiment_data(store, experiment: str) -> ExperimentData:
     if not rows:
         raise ValueError(f"experiment {experiment!r} has no finished trial with an objective "
                          f"yet ({len(history)} trial(s) in all)")
-    counts: dict[str, int] = {}
-    for t in history:
-        counts[t.state] = counts.get(t.state, 0) + 1
+    counts = {state: n for state, n in state_counts(history).items() if n}
     diverged = sum(bool((t.result or {}).get("diverged")) for t in history)
     return ExperimentData(experiment, space, rows, counts, diverged)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from localrules.cli.tables import fmt, iso, table, terminal_width
 from localrules.store import STATES, Trial, TrialStore
+from localrules.store.documents import best_objective, state_counts
 from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
@@ -147,20 +148,18 @@ def run_experiments(args: argparse.Namespace) -> int:
     with open_existing(args.db) as store:
         rows = []
         for e in store.list_experiments():
-            counts = store.counts(e.name)
-            done = [t.objective for t in store.trials(e.name, ["done"])
-                    if t.objective is not None]
+            history = store.history(e.name)  # ids, states and results: no configs read
+            best = best_objective(history)
             rows.append({
-                "name": e.name, "space": e.space_name, "counts": counts,
-                "best_objective": max(done) if done else None,
+                "name": e.name, "space": e.space_name, "counts": state_counts(history),
+                "best_objective": None if best is None else best.result["objective"],
                 "max_trials": e.settings.get("max_trials"), "budget": dict(e.budget),
                 "created_at": iso(e.created_at),
             })
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    states = ("queued", "running", "done", "failed", "cancelled")
-    print(table(["experiment", "space", *states, "best", "max", "created"],
-                [[r["name"], r["space"], *(r["counts"][s] for s in states),
+    print(table(["experiment", "space", *STATES, "best", "max", "created"],
+                [[r["name"], r["space"], *(r["counts"][s] for s in STATES),
                   r["best_objective"], r["max_trials"], r["created_at"]] for r in rows]))
     return 0

@@ -30,13 +30,13 @@ from localrules.store import (
     FAILED,
     FINISHED,
     PENDING,
-    STATES,
     Experiment,
     HistoryEntry,
     StoreError,
     Trial,
     TrialStore,
 )
+from localrules.store.documents import best_objective, state_counts
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class Controller:
             f"controller:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.lock_seconds = lock_seconds
         self.lock_name = f"controller:{experiment.name}"
+        self._history: list[HistoryEntry] = []
 
     @functools.cached_property
     def domain(self):
@@ -113,6 +114,7 @@ class Controller:
                         trial.experiment, trial.attempt,
                         "failed" if trial.state == FAILED else "back in the queue")
         stored = self.store.history(self.experiment.name)
+        self._history = stored
         counted = [t for t in stored if t.state != CANCELLED]
         pending = sum(t.state in PENDING for t in stored)
         n = min(self.settings.concurrency - pending, self.settings.max_trials - len(counted))
@@ -120,6 +122,8 @@ class Controller:
             return 0
         new = self.suggest(stored, n)
         self.store.add_trials(new)
+        self._history = [*stored, *(HistoryEntry(t.trial_id, t.state, t.misc, t.result)
+                                    for t in new)]
         log.info("queued trial%s %s", "s" if len(new) > 1 else "",
                  ", ".join(str(t.trial_id) for t in new))
         return len(new)
@@ -150,15 +154,12 @@ class Controller:
         return new
 
     # --- the loop -----------------------------------------------------------------------------
-    def status(self) -> Status:
-        """Counts, the best trial and whether the search is finished (one light read, plus the
-        best trial's document)."""
-        stored = self.store.history(self.experiment.name)
-        counts = dict.fromkeys(STATES, 0)
-        for t in stored:
-            counts[t.state] += 1
-        scored = [t for t in stored if (t.result or {}).get("objective") is not None]
-        top = max(scored, key=lambda t: t.result["objective"], default=None)
+    def status(self, history: Sequence[HistoryEntry] | None = None) -> Status:
+        """Counts, the best trial and whether the search is finished, from ``history`` (read
+        from the store when not given) plus the best trial's document."""
+        stored = self.store.history(self.experiment.name) if history is None else history
+        counts = state_counts(stored)
+        top = best_objective(stored)
         best = None if top is None else self.store.get_trial(self.experiment.name, top.trial_id)
         created = len(stored) - counts[CANCELLED]
         finished = (created >= self.settings.max_trials
@@ -172,7 +173,7 @@ class Controller:
         try:
             while True:
                 self.step()
-                status = self.status()
+                status = self.status(self._history)  # what the round just read and added
                 if on_status is not None:
                     on_status(status)
                 if status.finished or (should_stop is not None and should_stop()):

@@ -38,11 +38,9 @@ def hyperopt_doc(trials, trial: Entry) -> dict[str, Any]:
     """The hyperopt trial document of a stored trial (``trials`` is the hyperopt Trials)."""
     from hyperopt import base as hyperopt
 
-    state, result = {
+    state, result = {  # failed and cancelled trials never get here (see usable)
         QUEUED: (hyperopt.JOB_STATE_NEW, {"status": hyperopt.STATUS_NEW}),
         RUNNING: (hyperopt.JOB_STATE_RUNNING, {"status": hyperopt.STATUS_NEW}),
-        FAILED: (hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL}),
-        CANCELLED: (hyperopt.JOB_STATE_CANCEL, {"status": hyperopt.STATUS_FAIL}),
     }.get(trial.state, (None, None))
     if trial.state == DONE:
         objective = (trial.result or {}).get("objective")
@@ -63,13 +61,15 @@ def usable(trial: Entry) -> bool:
     """Whether a stored trial belongs in the history: failed and cancelled ones do not
     (hyperopt's refresh would drop them), nor any whose misc is not idxs/vals mappings (a
     tampered document must not stop the search)."""
+    if trial.state in (FAILED, CANCELLED):
+        return False
     misc = trial.misc
     ok = isinstance(misc, Mapping) and all(isinstance(misc.get(k), Mapping)
                                            for k in ("idxs", "vals"))
     if not ok:
         log.warning("trial %s has no usable hyperopt misc; left out of TPE's history",
                     trial.trial_id)
-    return ok and trial.state not in (FAILED, CANCELLED)
+    return ok
 
 
 def rebuild(stored: Sequence[Entry]):

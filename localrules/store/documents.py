@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,20 @@ class HistoryEntry:
     state: str
     misc: Mapping[str, Any]
     result: Mapping[str, Any] | None
+
+
+def state_counts(trials: Iterable[Trial | HistoryEntry]) -> dict[str, int]:
+    """Trials per state, every state present (zeros included)."""
+    counts = dict.fromkeys(STATES, 0)
+    for t in trials:
+        counts[t.state] += 1
+    return counts
+
+
+def best_objective(trials: Iterable[Trial | HistoryEntry]) -> Trial | HistoryEntry | None:
+    """The trial with the highest objective (done trials only carry one), or None."""
+    scored = [t for t in trials if (t.result or {}).get("objective") is not None]
+    return max(scored, key=lambda t: t.result["objective"], default=None)
 
 
 def requeue_outcome(lapses: int, max_attempts: int) -> tuple[str, str | None]:
