@@ -69,6 +69,9 @@ class TrialConfig:
     update_noise: UpdateNoise = field(default_factory=UpdateNoise)
     seed: int = 0
     eval_every: int = 1
+    weight_samples: int = 4096
+    """Entries of each layer's (W, B) kept at every validation point for the weight-scatter
+    figure (Fig. S3); 0 keeps none. A layer with fewer entries is kept whole."""
     strategy: str = "auto"
     deterministic: bool = False
 
@@ -76,6 +79,7 @@ class TrialConfig:
         check_int("width", self.width, minimum=1)
         check_int("seed", self.seed, minimum=0)
         check_int("eval_every", self.eval_every, minimum=1)
+        check_int("weight_samples", self.weight_samples, minimum=0)
         if self.image_size is not None:
             check_int("image_size", self.image_size, minimum=8)
         check_choice("strategy", self.strategy, STRATEGIES)
@@ -105,6 +109,7 @@ class TrialConfig:
             "update_noise": dataclasses.asdict(self.update_noise),
             "seed": self.seed,
             "eval_every": self.eval_every,
+            "weight_samples": self.weight_samples,
             "strategy": self.strategy,
             "deterministic": self.deterministic,
         }

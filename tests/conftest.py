@@ -106,3 +106,47 @@ def wait_for_epoch():
                     f"{timeout:.0f} s")
 
     return wait
+
+
+# --- headless browser ---------------------------------------------------------------------------
+# HTML reports are rendered in Debian's Chromium (driven by Playwright). `.ci/run` installs it and
+# sets LOCALRULES_REQUIRE_BROWSER=1, so a missing browser fails CI instead of skipping the check.
+CHROMIUM = os.environ.get("LOCALRULES_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def render_html():
+    """``render(path) -> {"errors", "images", "tables", "text"}``: the page loaded from disk in
+    headless Chromium, with every console error, page error and failed request collected, and
+    each image's (loaded, natural width)."""
+    if not os.path.exists(CHROMIUM) and not os.environ.get("LOCALRULES_REQUIRE_BROWSER"):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+        def render(path) -> dict:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
+            page.goto(f"file://{os.path.abspath(path)}", wait_until="load")
+            out = {
+                "errors": errors,
+                "images": page.evaluate(
+                    "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"),
+                "tables": page.evaluate(
+                    "Array.from(document.querySelectorAll('table')).map("
+                    "t => t.querySelectorAll('tbody tr').length)"),
+                "text": page.inner_text("body"),
+            }
+            page.close()
+            return out
+
+        yield render
+        browser.close()

@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 
 import pytest
 
+from localrules.analysis.importance import experiment_importance
+from localrules.analysis.plots import importance_figure, progress_figure
+from localrules.analysis.progress import experiment_progress
 from localrules.cli.main import main
 from localrules.search import Controller, SearchSettings, TpeSettings, open_experiment
 from localrules.spaces import default_budget, load_space
 from localrules.store import open_store
+
+
+def png_size(path) -> tuple[int, int]:
+    """(height, width) of a PNG file, after checking it decodes as one."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return imread(path).shape[:2]
 
 
 def planted(params) -> float:
@@ -20,21 +32,25 @@ def planted(params) -> float:
     return 0.4 + 0.2 * params["noise"] + 0.01 * (params["batch_size"] == 16)
 
 
-def fill(url: str, n: int = 40) -> None:
+def fill(url: str, n: int = 40, name: str = "imp", startup: int | None = None,
+         keep=lambda params: True) -> None:
+    """A stored search of ``n`` trials: the first fails, the second diverges, the last two are
+    still running, the rest score ``planted`` (or fail, where ``keep(params)`` is false)."""
     space = load_space("wm-ad", default_budget("digits"))
-    settings = SearchSettings(max_trials=n, concurrency=n, tpe=TpeSettings(n_startup_jobs=n))
+    settings = SearchSettings(max_trials=n, concurrency=n,
+                              tpe=TpeSettings(n_startup_jobs=startup or n))
     with open_store(url) as store:
-        c = Controller(store, open_experiment(store, "imp", space, settings), space, settings)
+        c = Controller(store, open_experiment(store, name, space, settings), space, settings)
         c.step()
         for i in range(n):
             t = store.reserve("w", 60)
-            if i == 0:
-                store.fail("imp", t.trial_id, t.attempt, "out of memory")
+            if i == 0 or (i < n - 2 and not keep(t.params)):
+                store.fail(name, t.trial_id, t.attempt, "out of memory")
             elif i == 1:
-                store.complete("imp", t.trial_id, t.attempt,
+                store.complete(name, t.trial_id, t.attempt,
                                {"objective": 0.1, "top1": None, "diverged": True})
             elif i < n - 2:
-                store.complete("imp", t.trial_id, t.attempt,
+                store.complete(name, t.trial_id, t.attempt,
                                {"objective": planted(t.params), "diverged": False})
             # the last two stay running: the search is still going
 
@@ -52,6 +68,8 @@ def test_importance_ranks_the_planted_parameter_first(store_url, tmp_path, capsy
     assert json.loads((out / "importance.json").read_text()) == data
     rows = list(csv.DictReader(io.StringIO((out / "importance.csv").read_text())))
     assert rows[0]["parameter"] == "noise" and {"level", "mean", "sem", "n"} <= set(rows[0])
+    assert png_size(out / "importance.png")[0] > 200 and png_size(out / "progress.png")[1] > 400
+    assert "<img" in (out / "report.html").read_text()
 
     assert main(["report", "importance", "--experiment", "imp", "--db", store_url]) == 0
     text = capsys.readouterr().out
@@ -59,18 +77,24 @@ def test_importance_ranks_the_planted_parameter_first(store_url, tmp_path, capsy
     assert "1 diverged" in text and text.splitlines()[3].startswith("noise")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--experiment", "nope"], "no experiment 'nope'"),
-    (["--experiment", "empty"], "no finished trial"),
-    (["--experiment", "empty", "--top-fraction", "1.5"], "--top-fraction must be in (0, 1]"),
+@pytest.mark.parametrize(("report", "args", "message"), [
+    ("importance", ["--experiment", "nope"], "no experiment 'nope'"),
+    ("importance", ["--experiment", "empty"], "no finished trial"),
+    ("importance", ["--experiment", "empty", "--top-fraction", "1.5"],
+     "--top-fraction must be in (0, 1]"),
+    ("progress", ["--experiment", "nope"], "no experiment 'nope'"),
+    ("progress", ["--experiment", "empty"], "experiment 'empty' has no trials yet"),
+    ("progress", ["--experiment", "empty", "--experiment", "empty"], "--experiment repeated"),
 ])
-def test_report_bad_input_exits_2(tmp_path, capsys, args, message):
+def test_report_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, report, args, message):
     url = f"sqlite:///{tmp_path}/r.db"
     with open_store(url) as store:
         open_experiment(store, "empty", load_space("wm", default_budget("digits")),
                         SearchSettings())
-    assert main(["report", "importance", "--db", url, *args]) == 2
+    out = tmp_path / "o"
+    assert main(["report", report, "--db", url, "--out", str(out), *args]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_report_never_creates_a_database(tmp_path, capsys):
@@ -95,3 +119,91 @@ def test_model_importance_report(tmp_path, capsys):
     assert (tmp_path / "out" / "model_importance.json").is_file()
     assert main(["report", "importance", "--experiment", "imp", "--db", url, "--method",
                  "model", "--bootstrap", "1"]) == 2
+
+
+def test_html_report_renders_in_headless_chromium(tmp_path, capsys, render_html):
+    url = f"sqlite:///{tmp_path}/h.db"
+    fill(url)
+    out = tmp_path / "report"
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--out",
+                 str(out)]) == 0
+    page = render_html(out / "report.html")
+    assert page["errors"] == []
+    assert len(page["images"]) == 2 and all(ok and width > 400 for ok, width in page["images"])
+    n_choices = len(json.loads((out / "importance.json").read_text()))
+    assert page["tables"] == [n_choices]
+    assert "Experiment imp" in page["text"] and "1 failed" in page["text"]
+    assert "2 running" in page["text"] and "1 diverged" in page["text"]
+
+
+def test_figures_have_the_expected_axes(tmp_path):
+    url = f"sqlite:///{tmp_path}/f.db"
+    fill(url)
+    with open_store(url, create=False) as store:
+        report = experiment_importance(store, "imp")
+        progress = experiment_progress(store, "imp")
+    fig = importance_figure(report.parameters, "imp")
+    left, right = fig.axes
+    assert left.get_xlabel().startswith("importance: best − worst level mean")
+    assert right.get_xlabel() == "objective: mean ± SEM per level"
+    labels = [t.get_text() for t in left.get_yticklabels()]
+    assert labels[-1] == "noise"  # most important on top
+    fig = progress_figure([progress])
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "trial number (creation order)"
+    assert ax.get_ylabel() == "objective (validation top-1)"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("random startup (40") for t in legend)
+    assert "imp: no objective (3)" in legend and "imp: diverged (1)" in legend
+
+
+def test_no_estimable_parameter_still_gives_a_report(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/few.db"
+    fill(url, n=5)  # 2 planted trials: no level has 2 trials on both sides
+    out = tmp_path / "r"
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--out",
+                 str(out)]) == 0
+    assert "not estimable" in capsys.readouterr().out
+    assert not (out / "importance.png").exists() and (out / "progress.png").is_file()
+    assert "No parameter has an estimable importance yet" in (out / "report.html").read_text()
+
+
+def test_a_parameter_can_be_asked_for_and_one_that_never_varied_is_an_error(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/p.db"
+    fill(url, keep=lambda params: params["noise"])  # every finished trial has noise on
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--parameter",
+                 "alternate", "--format", "json"]) == 0
+    assert [d["parameter"] for d in json.loads(capsys.readouterr().out)] == ["alternate"]
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--parameter",
+                 "noise", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "parameter 'noise' never varied: all" in err and "analysed trials have true" in err
+    assert not (tmp_path / "o").exists()
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--parameter",
+                 "sigma"]) == 2
+    assert "unknown categorical parameter(s) 'sigma'; valid: " in capsys.readouterr().err
+
+
+def test_progress_compares_experiments(store_url, tmp_path, capsys):
+    fill(store_url, n=12, name="a", startup=5)
+    fill(store_url, n=8, name="b", startup=4)
+    out = tmp_path / "p"
+    assert main(["report", "progress", "--experiment", "a", "--experiment", "b", "--db",
+                 store_url, "--format", "json", "--out", str(out)]) == 0
+    a, b = json.loads(capsys.readouterr().out)
+    assert a["experiment"] == "a" and a["n_startup"] == 5 and b["n_startup"] == 4
+    trials = a["trials"]
+    assert [t["trial"] for t in trials] == list(range(1, 13))
+    assert trials[0]["state"] == "failed" and trials[0]["objective"] is None
+    assert trials[1]["diverged"] and trials[1]["objective"] == 0.1
+    assert [t["state"] for t in trials[-2:]] == ["running", "running"]
+    best = [t["best_so_far"] for t in trials]
+    assert best[0] is None and best[1] == 0.1
+    scored = [t["objective"] for t in trials if t["objective"] is not None]
+    assert best[-1] == max(scored) and all(x <= y for x, y in itertools.pairwise(best[1:]))
+    rows = list(csv.DictReader(io.StringIO((out / "progress.csv").read_text())))
+    assert len(rows) == 20 and rows[0]["experiment"] == "a"
+    assert png_size(out / "progress.png")[1] > 400
+    assert main(["report", "progress", "--experiment", "a", "--db", store_url]) == 0
+    text = capsys.readouterr().out
+    assert "1 failed" in text and "2 running" in text and "best in startup" in text

@@ -164,6 +164,7 @@ def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, 
     assert stats.completed == [("exp", 0)]
     assert trial.state == "done" and trial.attempt == 2
     assert trial.result["epochs"] == 6 and trial.progress["epoch"] == 6
+    assert trial.result["run_dir"] == trial.progress["run_dir"] == f"{artifacts}/exp/trial-00000"
     assert any("resumed from the checkpoint" in r.getMessage() for r in caplog.records)
 
 

@@ -149,16 +149,25 @@ class ExperimentData:
     diverged: int
 
 
+def find_experiment(store, experiment: str):
+    """The stored experiment of that name; ValueError naming the ones there are otherwise."""
+    from localrules.store.urls import redact
+
+    found = store.get_experiment(experiment)
+    if found is None:
+        names = ", ".join(e.name for e in store.list_experiments()) or "none"
+        raise ValueError(f"no experiment {experiment!r} in {redact(store.url)}; "
+                         f"experiments: {names}")
+    return found
+
+
 def experiment_data(store, experiment: str) -> ExperimentData:
     """The space and the finished trials of a stored experiment (any backend; a running search
     gives what has finished so far). ValueError for an unknown or empty experiment."""
     from localrules.spaces import Budget, space_from_source
     from localrules.store.documents import state_counts
 
-    found = store.get_experiment(experiment)
-    if found is None:
-        names = ", ".join(e.name for e in store.list_experiments()) or "none"
-        raise ValueError(f"no experiment {experiment!r} in {store.url}; experiments: {names}")
+    found = find_experiment(store, experiment)
     space = space_from_source(found.space_source, Budget.from_dict(found.budget))
     history = store.history(experiment)
     rows = [{"params": t.params, "objective": t.objective}
@@ -171,16 +180,22 @@ def experiment_data(store, experiment: str) -> ExperimentData:
     return ExperimentData(experiment, space, rows, counts, diverged)
 
 
-def experiment_importance(store, experiment: str,
-                          top_fraction: float | None = None) -> ImportanceReport:
-    """The categorical importance of a stored experiment; the categorical parameters are the
-    choices of its space."""
+def importance_report(data: ExperimentData, top_fraction: float | None = None,
+                      parameters: Sequence[str] | None = None) -> ImportanceReport:
+    """The categorical importance of an experiment's data; the categorical parameters are the
+    choices of its space (or the named ones among them)."""
     from localrules.spaces.nodes import Choice, walk
 
-    data = experiment_data(store, experiment)
-    categorical = [n.name for n in walk(data.space.nodes) if isinstance(n, Choice)]
-    parameters = categorical_importance(data.rows, categorical, top_fraction)
+    categorical = [n.name for n in walk(data.space.nodes) if isinstance(n, Choice)
+                   and (not parameters or n.name in parameters)]
+    results = categorical_importance(data.rows, categorical, top_fraction)
     analysed = (len(data.rows) if top_fraction is None
                 else max(1, math.ceil(len(data.rows) * top_fraction)))
-    return ImportanceReport(experiment, parameters, data.counts, data.diverged, analysed,
+    return ImportanceReport(data.experiment, results, data.counts, data.diverged, analysed,
                             top_fraction)
+
+
+def experiment_importance(store, experiment: str,
+                          top_fraction: float | None = None) -> ImportanceReport:
+    """The categorical importance of a stored experiment (any backend, running or not)."""
+    return importance_report(experiment_data(store, experiment), top_fraction)

@@ -12,21 +12,28 @@ import argparse
 import csv
 import io
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from localrules.cli.tables import table
 from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
 
+log = logging.getLogger(__name__)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="reports on an experiment (importance)",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser("report", help="reports on an experiment or a run (importance, "
+                       "progress, weights)", description=__doc__.split("\n\n")[0])
     reports = p.add_subparsers(dest="report", metavar="REPORT", required=True)
-    imp = reports.add_parser("importance", help="categorical metaparameter importance with SEM")
+    imp = reports.add_parser("importance", help="metaparameter importance with error bars")
     imp.add_argument("--experiment", required=True)
     add_db_argument(imp)
+    imp.add_argument("--parameter", action="append", dest="parameters", metavar="NAME",
+                     help="report only this parameter (repeatable; default: all)")
     imp.add_argument("--top-fraction", type=float,
                      help="analyse only the best fraction of trials (0 < F <= 1)")
     imp.add_argument("--method", choices=("categorical", "model"), default="categorical",
@@ -36,8 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="bootstrap resamples for --method model (default 30)")
     imp.add_argument("--seed", type=int, default=0, help="seed for --method model")
     imp.add_argument("--format", choices=FORMATS, default="table")
-    imp.add_argument("--out", help="also write importance.csv and importance.json here")
+    imp.add_argument("--out", help="also write importance.csv/.json, importance.png and "
+                                   "report.html here")
     imp.set_defaults(handler=run_importance)
+
+    prog = reports.add_parser("progress", help="objective and best so far against trial number")
+    prog.add_argument("--experiment", action="append", dest="experiments", required=True,
+                      metavar="NAME", help="an experiment (repeat to compare several)")
+    add_db_argument(prog)
+    prog.add_argument("--format", choices=FORMATS, default="table")
+    prog.add_argument("--out", help="also write progress.csv/.json and progress.png here")
+    prog.set_defaults(handler=run_progress)
+
+    from localrules.cli import report_weights
+
+    report_weights.register(reports)
 
 
 def _csv_text(report) -> str:
@@ -68,46 +88,94 @@ def _table_text(report) -> str:
                                rows)
 
 
+def check_out_dir(out: str | None) -> Path | None:
+    """The output directory, checked before any work is done; created only when writing."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out!r} exists and is not a directory")
+    return path
+
+
+def _check_parameters(asked: list[str] | None, valid: list[str], kind: str) -> None:
+    unknown = [p for p in asked or [] if p not in valid]
+    if unknown:
+        raise ValueError(f"unknown {kind} parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(valid) or 'none'}")
+
+
+def _never_varied(parameters, asked: list[str] | None) -> None:
+    """A parameter the user named that has one level only: nothing to compare, say so."""
+    for p in parameters:
+        if asked and p.parameter in asked and p.note.startswith("not estimable: never varied"):
+            level = p.levels[0]
+            raise ValueError(f"parameter {p.parameter!r} never varied: all {level.n} analysed "
+                             f"trials have {json.dumps(level.level)}")
+
+
 def run_importance(args: argparse.Namespace) -> int:
-    from localrules.analysis.importance import experiment_importance
+    from localrules.analysis.importance import experiment_data, importance_report
+    from localrules.spaces.nodes import Choice, walk
     from localrules.store import open_store
 
     if args.top_fraction is not None and not 0 < args.top_fraction <= 1:
         raise ValueError(f"--top-fraction must be in (0, 1], got {args.top_fraction}")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out!r} exists and is not a directory")
     if args.bootstrap < 2:
         raise ValueError(f"--bootstrap must be at least 2, got {args.bootstrap}")
-    if args.method == "model":
-        return _run_model(args)
+    out = check_out_dir(args.out)
     with open_store(args.db, create=False) as store:
-        report = experiment_importance(store, args.experiment, args.top_fraction)
-    data = [p.to_dict() for p in report.parameters]
-    if args.format == "json":
-        print(json.dumps(data, indent=2))
-    elif args.format == "csv":
-        print(_csv_text(report), end="")
-    else:
-        print(_table_text(report))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "importance.json").write_text(json.dumps(data, indent=2))
-        (out / "importance.csv").write_text(_csv_text(report))
+        data = experiment_data(store, args.experiment)
+        url = store.url
+        progress = None
+        if out is not None and args.method == "categorical":
+            from localrules.analysis.progress import experiment_progress
+
+            progress = experiment_progress(store, args.experiment)
+    nodes = list(walk(data.space.nodes))
+    if args.method == "model":
+        _check_parameters(args.parameters, [n.name for n in nodes], "search")
+        return _run_model(args, data, out)
+    _check_parameters(args.parameters, [n.name for n in nodes if isinstance(n, Choice)],
+                      "categorical")
+    report = importance_report(data, args.top_fraction, args.parameters)
+    _never_varied(report.parameters, args.parameters)
+    as_json = [p.to_dict() for p in report.parameters]
+    print_report(args.format, as_json, lambda: _csv_text(report), lambda: _table_text(report))
+    if out is not None:
+        _write_importance(out, report, as_json, progress, url)
     return 0
 
 
+def _write_importance(out: Path, report, as_json, progress, url: str) -> None:
+    from localrules.analysis.html_report import importance_html
+    from localrules.analysis.plots import importance_figure, png_bytes, progress_figure
+    from localrules.store.urls import redact
 
-def _run_model(args: argparse.Namespace) -> int:
+    figures: dict[str, bytes | None] = {"importance": None, "progress": None}
+    if any(p.estimable for p in report.parameters):
+        figures["importance"] = png_bytes(importance_figure(
+            report.parameters, f"{report.experiment}: importance ({report.analysed} trials)"))
+    else:
+        log.warning("no parameter has an estimable importance yet: importance.png not written")
+    figures["progress"] = png_bytes(progress_figure([progress]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "importance.json").write_text(json.dumps(as_json, indent=2))
+    (out / "importance.csv").write_text(_csv_text(report))
+    if figures["importance"] is not None:
+        (out / "importance.png").write_bytes(figures["importance"])
+    (out / "progress.png").write_bytes(figures["progress"])
+    (out / "report.html").write_text(importance_html(report, figures, redact(url)),
+                                     encoding="utf-8")
+    log.info("wrote the importance report to %s", out / "report.html")
+
+
+def _run_model(args: argparse.Namespace, data, out: Path | None) -> int:
     import math
 
-    from localrules.analysis.importance import experiment_data
     from localrules.analysis.model_importance import model_importance
     from localrules.spaces.nodes import walk
-    from localrules.store import open_store
 
-    with open_store(args.db, create=False) as store:
-        data = experiment_data(store, args.experiment)
     rows = data.rows
     if args.top_fraction is not None:
         keep = max(1, math.ceil(len(rows) * args.top_fraction))
@@ -115,22 +183,71 @@ def _run_model(args: argparse.Namespace) -> int:
     names = [n.name for n in walk(data.space.nodes)]
     result = [m.to_dict() for m in model_importance(rows, names, n_bootstrap=args.bootstrap,
                                                        seed=args.seed)]
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
-    elif args.format == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(result[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(result)
-        print(out.getvalue(), end="")
-    else:
-        print(f"experiment {args.experiment}: {len(rows)} trials; random-forest permutation "
-              f"importance (drop in R²), mean ± SD over {args.bootstrap} bootstrap resamples")
-        print(table(["parameter", "importance", "± SE", "n active"],
-                    [[m["parameter"], m["importance"], m["importance_se"], m["n"]]
-                     for m in result]))
-    if args.out:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "model_importance.json").write_text(json.dumps(result, indent=2))
+    if args.parameters:
+        result = [m for m in result if m["parameter"] in args.parameters]
+    print_report(args.format, result, lambda: dict_csv(result), lambda: (
+        f"experiment {args.experiment}: {len(rows)} trials; random-forest permutation "
+        f"importance (drop in R²), mean ± SD over {args.bootstrap} bootstrap resamples\n"
+        + table(["parameter", "importance", "± SE", "n active"],
+                [[m["parameter"], m["importance"], m["importance_se"], m["n"]]
+                 for m in result])))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model_importance.json").write_text(json.dumps(result, indent=2))
+        (out / "model_importance.csv").write_text(dict_csv(result))
     return 0
+
+
+def print_report(fmt: str, as_json: Any, csv_text: Callable[[], str],
+                 table_text: Callable[[], str]) -> None:
+    """A report on stdout in the chosen format (only that one is rendered)."""
+    if fmt == "json":
+        print(json.dumps(as_json, indent=2))
+    elif fmt == "csv":
+        print(csv_text(), end="")
+    else:
+        print(table_text())
+
+
+def dict_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def run_progress(args: argparse.Namespace) -> int:
+    from localrules.analysis.progress import experiment_progress, progress_rows
+    from localrules.store import open_store
+
+    out = check_out_dir(args.out)
+    if len(set(args.experiments)) != len(args.experiments):
+        raise ValueError(f"--experiment repeated: {', '.join(args.experiments)}")
+    with open_store(args.db, create=False) as store:
+        progress = [experiment_progress(store, name) for name in args.experiments]
+    rows = progress_rows(progress)
+    as_json = [p.to_dict() for p in progress]
+    print_report(args.format, as_json, lambda: dict_csv(rows), lambda: _progress_table(progress))
+    if out is not None:
+        from localrules.analysis.plots import progress_figure, save_png
+
+        figure = progress_figure(progress)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "progress.json").write_text(json.dumps(as_json, indent=2))
+        (out / "progress.csv").write_text(dict_csv(rows))
+        save_png(figure, out / "progress.png")
+    return 0
+
+
+def _progress_table(progress) -> str:
+    rows = []
+    for p in progress:
+        best = [b for b in p.best_so_far if b is not None]
+        startup_best = [b for b in p.best_so_far[:p.n_startup] if b is not None]
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(p.counts().items()))
+        rows.append([p.experiment, len(p.points), counts, p.diverged, p.n_startup,
+                     startup_best[-1] if startup_best else None, best[-1] if best else None])
+    return table(["experiment", "trials", "states", "diverged", "startup",
+                  "best in startup", "best"], rows)

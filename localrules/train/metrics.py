@@ -20,10 +20,14 @@ def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(a @ b, -1.0, 1.0))))
 
 
-def weight_metrics(layer) -> dict[str, float]:
-    """{"weight_angle_deg", "norm_ratio"} for one asymmetric layer."""
-    w = np.asarray(layer.forward_kernel.numpy(), np.float64)
-    b = np.asarray(layer.backward_as_forward().numpy(), np.float64)
+def layer_weights(layer) -> tuple[np.ndarray, np.ndarray]:
+    """(W, B in W's layout) of one asymmetric layer, as float64 NumPy arrays."""
+    return (np.asarray(layer.forward_kernel.numpy(), np.float64),
+            np.asarray(layer.backward_as_forward().numpy(), np.float64))
+
+
+def weight_metrics(w: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """{"weight_angle_deg", "norm_ratio"} of a layer's W and B (B in W's layout)."""
     return {
         "weight_angle_deg": angle_degrees(w, b),
         "norm_ratio": float(np.linalg.norm(b) / max(np.linalg.norm(w), L2_EPSILON)),

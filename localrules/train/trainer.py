@@ -29,8 +29,15 @@ import tensorflow as tf
 
 from localrules.config import TrialConfig
 from localrules.train.history import History
-from localrules.train.metrics import weight_metrics
+from localrules.train.metrics import layer_weights, weight_metrics
 from localrules.train.schedule import ALIGN, TASK, StepPlan
+from localrules.train.snapshots import (
+    SNAPSHOT_DIR,
+    layer_sample,
+    pack_snapshot,
+    sample_positions,
+    snapshot_name,
+)
 from localrules.train.steps import TrainSteps
 from localrules.train.strategy import make_strategy
 
@@ -195,6 +202,7 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(**checkpoint_parts)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory=f"{self.out_dir}/checkpoints", max_to_keep=2)
+        self._positions: dict[str, np.ndarray] = {}
 
     def _task_noise_variables(self) -> list:
         """What task-side update noise perturbs: the task optimizer's list, which in the
@@ -276,6 +284,10 @@ class Trainer:
             if may_write is not None and not may_write():
                 raise RunAbandoned(f"{self.out_dir}: writes refused, run abandoned")
 
+        if int(self.step) == 0:  # the weights at initialisation, for Figs. S3/S4's start
+            check_write()
+            self._write_snapshot(0, [layer_weights(layer) for layer in self.layers])
+
         try:
             with _StopSignal(install=should_stop is None) as signal_stop:
                 def stopping() -> bool:
@@ -307,10 +319,12 @@ class Trainer:
                         check_write()
                         self._save()
                         break
-                    record = self._epoch_record(epoch, sums, time.perf_counter() - started,
-                                                diverged)
+                    record, weights = self._epoch_record(epoch, sums,
+                                                         time.perf_counter() - started, diverged)
                     check_write()
                     history.write(record)
+                    if weights is not None:
+                        self._write_snapshot(epoch + 1, weights, record["layers"])
                     if not diverged:
                         self._save()
                     # After the save: an epoch reported is an epoch a restart can resume from.
@@ -321,8 +335,10 @@ class Trainer:
         return self._result(record, diverged, interrupted)
 
     def _epoch_record(self, epoch: int, sums: _EpochSums, seconds: float,
-                      diverged: bool) -> dict[str, Any]:
+                      diverged: bool) -> tuple[dict[str, Any], list | None]:
+        """The epoch's history record, and each layer's (W, B) if it was a validation point."""
         step = int(self.step)
+        validated = None
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": step,
@@ -336,13 +352,35 @@ class Trainer:
         last = epoch + 1 == self.config.run.epochs
         if not diverged and ((epoch + 1) % self.config.eval_every == 0 or last):
             record.update(self.evaluate())
+            weights = [layer_weights(layer) for layer in self.layers]
             record["layers"] = {
-                layer.name: {**weight_metrics(layer), "alignment_loss": loss}
-                for layer, loss in zip(self.layers, sums.alignment_means(), strict=True)
+                layer.name: {**weight_metrics(w, b), "alignment_loss": loss}
+                for layer, (w, b), loss in zip(self.layers, weights, sums.alignment_means(),
+                                               strict=True)
             }
+            validated = weights
             if not math.isfinite(record["eval_loss"]):
                 record["diverged"] = True
-        return record
+        return record, validated
+
+    def _write_snapshot(self, epoch: int, weights: list[tuple[np.ndarray, np.ndarray]],
+                        metrics: dict[str, dict[str, Any]] | None = None) -> None:
+        """``weights/epoch-NNNN.npz``: the sampled (W_ij, B_ji) pairs of every layer."""
+        samples = self.config.weight_samples
+        if not samples:
+            return
+        entries = []
+        for i, (layer, (w, b)) in enumerate(zip(self.layers, weights, strict=True)):
+            if layer.name not in self._positions:
+                self._positions[layer.name] = sample_positions(w.size, samples,
+                                                               self.config.seed, i)
+            entries.append(layer_sample(layer.name, w, b, self._positions[layer.name],
+                                        metrics[layer.name] if metrics else
+                                        weight_metrics(w, b)))
+        folder = f"{self.out_dir}/{SNAPSHOT_DIR}"
+        tf.io.gfile.makedirs(folder)
+        with tf.io.gfile.GFile(f"{folder}/{snapshot_name(epoch)}", "wb") as f:
+            f.write(pack_snapshot(epoch, int(self.step), entries))
 
     def _result(self, record: dict[str, Any], diverged: bool, interrupted: bool) -> TrainResult:
         diverged = diverged or bool(record.get("diverged"))

@@ -166,18 +166,20 @@ class Worker:
             return
         log.info("%s: training %s/%s on %s", ident, config.rule.kind, config.model,
                  config.dataset)
+        out_dir = trial_dir(self.artifacts, trial)
         with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
             def on_epoch(record: dict[str, Any]) -> None:
                 try:
-                    self.store.report_progress(trial.experiment, trial.trial_id, trial.attempt,
-                                               progress_document(record, config.run.epochs))
+                    self.store.report_progress(
+                        trial.experiment, trial.trial_id, trial.attempt,
+                        progress_document(record, config.run.epochs, out_dir))
                 except LeaseLost:
                     beat.lost.set()
                 except StoreError as err:  # progress is informative; training goes on
                     log.warning("%s: progress not recorded (%s)", ident, err)
 
             try:
-                result = self.train(config, trial_dir(self.artifacts, trial), on_epoch=on_epoch,
+                result = self.train(config, out_dir, on_epoch=on_epoch,
                                     should_stop=lambda: self.stopping() or beat.lost.is_set(),
                                     may_write=lambda: not beat.lost.is_set())
             except (RunAbandoned, LeaseLost):

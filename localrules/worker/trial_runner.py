@@ -69,6 +69,7 @@ def train_trial(config: TrialConfig, out_dir: str,
         chance=chance,
         seconds=time.time() - started,
         code_version=__version__,
+        run_dir=out_dir,
     )
     return result
 
@@ -84,8 +85,10 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def progress_document(record: Mapping[str, Any], epochs: int) -> dict[str, Any]:
-    """The store's progress document for one epoch record: epoch and scalar metrics."""
+def progress_document(record: Mapping[str, Any], epochs: int, run_dir: str) -> dict[str, Any]:
+    """The store's progress document for one epoch record: epoch, scalar metrics, and where
+    the run's files are (for ``report weights`` on a running trial)."""
     metrics = {k: v for k, v in record.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
-    return {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics)}
+    return {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics),
+            "run_dir": run_dir}

@@ -1,0 +1,195 @@
+"""Figures for the reports: importance with error bars (Fig. S2), search progress, weight
+metrics over training (Fig. S4) and forward–backward weight scatters (Fig. S3).
+
+Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pyplot``: no global
+figure state, no backend switch, nothing opened on a screen, so reports run on headless
+controllers and inside tests. Each function returns the figure; ``save_png`` writes it and
+``png_bytes`` gives the bytes an HTML report embeds.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from localrules.analysis.importance import ParameterImportance
+    from localrules.analysis.progress import SearchProgress
+
+DPI = 150
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def png_bytes(fig: Figure) -> bytes:
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
+
+
+def _level_label(level: Any) -> str:
+    if isinstance(level, bool):
+        return "on" if level else "off"
+    return str(level)
+
+
+def importance_figure(parameters: Sequence[ParameterImportance], title: str = "") -> Figure:
+    """Fig. S2's style: each categorical parameter's importance (the spread of the objective's
+    level means) with its standard error, most important on top; beside it, every level's mean
+    ± SEM with its n, so a reader sees which level wins and on how many trials."""
+    estimable = [p for p in parameters if p.estimable]
+    if not estimable:
+        raise ValueError("no parameter has an estimable importance (each needs 2 levels with "
+                         "2 or more finished trials)")
+    rows = estimable[::-1]  # barh draws bottom-up: most important on top
+    fig = _figure(11, 1.2 + 0.45 * len(rows))
+    left, right = fig.subplots(1, 2, sharey=True, width_ratios=[1, 1.4])
+    y = list(range(len(rows)))
+    left.barh(y, [p.importance for p in rows], xerr=[p.importance_se for p in rows],
+              color="#4c72b0", capsize=3, error_kw={"elinewidth": 1})
+    left.set_yticks(y, [p.parameter for p in rows])
+    left.set_xlabel("importance: best − worst level mean (± SE)")
+    left.axvline(0, color="black", linewidth=0.6)
+    markers = "os^Dv<>p"
+    for row, p in zip(y, rows, strict=True):
+        k = len(p.levels)
+        for j, lv in enumerate(p.levels):
+            offset = (j - (k - 1) / 2) * min(0.6 / max(k - 1, 1), 0.25)
+            right.errorbar(lv.mean, row + offset, xerr=lv.sem or 0.0, fmt=markers[j % 8],
+                           color=f"C{j % 10}", capsize=2, markersize=4, elinewidth=1)
+            right.annotate(f"{_level_label(lv.level)} (n={lv.n})", (lv.mean, row + offset),
+                           xytext=(5, 0), textcoords="offset points", va="center", fontsize=7)
+    right.set_xlabel("objective: mean ± SEM per level")
+    right.margins(x=0.2)  # room for the level labels
+    right.tick_params(axis="y", left=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
+    """Each trial's objective (dots) and the best so far (a step line) against trial number;
+    the random startup phase shaded; failed or unfinished trials as crosses on the bottom edge
+    and diverged ones as hollow markers. Several experiments share the axes, one colour each."""
+    if not progress:
+        raise ValueError("no experiment to plot")
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    scored = [p.objective for s in progress for p in s.points if p.objective is not None]
+    bottom = min(scored, default=0.0)
+    top = max(scored, default=1.0)
+    pad = max((top - bottom) * 0.08, 0.01)
+    floor = bottom - pad
+    startup = max(s.n_startup for s in progress)
+    longest = max(len(s.points) for s in progress)
+    ax.axvspan(0.5, min(startup, longest) + 0.5, color="0.92", zorder=0,
+               label=f"random startup ({startup} trials)" if len(progress) == 1 else
+               f"random startup (≤ {startup} trials)")
+    for i, s in enumerate(progress):
+        colour = f"C{i % 10}"
+        xs = range(1, len(s.points) + 1)
+        ok = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
+              if p.objective is not None and not p.diverged]
+        div = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
+               if p.objective is not None and p.diverged]
+        missing = [x for x, p in zip(xs, s.points, strict=True) if p.objective is None]
+        if ok:
+            ax.scatter(*zip(*ok, strict=True), s=14, color=colour, alpha=0.6, zorder=2)
+        if div:
+            ax.scatter(*zip(*div, strict=True), s=22, facecolors="none", edgecolors=colour,
+                       zorder=2, label=f"{s.experiment}: diverged ({len(div)})")
+        if missing:
+            ax.scatter(missing, [floor] * len(missing), marker="x", s=18, color=colour,
+                       zorder=2, label=f"{s.experiment}: no objective ({len(missing)})")
+        best = s.best_so_far
+        steps = [(x, b) for x, b in zip(xs, best, strict=True) if b is not None]
+        if steps:
+            ax.step(*zip(*steps, strict=True), where="post", color=colour, linewidth=1.8,
+                    label=f"{s.experiment}: best so far ({steps[-1][1]:.4g})", zorder=3)
+    ax.set_xlim(0.5, longest + 0.5)
+    ax.set_ylim(floor - pad / 2, top + pad)
+    ax.set_xlabel("trial number (creation order)")
+    ax.set_ylabel("objective (validation top-1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def weight_metrics_figure(epochs: Sequence[float], angles: Mapping[str, Sequence[float | None]],
+                          norm_ratios: Mapping[str, Sequence[float | None]],
+                          title: str = "") -> Figure:
+    """Fig. S4: the angle between W and B and ‖B‖_F/‖W‖_F per layer over training, one line per
+    layer coloured by depth (layers in the mapping's order, shallow to deep)."""
+    from matplotlib import cm, colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(angles)
+    if not names:
+        raise ValueError("no layer metrics to plot")
+    fig = _figure(11, 4.2)
+    left, right = fig.subplots(1, 2)
+    norm = Normalize(1, max(len(names), 2))
+    cmap = colormaps["viridis"]
+    for depth, name in enumerate(names, start=1):
+        colour = cmap(norm(depth))
+        for ax, series in ((left, angles[name]), (right, norm_ratios[name])):
+            pts = [(e, v) for e, v in zip(epochs, series, strict=True)
+                   if v is not None and math.isfinite(v)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), color=colour, linewidth=1.2, marker=".",
+                        markersize=3)
+    left.set_ylabel("angle between W and B (degrees)")
+    right.set_ylabel(r"$\|B\|_F\ /\ \|W\|_F$")
+    right.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=[left, right], pad=0.01)
+    bar.set_label("layer depth (1 = input side)")
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def weight_scatter_figure(snapshots: Sequence[tuple[str, Any, Any]], layer: str) -> Figure:
+    """Fig. S3: forward against backward weight values, (W_ij, B_ji), of one layer at several
+    points in training, with the symmetry diagonal. ``snapshots`` is ``(label, w, b)`` with
+    matching 1-D arrays."""
+    import numpy as np
+
+    if not snapshots:
+        raise ValueError("no weight snapshot to plot")
+    n = len(snapshots)
+    fig = _figure(min(3.2 * n, 16), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
+    for ax, (label, w, b) in zip(axes, snapshots, strict=True):
+        w = np.asarray(w, np.float64)
+        b = np.asarray(b, np.float64)
+        ax.scatter(w, b, s=2, alpha=0.4, color="#4c72b0", rasterized=True)
+        lim = float(max(np.abs(w).max(initial=0), np.abs(b).max(initial=0), 1e-12)) * 1.05
+        ax.plot([-lim, lim], [-lim, lim], linestyle=":", color="black", linewidth=0.8)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(r"forward weight $W_{ij}$")
+    axes[0].set_ylabel(r"backward weight $B_{ji}$")
+    fig.suptitle(f"{layer}: forward vs backward weights")
+    return fig
