@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from localrules.analysis.importance import ParameterImportance
+    from localrules.analysis.neural_fit import LayerFit
     from localrules.analysis.progress import SearchProgress
 
 DPI = 150
@@ -192,4 +193,39 @@ def weight_scatter_figure(snapshots: Sequence[tuple[str, Any, Any]], layer: str)
         ax.set_xlabel(r"forward weight $W_{ij}$")
     axes[0].set_ylabel(r"backward weight $B_{ji}$")
     fig.suptitle(f"{layer}: forward vs backward weights")
+    return fig
+
+
+def neural_fit_figure(fits: Sequence[LayerFit], title: str = "") -> Figure:
+    """Median held-out r per layer, in layer order, with the interquartile range over sites as
+    error bars (how uniformly the layer predicts the sites, not a confidence interval of the
+    median); the noise-corrected median as a second series when there is one."""
+    if not fits:
+        raise ValueError("no layer fits to plot")
+    fig = _figure(max(6.0, 0.9 * len(fits) + 2.0), 4.5)
+    ax = fig.subplots()
+    x = range(len(fits))
+
+    def series(medians, quartiles, offset: float, label: str, marker: str) -> None:
+        points = [(i + offset, m, max(m - q25, 0.0), max(q75 - m, 0.0))
+                  for i, m, (q25, q75) in zip(x, medians, quartiles, strict=True)
+                  if m is not None and not math.isnan(m)]
+        if points:
+            xs, ys, low, high = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=[low, high], fmt=marker + "-", capsize=4, label=label)
+
+    series([f.median_r for f in fits], [f.r_quartiles for f in fits], 0.0, "r", "o")
+    if all(f.r_corrected is not None for f in fits):
+        series([f.median_corrected for f in fits], [f.corrected_quartiles for f in fits], 0.08,
+               "noise-corrected r / √reliability", "s")
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    tilt = len(fits) > 4
+    ax.set_xticks(list(x), [f.layer for f in fits], rotation=30 if tilt else 0,
+                  ha="right" if tilt else "center")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("held-out Pearson r (median over sites)\n"
+                  "error bars: interquartile range over sites")
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
     return fig

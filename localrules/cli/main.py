@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from localrules import __version__
 from localrules.cli import (
     dynamics_cmd,
+    neural_fit_cmd,
     report_cmd,
     rules_cmd,
     search_cmd,
@@ -24,7 +25,8 @@ from localrules.cli import (
     worker_cmd,
 )
 
-COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, worker_cmd, trials_cmd, report_cmd)
+COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, worker_cmd, trials_cmd, report_cmd,
+            neural_fit_cmd)
 
 EXIT_BAD_INPUT = 2
 EXIT_STORE_ERROR = 1

@@ -129,6 +129,16 @@ class ImageDataset(abc.ABC):
     def eval(self, batch_size: int) -> tf.data.Dataset:
         """Every evaluation example once, in a fixed order, without augmentation."""
 
+    @abc.abstractmethod
+    def normalise_unit(self, images: tf.Tensor) -> tf.Tensor:
+        """Float images with pixel values in [0, 1] (any leading batch shape, channels last) as
+        the model sees them: the evaluation pipeline's normalisation, nothing else.
+
+        For images from outside the dataset (the stimuli of a neural fit), which arrive in one
+        common unit whatever each dataset stores (digits keep [0, 1], CIFAR-10 keeps 0–255).
+        Resizing and cropping are the caller's business.
+        """
+
 
 class IndexedDataset(ImageDataset):
     """A dataset whose examples are fetched by index: an epoch is a permutation of the indices.
@@ -148,6 +158,12 @@ class IndexedDataset(ImageDataset):
     @abc.abstractmethod
     def _normalise(self, image: tf.Tensor) -> tf.Tensor:
         """The float32 image the model sees."""
+
+    pixel_scale: float = 1.0
+    """What a full-intensity pixel holds in the units ``_normalise`` expects (1 for [0, 1])."""
+
+    def normalise_unit(self, images: tf.Tensor) -> tf.Tensor:
+        return self._normalise(tf.cast(images, tf.float32) * self.pixel_scale)
 
     def train(self, batch_size: int, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         steps = self._check_train(batch_size, epoch, skip_batches)
@@ -192,8 +208,12 @@ class ArrayDataset(IndexedDataset):
         eval_split: tuple[np.ndarray, np.ndarray],
         mean: np.ndarray,
         std: np.ndarray,
+        pixel_scale: float = 1.0,
     ) -> None:
+        """``mean`` and ``std`` are in stored units; ``pixel_scale`` is what a stored pixel of
+        full intensity holds (1 for images kept in [0, 1], 255 for uint8)."""
         super().__init__(info, seed)
+        self.pixel_scale = float(pixel_scale)
         self._arrays = {
             "train": (tf.constant(train_split[0]), tf.constant(train_split[1], tf.int32)),
             "eval": (tf.constant(eval_split[0]), tf.constant(eval_split[1], tf.int32)),

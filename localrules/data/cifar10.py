@@ -128,7 +128,8 @@ def load(data_dir: str | None, *, image_size: int | None, seed: int) -> Cifar10:
     eval_images, eval_labels = read_batch(posixpath.join(directory, EVAL_FILE))
     mean, std = channel_stats(train_images)
     info = DatasetInfo("cifar10", NUM_CLASSES, (32, 32, 3), len(train_labels), len(eval_labels))
-    return Cifar10(info, seed, (train_images, train_labels), (eval_images, eval_labels), mean, std)
+    return Cifar10(info, seed, (train_images, train_labels), (eval_images, eval_labels), mean, std,
+                   pixel_scale=255.0)
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

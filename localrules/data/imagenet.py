@@ -172,6 +172,9 @@ class ImageNet(ImageDataset):
     def _finish(self, image: tf.Tensor) -> tf.Tensor:
         return normalise(image / 255.0, self._mean, self._std)
 
+    def normalise_unit(self, images: tf.Tensor) -> tf.Tensor:
+        return self._finish(tf.cast(images, tf.float32) * 255.0)
+
     # --- one example ------------------------------------------------------------------------
     def _train_example(self, record: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         features = tf.io.parse_single_example(record, _TRAIN_FEATURES)
