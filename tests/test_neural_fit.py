@@ -242,7 +242,9 @@ def test_bad_settings_are_value_errors(rng):
 
 def test_analysis_and_cli_modules_do_not_import_tensorflow():
     code = ("import sys; import localrules.analysis.neural_fit, localrules.analysis."
-            "plots, localrules.data.stimuli, localrules.cli.neural_fit_cmd; "
+            "plots, localrules.data.stimuli, localrules.cli.neural_fit_cmd, "
+            "localrules.analysis.progress, localrules.analysis.html_report, "
+            "localrules.analysis.weight_report, localrules.cli.report_weights; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,6 +3,7 @@ training (a diverged trial, a killed worker whose trial is resumed from its chec
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from localrules.cli.main import main
 from localrules.config import config_from_preset
 from localrules.store import Experiment, LeaseLost, Trial, open_store
 from localrules.worker import Worker, trial_dir
@@ -136,7 +138,7 @@ def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_pa
 
 
 def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, tmp_path, caplog,
-                                                                    wait_for_epoch):
+                                                                    capsys, wait_for_epoch):
     db, artifacts = store_url, str(tmp_path / "art")  # on every store backend
     with open_store(db) as store:
         add(store, tiny_config("run.epochs=6", "run.batch_size=32"))
@@ -149,6 +151,12 @@ def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, 
     with open_store(db) as store:
         proc.join()
         assert store.get_trial("exp", 0).state == "running"
+    # The weights report reads a running trial through the run directory its progress names.
+    assert main(["report", "weights", "--experiment", "exp", "--trial", "0", "--db", db,
+                 "--out", str(tmp_path / "mid")]) == 0
+    assert (tmp_path / "mid" / "weight_metrics.png").is_file()
+    assert "validation points" in capsys.readouterr().out
+    with open_store(db) as store:
         time.sleep(3.5)
         (requeued,) = store.requeue_expired(max_attempts=3)
         assert requeued.state == "queued"
@@ -165,6 +173,13 @@ def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, 
     assert trial.state == "done" and trial.attempt == 2
     assert trial.result["epochs"] == 6 and trial.progress["epoch"] == 6
     assert trial.result["run_dir"] == trial.progress["run_dir"] == f"{artifacts}/exp/trial-00000"
+    assert main(["report", "weights", "--experiment", "exp", "--trial", "0", "--db", db,
+                 "--format", "json", "--out", str(tmp_path / "end")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["epoch"] for r in rows} == set(range(7))  # initialisation and 6 validations
+    assert main(["report", "weights", "--experiment", "exp", "--trial", "9", "--db", db,
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "has no trial 9; trial ids: 0–0" in capsys.readouterr().err
     assert any("resumed from the checkpoint" in r.getMessage() for r in caplog.records)
 
 

@@ -1,9 +1,11 @@
-"""``localrules report``: what a search found.
+"""``localrules report``: what a search found, and how a run's weights evolved.
 
 ``report importance`` ranks the categorical metaparameters of an experiment by the spread of the
-objective's mean between their levels, with SEMs and n per level (appendix B.4, Fig. S2); it
+objective's mean between their levels, with SEMs and n per level (appendix B.4, Fig. S2), or every
+parameter by a model's permutation importance; ``report progress`` follows the objective and the
+best so far trial by trial; ``report weights`` (``report_weights.py``) draws Figs. S3–S4. Each
 works on any store and on a search that is still running, and says how many trials were failed,
-unfinished or diverged.
+unfinished or diverged. ``docs/analysis.md`` is the user's guide.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _check_parameters(asked: list[str] | None, valid: list[str], kind: str) -> N
 def _never_varied(parameters, asked: list[str] | None) -> None:
     """A parameter the user named that has one level only: nothing to compare, say so."""
     for p in parameters:
-        if asked and p.parameter in asked and p.note.startswith("not estimable: never varied"):
+        if asked and p.parameter in asked and p.never_varied:
             level = p.levels[0]
             raise ValueError(f"parameter {p.parameter!r} never varied: all {level.n} analysed "
                              f"trials have {json.dumps(level.level)}")
