@@ -71,7 +71,8 @@ class TrialConfig:
     eval_every: int = 1
     weight_samples: int = 4096
     """Entries of each layer's (W, B) kept at every validation point for the weight-scatter
-    figure (Fig. S3); 0 keeps none. A layer with fewer entries is kept whole."""
+    figure (Fig. S3); 0 keeps only the per-layer metrics. A layer with fewer entries is kept
+    whole."""
     strategy: str = "auto"
     deterministic: bool = False
 

@@ -153,7 +153,7 @@ def test_figures_have_the_expected_axes(tmp_path):
     assert ax.get_xlabel() == "trial number (creation order)"
     assert ax.get_ylabel() == "objective (validation top-1)"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any(t.startswith("random startup (40") for t in legend)
+    assert "random startup phase" in legend
     assert "imp: no objective (3)" in legend and "imp: diverged (1)" in legend
 
 
@@ -177,7 +177,7 @@ def test_a_parameter_can_be_asked_for_and_one_that_never_varied_is_an_error(tmp_
     assert main(["report", "importance", "--experiment", "imp", "--db", url, "--parameter",
                  "noise", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "parameter 'noise' never varied: all" in err and "analysed trials have true" in err
+    assert "parameter 'noise' never varied: all" in err and "is active have true" in err
     assert not (tmp_path / "o").exists()
     assert main(["report", "importance", "--experiment", "imp", "--db", url, "--parameter",
                  "sigma"]) == 2
@@ -193,6 +193,8 @@ def test_progress_compares_experiments(store_url, tmp_path, capsys):
     a, b = json.loads(capsys.readouterr().out)
     assert a["experiment"] == "a" and a["n_startup"] == 5 and b["n_startup"] == 4
     trials = a["trials"]
+    # Suggested in one round: queued trials count in hyperopt's history, so the first five.
+    assert [t["startup"] for t in trials] == [True] * 5 + [False] * 7
     assert [t["trial"] for t in trials] == list(range(1, 13))
     assert trials[0]["state"] == "failed" and trials[0]["objective"] is None
     assert trials[1]["diverged"] and trials[1]["objective"] == 0.1
@@ -207,3 +209,58 @@ def test_progress_compares_experiments(store_url, tmp_path, capsys):
     assert main(["report", "progress", "--experiment", "a", "--db", store_url]) == 0
     text = capsys.readouterr().out
     assert "1 failed" in text and "2 running" in text and "best in startup" in text
+
+
+def test_the_startup_phase_outlasts_its_trial_count_when_trials_fail(tmp_path):
+    """hyperopt counts the trials in its history; failed ones leave it, so random suggestions
+    go on past n_startup_jobs trial numbers — and the report follows what was recorded."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    space = load_space("wm", default_budget("digits"))
+    settings = SearchSettings(max_trials=6, concurrency=3, tpe=TpeSettings(n_startup_jobs=3))
+    with open_store(url) as store:
+        c = Controller(store, open_experiment(store, "s", space, settings), space, settings)
+        c.step()  # trials 0-2: random
+        for i in range(3):
+            t = store.reserve("w", 60)
+            if i == 0:
+                store.fail("s", t.trial_id, t.attempt, "boom")
+            else:
+                store.complete("s", t.trial_id, t.attempt, {"objective": 0.5})
+        c.step()  # 2 usable trials < 3: trial 3 is still random; then TPE
+        progress = experiment_progress(store, "s")
+    flags = [p.startup for p in progress.points]
+    assert flags[:4] == [True, True, True, True] and not any(flags[4:])
+    fig = progress_figure([progress])
+    (span,) = [p for p in fig.axes[0].patches if p.get_label() == "random startup phase"]
+    assert span.get_x() == 0.5 and span.get_width() == 4
+
+
+def test_the_spread_of_tied_levels_still_has_an_error(tmp_path):
+    from localrules.analysis.importance import parameter_importance
+
+    p = parameter_importance("x", [("a", 0.5), ("a", 0.5), ("b", 0.4), ("b", 0.6)])
+    assert p.importance == 0.0 and p.importance_se == pytest.approx(0.1)
+
+
+def test_csv_keeps_a_parameter_never_active(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/c.db"
+    fill(url, keep=lambda params: not params["noise"])  # sigma is never active
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--format",
+                 "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert any(r["parameter"] == "noise" and "never varied" in r["note"] for r in rows)
+
+
+def test_model_importance_takes_parameters_and_writes_files(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/mp.db"
+    fill(url, keep=lambda params: params["noise"])
+    out = tmp_path / "m"
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--method",
+                 "model", "--bootstrap", "3", "--parameter", "decay", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1 failed" in text or "failed" in text
+    assert "diverged" in text and "decay" in text and "alternate" not in text
+    assert (out / "model_importance.json").is_file() and (out / "model_importance.csv").is_file()
+    assert main(["report", "importance", "--experiment", "imp", "--db", url, "--method",
+                 "model", "--parameter", "noise"]) == 2
+    assert "parameter 'noise' never varied" in capsys.readouterr().err

@@ -202,6 +202,9 @@ def test_cifar10_from_batch_files(tmp_path, rng, nested):
     images, got_labels = collect(ds.eval(7))
     np.testing.assert_array_equal(got_labels, labels)
     np.testing.assert_allclose(images, expected, atol=1e-4)
+    # Outside images in [0, 1] (a neural fit's stimuli) get the same normalisation.
+    unit = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) / 255.0
+    np.testing.assert_allclose(ds.normalise_unit(unit).numpy(), expected, atol=1e-4)
 
     # Train: exact batches, every example once, deterministic across loads.
     epoch = batches(ds.train(10, epoch=0))

@@ -11,7 +11,7 @@ from localrules.analysis.plots import weight_metrics_figure, weight_scatter_figu
 from localrules.analysis.weight_report import default_epochs, scatter_samples, weight_history
 from localrules.cli.main import main
 from localrules.config import config_from_preset
-from localrules.train.snapshots import list_snapshots, read_snapshot, sample_positions
+from localrules.snapshots import list_snapshots, read_snapshot, sample_positions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -129,3 +129,36 @@ def test_report_weights_needs_a_run_directory(tmp_path, capsys):
 def test_default_epochs_spread_over_training():
     assert default_epochs([0, 1, 2]) == [0, 1, 2]
     assert default_epochs(list(range(46))) == [0, 15, 30, 45]
+
+
+def test_a_truncated_snapshot_is_a_clear_error(sa_run, tmp_path, capsys):
+    import shutil
+
+    out, _ = sa_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    path = copy / "weights" / "epoch-0002.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    assert main(["report", "weights", "--run", str(copy), "--epochs", "2", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "epoch-0002.npz is not a weight snapshot" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_without_weight_samples_the_metrics_still_start_at_initialisation(tmp_path, capsys):
+    from localrules.train.trainer import Trainer
+
+    config = config_from_preset("fa", overrides=[
+        'dataset="digits"', "width=4", "run.batch_size=128", "run.epochs=1",
+        "weight_samples=0"])
+    Trainer(config, tmp_path / "fa").fit()
+    snap = read_snapshot(str(tmp_path / "fa" / "weights" / "epoch-0000.npz"))
+    assert all(len(s.positions) == 0 for s in snap.layers.values())
+    assert weight_history(str(tmp_path / "fa")).epochs == [0, 1]
+    dest = tmp_path / "figs"
+    assert main(["report", "weights", "--run", str(tmp_path / "fa"), "--out", str(dest)]) == 0
+    assert (dest / "weight_metrics.png").is_file()
+    assert not list(dest.glob("weight_scatter_*"))  # nothing to scatter: said, not drawn
+    assert main(["report", "weights", "--run", str(tmp_path / "fa"), "--layer", "stem_conv",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "kept no weight pairs (its weight_samples is 0)" in capsys.readouterr().err

@@ -96,13 +96,26 @@ def parameter_importance(parameter: str, pairs: Iterable[tuple[Any, float]]) -> 
     if len(usable) < 2:
         return ParameterImportance(parameter, None, None, levels,
                                    "not estimable: fewer than 2 levels with 2 or more trials", n)
-    best = max(usable, key=lambda lv: lv.mean)
-    worst = min(usable, key=lambda lv: lv.mean)
+    ordered = sorted(usable, key=lambda lv: lv.mean)  # two distinct levels even when tied
+    worst, best = ordered[0], ordered[-1]
     se = math.sqrt(best.sem ** 2 + worst.sem ** 2)  # type: ignore[operator]
     skipped = [lv for lv in levels if lv.sem is None]
     note = (f"level(s) {', '.join(repr(lv.level) for lv in skipped)} with 1 trial left out of "
             "the spread" if skipped else "")
     return ParameterImportance(parameter, best.mean - worst.mean, se, levels, note, n)
+
+
+def top_rows(rows: Sequence[Mapping[str, Any]],
+             fraction: float | None) -> list[Mapping[str, Any]]:
+    """The rows with an objective; with ``fraction``, only the best ``ceil(fraction · n)`` of
+    them (at least one), as when asking what distinguishes good settings among good ones."""
+    rows = [r for r in rows if r.get("objective") is not None]
+    if fraction is None:
+        return rows
+    if not 0 < fraction <= 1:
+        raise ValueError(f"top fraction must be in (0, 1], got {fraction}")
+    keep = max(1, math.ceil(len(rows) * fraction))
+    return sorted(rows, key=lambda r: r["objective"], reverse=True)[:keep]
 
 
 def categorical_importance(
@@ -115,12 +128,7 @@ def categorical_importance(
 
     ``top_fraction`` restricts the analysis to the best fraction of trials by objective, as
     when asking what distinguishes good settings among good ones."""
-    rows = [r for r in rows if r.get("objective") is not None]
-    if top_fraction is not None:
-        if not 0 < top_fraction <= 1:
-            raise ValueError(f"top fraction must be in (0, 1], got {top_fraction}")
-        keep = max(1, math.ceil(len(rows) * top_fraction))
-        rows = sorted(rows, key=lambda r: r["objective"], reverse=True)[:keep]
+    rows = top_rows(rows, top_fraction)
     results = [
         parameter_importance(p, ((r["params"][p], r["objective"]) for r in rows
                                  if p in r["params"]))
@@ -154,34 +162,22 @@ class ExperimentData:
     diverged: int
 
 
-def find_experiment(store, experiment: str):
-    """The stored experiment of that name; ValueError naming the ones there are otherwise."""
-    from localrules.store.urls import redact
-
-    found = store.get_experiment(experiment)
-    if found is None:
-        names = ", ".join(e.name for e in store.list_experiments()) or "none"
-        raise ValueError(f"no experiment {experiment!r} in {redact(store.url)}; "
-                         f"experiments: {names}")
-    return found
-
-
 def experiment_data(store, experiment: str) -> ExperimentData:
     """The space and the finished trials of a stored experiment (any backend; a running search
     gives what has finished so far). ValueError for an unknown or empty experiment."""
     from localrules.spaces import Budget, space_from_source
     from localrules.store.documents import state_counts
 
-    found = find_experiment(store, experiment)
+    found = store.require_experiment(experiment)
     space = space_from_source(found.space_source, Budget.from_dict(found.budget))
-    history = store.history(experiment)
+    trials = store.trials(experiment)  # one read: the counts and the rows agree
     rows = [{"params": t.params, "objective": t.objective}
-            for t in store.trials(experiment, ["done"]) if t.objective is not None]
+            for t in trials if t.state == "done" and t.objective is not None]
     if not rows:
         raise ValueError(f"experiment {experiment!r} has no finished trial with an objective "
-                         f"yet ({len(history)} trial(s) in all)")
-    counts = {state: n for state, n in state_counts(history).items() if n}
-    diverged = sum(bool((t.result or {}).get("diverged")) for t in history)
+                         f"yet ({len(trials)} trial(s) in all)")
+    counts = {state: n for state, n in state_counts(trials).items() if n}
+    diverged = sum(bool((t.result or {}).get("diverged")) for t in trials)
     return ExperimentData(experiment, space, rows, counts, diverged)
 
 
@@ -193,10 +189,9 @@ def importance_report(data: ExperimentData, top_fraction: float | None = None,
 
     categorical = [n.name for n in walk(data.space.nodes) if isinstance(n, Choice)
                    and (not parameters or n.name in parameters)]
-    results = categorical_importance(data.rows, categorical, top_fraction)
-    analysed = (len(data.rows) if top_fraction is None
-                else max(1, math.ceil(len(data.rows) * top_fraction)))
-    return ImportanceReport(data.experiment, results, data.counts, data.diverged, analysed,
+    rows = top_rows(data.rows, top_fraction)
+    results = categorical_importance(rows, categorical)
+    return ImportanceReport(data.experiment, results, data.counts, data.diverged, len(rows),
                             top_fraction)
 
 

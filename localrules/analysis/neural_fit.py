@@ -83,6 +83,20 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def split_for_fit(categories: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``stratified_split``, refused (ValueError) when the held-out set is too small for a
+    per-site r or the training set too small to fit: checked before any feature is computed."""
+    train_idx, test_idx = stratified_split(categories, seed=seed)
+    if len(test_idx) < MIN_HELD_OUT:
+        raise ValueError(f"the 75/25 split within categories leaves {len(test_idx)} held-out "
+                         f"images; a per-site Pearson r needs at least {MIN_HELD_OUT} (give more "
+                         "images per category)")
+    if len(train_idx) < 2:
+        raise ValueError(f"the split leaves {len(train_idx)} training image(s); the fit needs "
+                         "at least 2")
+    return train_idx, test_idx
+
+
 # --- input checks -------------------------------------------------------------------------------
 def check_responses(
     responses: Any, categories: Any, reliability: Any = None
@@ -425,7 +439,7 @@ def neural_fit(
         raise ValueError("no layers to fit: layer_features is empty")
     n_images = responses.shape[0]
     flat = {name: _features_2d(name, f, n_images) for name, f in layer_features.items()}
-    train_idx, test_idx = stratified_split(categories, seed=seed)
+    train_idx, test_idx = split_for_fit(categories, seed=seed)
     fits = []
     for name, features in flat.items():
         fit = fit_layer(features, responses, train_idx, test_idx, int(n_components), int(pca),

@@ -96,11 +96,13 @@ def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
     top = max(scored, default=1.0)
     pad = max((top - bottom) * 0.08, 0.01)
     floor = bottom - pad
-    startup = max(s.n_startup for s in progress)
     longest = max(len(s.points) for s in progress)
-    ax.axvspan(0.5, min(startup, longest) + 0.5, color="0.92", zorder=0,
-               label=f"random startup ({startup} trials)" if len(progress) == 1 else
-               f"random startup (≤ {startup} trials)")
+    # The random startup phase: shaded where any experiment's suggestion was random.
+    random_at = sorted({x for s in progress
+                        for x, p in enumerate(s.points, start=1) if p.startup})
+    for n, (first, last) in enumerate(_runs(random_at)):
+        ax.axvspan(first - 0.5, last + 0.5, color="0.92", zorder=0,
+                   label=None if n else "random startup phase")
     for i, s in enumerate(progress):
         colour = f"C{i % 10}"
         xs = range(1, len(s.points) + 1)
@@ -129,6 +131,18 @@ def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def _runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted integers as (first, last) runs of consecutive values: [1, 2, 3, 7] gives
+    (1, 3), (7, 7)."""
+    runs: list[tuple[int, int]] = []
+    for x in numbers:
+        if runs and x == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], x)
+        else:
+            runs.append((x, x))
+    return runs
 
 
 def weight_metrics_figure(epochs: Sequence[float], angles: Mapping[str, Sequence[float | None]],
@@ -183,6 +197,10 @@ def weight_scatter_figure(snapshots: Sequence[tuple[str, Any, Any]], layer: str)
     for ax, (label, w, b) in zip(axes, snapshots, strict=True):
         w = np.asarray(w, np.float64)
         b = np.asarray(b, np.float64)
+        finite = np.isfinite(w) & np.isfinite(b)
+        if not finite.all():
+            label = f"{label}; {int((~finite).sum())} non-finite left out"
+            w, b = w[finite], b[finite]
         ax.scatter(w, b, s=2, alpha=0.4, color="#4c72b0", rasterized=True)
         lim = float(max(np.abs(w).max(initial=0), np.abs(b).max(initial=0), 1e-12)) * 1.05
         ax.plot([-lim, lim], [-lim, lim], linestyle=":", color="black", linewidth=0.8)

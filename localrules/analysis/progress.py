@@ -2,8 +2,11 @@
 
 Trials are numbered in the order the controller created them (their ids), not the order they
 finished: with several workers a later trial may finish first, and what a TPE curve should show
-is how good the suggestions became as the search went on. The first ``n_startup`` trials are
-hyperopt's random startup phase; TPE's model suggests the rest.
+is how good the suggestions became as the search went on. hyperopt suggests at random while its
+history holds fewer than ``n_startup_jobs`` trials; failed trials leave the history, so the
+random phase can outlast the first ``n_startup_jobs`` trial numbers. The controller records
+which suggestions were random (``misc["startup"]``); for trials stored before it did, the first
+``n_startup_jobs`` are taken as the startup phase.
 
 Every trial is reported: failed or unfinished ones have no objective (the plot marks them at the
 bottom, the counts say how many), and diverged ones carry their recorded objective (chance level)
@@ -23,6 +26,8 @@ class TrialPoint:
     state: str
     objective: float | None
     diverged: bool
+    startup: bool
+    """Suggested at random, before TPE's model took over."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,12 @@ class SearchProgress:
 
     experiment: str
     points: tuple[TrialPoint, ...]
-    n_startup: int
-    """Trials suggested at random before TPE's model takes over."""
+    n_startup: int | None
+    """The TPE setting ``n_startup_jobs`` (None if the experiment does not record it)."""
+
+    @property
+    def startup_trials(self) -> int:
+        return sum(p.startup for p in self.points)
 
     @property
     def best_so_far(self) -> list[float | None]:
@@ -60,7 +69,8 @@ class SearchProgress:
             "experiment": self.experiment,
             "n_startup": self.n_startup,
             "trials": [{"trial": i + 1, "trial_id": p.trial_id, "state": p.state,
-                        "objective": p.objective, "diverged": p.diverged, "best_so_far": b}
+                        "objective": p.objective, "diverged": p.diverged,
+                        "startup": p.startup, "best_so_far": b}
                        for i, (p, b) in enumerate(zip(self.points, self.best_so_far,
                                                       strict=True))],
         }
@@ -69,19 +79,17 @@ class SearchProgress:
 def experiment_progress(store, experiment: str) -> SearchProgress:
     """The progress of a stored experiment (any backend; a running search gives what it has so
     far). ValueError for an unknown experiment or one without trials."""
-    from localrules.analysis.importance import find_experiment
-    from localrules.search.settings import SearchSettings
-
-    found = find_experiment(store, experiment)
+    found = store.require_experiment(experiment)
     history = sorted(store.history(experiment), key=lambda t: t.trial_id)
     if not history:
         raise ValueError(f"experiment {experiment!r} has no trials yet")
+    n_startup = (found.settings.get("tpe") or {}).get("n_startup_jobs")
     points = tuple(
         TrialPoint(t.trial_id, t.state,
                    None if t.state != "done" else (t.result or {}).get("objective"),
-                   bool((t.result or {}).get("diverged")))
-        for t in history)
-    n_startup = SearchSettings.from_dict(found.settings).tpe.n_startup_jobs
+                   bool((t.result or {}).get("diverged")),
+                   bool((t.misc or {}).get("startup", n_startup is not None and i < n_startup)))
+        for i, t in enumerate(history))
     return SearchProgress(experiment, points, n_startup)
 
 

@@ -2,8 +2,8 @@
 ‖B‖_F/‖W‖_F over training (from ``history.jsonl``, plus the snapshot taken at initialisation),
 and sampled (W_ij, B_ji) pairs at chosen validation points (from ``weights/``).
 
-Reads local paths directly and gs:// through ``tf.io.gfile`` only when given one; never needs
-the checkpoint or a model.
+Reads local paths directly and gs:// through ``tf.io.gfile`` (TensorFlow is imported only for
+a remote path); never needs the checkpoint or a model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from localrules.train.snapshots import list_snapshots, read_bytes, read_snapshot
+from localrules.snapshots import list_snapshots, read_bytes, read_snapshot
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,7 @@ def scatter_samples(run_dir: str, layer: str | None, epochs: Sequence[int] | Non
     up to four snapshots spread over training. ValueError naming what is available otherwise."""
     found = list_snapshots(run_dir)
     if not found:
-        raise ValueError(f"run {run_dir!r} has no weight snapshots (weights/epoch-*.npz; "
-                         "runs with weight_samples 0 keep none)")
+        raise ValueError(f"run {run_dir!r} has no weight snapshots (weights/epoch-*.npz)")
     wanted = list(epochs) if epochs else default_epochs(list(found))
     missing = [e for e in wanted if e not in found]
     if missing:
@@ -97,6 +96,9 @@ def scatter_samples(run_dir: str, layer: str | None, epochs: Sequence[int] | Non
     chosen = layer if layer is not None else names[min(2, len(names) - 1)]
     if chosen not in names:
         raise ValueError(f"no layer {chosen!r} in the snapshots; layers: {', '.join(names)}")
+    if not len(snapshots[-1].layers[chosen].positions):
+        raise ValueError(f"run {run_dir!r} kept no weight pairs (its weight_samples is 0): "
+                         "only the angle and norm figures can be drawn")
     out = []
     for snap in snapshots:
         s = snap.layers[chosen]

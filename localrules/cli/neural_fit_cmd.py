@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localrules.cli.tables import table
+from localrules.cli.tables import check_out_dir, table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,16 +104,14 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out}: exists and is not a directory")
+    check_out_dir(args.out)
     if "://" not in args.checkpoint and not Path(args.checkpoint).exists():
         raise ValueError(f"--checkpoint {args.checkpoint}: no such directory")
 
 
 def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """Every array, checked against the others; ValueError on the first problem."""
-    from localrules.analysis.neural_fit import check_responses, stratified_split
+    from localrules.analysis.neural_fit import check_responses, split_for_fit
     from localrules.data.stimuli import check_stimuli
 
     stimuli = load_array(args.stimuli, "--stimuli", mmap=True)
@@ -128,7 +126,7 @@ def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--stimuli and --responses disagree on the number of images: stimuli "
                          f"have shape {stimuli.shape}, responses {responses.shape}")
     responses, categories, reliability = check_responses(responses, categories, reliability)
-    stratified_split(categories, seed=args.seed)  # refuses a category with a single image
+    split_for_fit(categories, seed=args.seed)  # single-image categories, too few held out
     return {"stimuli": stimuli, "responses": responses, "categories": categories,
             "reliability": reliability}
 
@@ -157,15 +155,17 @@ def _table_text(fits, settings: dict[str, Any]) -> str:
     first = fits[0]
     head = (f"{settings['checkpoint']}: {first.n_sites} sites, {first.n_train} training / "
             f"{first.n_test} held-out images (75/25 within each of {settings['n_categories']} "
-            f"categories, seed {settings['seed']}); PCA to at most {settings['pca']} features, "
-            f"PLS with up to {settings['components']} components; held-out Pearson r per site")
+            f"categories, seed {settings['seed']}); "
+            + (f"PCA to at most {settings['pca']} features, " if settings["pca"] else "no PCA, ")
+            + f"PLS with up to {settings['components']} components; held-out Pearson r per "
+              "site")
     return head + "\n" + table(headers, rows)
 
 
 def write_outputs(out: Path, fits, document: dict[str, Any]) -> None:
     from localrules.analysis.neural_fit import site_rows, summary_rows
     from localrules.analysis.plots import neural_fit_figure, save_png
-    from localrules.cli.report_cmd import dict_csv
+    from localrules.cli.tables import dict_csv
 
     figure = neural_fit_figure(fits, title=f"neural fit: {document['checkpoint']}")
     out.mkdir(parents=True, exist_ok=True)

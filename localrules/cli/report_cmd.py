@@ -15,11 +15,9 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from localrules.cli.tables import table
+from localrules.cli.tables import check_out_dir, dict_csv, print_report, table
 from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
@@ -45,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="bootstrap resamples for --method model (default 30)")
     imp.add_argument("--seed", type=int, default=0, help="seed for --method model")
     imp.add_argument("--format", choices=FORMATS, default="table")
-    imp.add_argument("--out", help="also write importance.csv/.json, importance.png and "
-                                   "report.html here")
+    imp.add_argument("--out", help="also write importance.csv/.json, importance.png, "
+                                   "progress.png and report.html here (--method model: "
+                                   "model_importance.csv/.json)")
     imp.set_defaults(handler=run_importance)
 
     prog = reports.add_parser("progress", help="objective and best so far against trial number")
@@ -63,18 +62,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _csv_text(report) -> str:
+    """One row per level; a parameter without levels (never active in a finished trial) gets
+    one row with empty level columns, so no parameter is dropped."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["parameter", "importance", "importance_se", "level", "mean", "sem", "n",
                      "note"])
     for p in report.parameters:
-        for lv in p.levels:
-            writer.writerow([p.parameter, p.importance, p.importance_se, json.dumps(lv.level),
-                             lv.mean, lv.sem, lv.n, p.note])
+        for lv in p.levels or [None]:
+            level = ["", "", "", 0] if lv is None else [json.dumps(lv.level), lv.mean, lv.sem,
+                                                         lv.n]
+            writer.writerow([p.parameter, p.importance, p.importance_se, *level, p.note])
     return out.getvalue()
 
 
-def _table_text(report) -> str:
+def _head(data, analysed: int, top_fraction: float | None) -> str:
+    """What the analysis rests on: trials analysed, per state, diverged."""
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data.counts.items()))
+    top = "" if top_fraction is None else f" (top {top_fraction:g})"
+    return (f"experiment {data.experiment}: {analysed} trials analysed{top}; {counts}; "
+            f"{data.diverged} diverged (counted at chance level)")
+
+
+def _table_text(report, data) -> str:
     rows = []
     for p in report.parameters:
         levels = "  ".join(f"{json.dumps(lv.level)}: {lv.mean:.4f}"
@@ -82,42 +92,27 @@ def _table_text(report) -> str:
                            for lv in p.levels)
         rows.append([p.parameter, p.importance, p.importance_se, levels + (
             f"  [{p.note}]" if p.note else "")])
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts.items()))
-    head = (f"experiment {report.experiment}: {report.analysed} trials analysed"
-            f"{'' if report.top_fraction is None else f' (top {report.top_fraction:g})'}; "
-            f"{counts}; {report.diverged} diverged (counted at chance level)")
-    return head + "\n" + table(["parameter", "importance", "± SE", "levels: mean ± SEM (n)"],
-                               rows)
+    return (_head(data, report.analysed, report.top_fraction) + "\n"
+            + table(["parameter", "importance", "± SE", "levels: mean ± SEM (n)"], rows))
 
 
-def check_out_dir(out: str | None) -> Path | None:
-    """The output directory, checked before any work is done; created only when writing."""
-    if out is None:
-        return None
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out!r} exists and is not a directory")
-    return path
-
-
-def _check_parameters(asked: list[str] | None, valid: list[str], kind: str) -> None:
+def _check_parameters(asked: list[str] | None, valid: list[str], kind: str,
+                      rows: list) -> None:
+    """Named parameters must be in the space and must have varied over the analysed trials."""
     unknown = [p for p in asked or [] if p not in valid]
     if unknown:
         raise ValueError(f"unknown {kind} parameter(s) {', '.join(map(repr, unknown))}; "
                          f"valid: {', '.join(valid) or 'none'}")
-
-
-def _never_varied(parameters, asked: list[str] | None) -> None:
-    """A parameter the user named that has one level only: nothing to compare, say so."""
-    for p in parameters:
-        if asked and p.parameter in asked and p.never_varied:
-            level = p.levels[0]
-            raise ValueError(f"parameter {p.parameter!r} never varied: all {level.n} analysed "
-                             f"trials have {json.dumps(level.level)}")
+    for name in asked or []:
+        values = {json.dumps(r["params"][name]) for r in rows if name in r["params"]}
+        if len(values) == 1:
+            n = sum(name in r["params"] for r in rows)
+            raise ValueError(f"parameter {name!r} never varied: all {n} analysed trials where "
+                             f"it is active have {values.pop()}")
 
 
 def run_importance(args: argparse.Namespace) -> int:
-    from localrules.analysis.importance import experiment_data, importance_report
+    from localrules.analysis.importance import experiment_data, importance_report, top_rows
     from localrules.spaces.nodes import Choice, walk
     from localrules.store import open_store
 
@@ -135,15 +130,16 @@ def run_importance(args: argparse.Namespace) -> int:
 
             progress = experiment_progress(store, args.experiment)
     nodes = list(walk(data.space.nodes))
+    rows = top_rows(data.rows, args.top_fraction)
     if args.method == "model":
-        _check_parameters(args.parameters, [n.name for n in nodes], "search")
-        return _run_model(args, data, out)
+        _check_parameters(args.parameters, [n.name for n in nodes], "search", rows)
+        return _run_model(args, data, rows, out)
     _check_parameters(args.parameters, [n.name for n in nodes if isinstance(n, Choice)],
-                      "categorical")
+                      "categorical", rows)
     report = importance_report(data, args.top_fraction, args.parameters)
-    _never_varied(report.parameters, args.parameters)
     as_json = [p.to_dict() for p in report.parameters]
-    print_report(args.format, as_json, lambda: _csv_text(report), lambda: _table_text(report))
+    print_report(args.format, as_json, lambda: _csv_text(report),
+                 lambda: _table_text(report, data))
     if out is not None:
         _write_importance(out, report, as_json, progress, url)
     return 0
@@ -172,24 +168,18 @@ def _write_importance(out: Path, report, as_json, progress, url: str) -> None:
     log.info("wrote the importance report to %s", out / "report.html")
 
 
-def _run_model(args: argparse.Namespace, data, out: Path | None) -> int:
-    import math
-
+def _run_model(args: argparse.Namespace, data, rows: list, out: Path | None) -> int:
     from localrules.analysis.model_importance import model_importance
     from localrules.spaces.nodes import walk
 
-    rows = data.rows
-    if args.top_fraction is not None:
-        keep = max(1, math.ceil(len(rows) * args.top_fraction))
-        rows = sorted(rows, key=lambda r: r["objective"], reverse=True)[:keep]
     names = [n.name for n in walk(data.space.nodes)]
     result = [m.to_dict() for m in model_importance(rows, names, n_bootstrap=args.bootstrap,
                                                        seed=args.seed)]
     if args.parameters:
         result = [m for m in result if m["parameter"] in args.parameters]
     print_report(args.format, result, lambda: dict_csv(result), lambda: (
-        f"experiment {args.experiment}: {len(rows)} trials; random-forest permutation "
-        f"importance (drop in R²), mean ± SD over {args.bootstrap} bootstrap resamples\n"
+        _head(data, len(rows), args.top_fraction) + "\nrandom-forest permutation importance "
+        f"(drop in R²), mean ± SD over {args.bootstrap} bootstrap resamples\n"
         + table(["parameter", "importance", "± SE", "n active"],
                 [[m["parameter"], m["importance"], m["importance_se"], m["n"]]
                  for m in result])))
@@ -198,26 +188,6 @@ def _run_model(args: argparse.Namespace, data, out: Path | None) -> int:
         (out / "model_importance.json").write_text(json.dumps(result, indent=2))
         (out / "model_importance.csv").write_text(dict_csv(result))
     return 0
-
-
-def print_report(fmt: str, as_json: Any, csv_text: Callable[[], str],
-                 table_text: Callable[[], str]) -> None:
-    """A report on stdout in the chosen format (only that one is rendered)."""
-    if fmt == "json":
-        print(json.dumps(as_json, indent=2))
-    elif fmt == "csv":
-        print(csv_text(), end="")
-    else:
-        print(table_text())
-
-
-def dict_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
 
 
 def run_progress(args: argparse.Namespace) -> int:
@@ -247,9 +217,9 @@ def _progress_table(progress) -> str:
     rows = []
     for p in progress:
         best = [b for b in p.best_so_far if b is not None]
-        startup_best = [b for b in p.best_so_far[:p.n_startup] if b is not None]
+        startup = [t.objective for t in p.points if t.startup and t.objective is not None]
         counts = ", ".join(f"{n} {state}" for state, n in sorted(p.counts().items()))
-        rows.append([p.experiment, len(p.points), counts, p.diverged, p.n_startup,
-                     startup_best[-1] if startup_best else None, best[-1] if best else None])
-    return table(["experiment", "trials", "states", "diverged", "startup",
+        rows.append([p.experiment, len(p.points), counts, p.diverged, p.startup_trials,
+                     max(startup, default=None), best[-1] if best else None])
+    return table(["experiment", "trials", "states", "diverged", "random startup",
                   "best in startup", "best"], rows)

@@ -41,12 +41,11 @@ def register(reports: argparse._SubParsersAction) -> None:
 
 
 def _trial_run_dir(args: argparse.Namespace) -> str:
-    from localrules.analysis.importance import find_experiment
     from localrules.store import open_store
     from localrules.worker.loop import trial_dir
 
     with open_store(args.db, create=False) as store:
-        find_experiment(store, args.experiment)
+        store.require_experiment(args.experiment)
         trial = store.get_trial(args.experiment, args.trial)
         if trial is None:
             ids = [t.trial_id for t in store.history(args.experiment)]
@@ -68,7 +67,7 @@ def _trial_run_dir(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from localrules.analysis.weight_report import scatter_samples, weight_history
-    from localrules.cli.report_cmd import check_out_dir, dict_csv, print_report
+    from localrules.cli.tables import check_out_dir, dict_csv, print_report
 
     if (args.experiment is None) != (args.trial is None):
         raise ValueError("--experiment and --trial go together (or give --run DIR)")

@@ -1,9 +1,14 @@
-"""Plain-text tables and value formatting shared by the query commands."""
+"""Plain-text tables, CSV, value formatting and the output directory shared by the query and
+report commands."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
-from collections.abc import Sequence
+import io
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -51,3 +56,35 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
                          for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def dict_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of dicts as CSV text (header from the first row; None as an empty field)."""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def print_report(fmt: str, as_json: Any, csv_text: Callable[[], str],
+                 table_text: Callable[[], str]) -> None:
+    """A report on stdout in the chosen format (only that one is rendered)."""
+    if fmt == "json":
+        print(json.dumps(as_json, indent=2))
+    elif fmt == "csv":
+        print(csv_text(), end="")
+    else:
+        print(table_text())
+
+
+def check_out_dir(out: str | None) -> Path | None:
+    """An ``--out`` directory, checked before any work is done; the caller creates it only
+    when it writes."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out!r} exists and is not a directory")
+    return path

@@ -137,13 +137,16 @@ class Controller:
         tpe_settings = self.settings.tpe
         new: list[Trial] = []
         for trial_id in ids:
+            # hyperopt suggests at random while it holds fewer trials than n_startup_jobs
+            # (queued and running ones count; failed ones, left out of the history, do not).
+            startup = len(history.trials) < tpe_settings.n_startup_jobs
             (doc,) = tpe.suggest(
                 [trial_id], self.domain, history, suggestion_seed(self.settings.seed, trial_id),
                 prior_weight=tpe_settings.prior_weight, n_startup_jobs=tpe_settings.n_startup_jobs,
                 n_EI_candidates=tpe_settings.n_ei_candidates, gamma=tpe_settings.gamma,
                 verbose=False,
             )
-            misc = misc_from_doc(doc)
+            misc = {**misc_from_doc(doc), "startup": startup}
             params = self.space.params_from_vals(misc["vals"])
             config = self.space.config(params, seed=trial_seed(self.settings.seed, trial_id))
             trial = Trial(experiment=self.experiment.name, trial_id=trial_id,

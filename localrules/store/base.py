@@ -59,6 +59,18 @@ class TrialStore(abc.ABC):
     @abc.abstractmethod
     def list_experiments(self) -> list[Experiment]: ...
 
+    def require_experiment(self, name: str) -> Experiment:
+        """The experiment, or ExperimentNotFound (a ValueError: bad input) naming those there
+        are."""
+        from localrules.store.urls import redact
+
+        found = self.get_experiment(name)
+        if found is None:
+            names = ", ".join(e.name for e in self.list_experiments()) or "none"
+            raise ExperimentNotFound(f"no experiment {name!r} in {redact(self.url)}; "
+                                     f"experiments: {names}")
+        return found
+
     @abc.abstractmethod
     def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
         """Merge ``settings`` into the experiment's settings (e.g. a new max_trials)."""

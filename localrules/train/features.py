@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from localrules.data.stimuli import channels, check_channels, check_stimuli
+from localrules.data.stimuli import channels, check_channels
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,8 @@ class TrainedRun:
         return list(layers)
 
     def check_stimuli(self, images: np.ndarray) -> None:
-        """ValueError unless ``images`` can be fed to this model (see the module docstring)."""
-        check_stimuli(images)
+        """ValueError unless ``images``' channels suit this model. Their shape, type and values
+        are ``data.stimuli.check_stimuli``'s to check, once (a scan of every pixel)."""
         check_channels(channels(images), self.image_shape[2])
 
     # --- weights ----------------------------------------------------------------------------

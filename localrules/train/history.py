@@ -54,9 +54,12 @@ class History:
         self.writer.flush()
 
     def _flush(self) -> None:
-        # Rewritten whole (a few KB): appending is not supported on gs://.
-        with tf.io.gfile.GFile(self.path, "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in self.records))
+        # Rewritten whole (a few KB; appending is not supported on gs://), under a temporary
+        # name and renamed, so a report reading a running trial never sees half a file.
+        from localrules.snapshots import write_bytes_atomic
+
+        text = "".join(json.dumps(r) + "\n" for r in self.records)
+        write_bytes_atomic(self.path, text.encode("utf-8"))
 
     def close(self) -> None:
         self.writer.close()

@@ -28,16 +28,18 @@ import numpy as np
 import tensorflow as tf
 
 from localrules.config import TrialConfig
-from localrules.train.history import History
-from localrules.train.metrics import layer_weights, weight_metrics
-from localrules.train.schedule import ALIGN, TASK, StepPlan
-from localrules.train.snapshots import (
+from localrules.snapshots import (
     SNAPSHOT_DIR,
+    LayerSample,
     layer_sample,
     pack_snapshot,
     sample_positions,
     snapshot_name,
+    write_bytes_atomic,
 )
+from localrules.train.history import History
+from localrules.train.metrics import layer_weights, weight_metrics
+from localrules.train.schedule import ALIGN, TASK, StepPlan
 from localrules.train.steps import TrainSteps
 from localrules.train.strategy import make_strategy
 
@@ -284,11 +286,10 @@ class Trainer:
             if may_write is not None and not may_write():
                 raise RunAbandoned(f"{self.out_dir}: writes refused, run abandoned")
 
-        if int(self.step) == 0:  # the weights at initialisation, for Figs. S3/S4's start
-            check_write()
-            self._write_snapshot(0, [layer_weights(layer) for layer in self.layers])
-
         try:
+            if int(self.step) == 0:  # the weights at initialisation, for Figs. S3/S4's start
+                check_write()
+                self._write_snapshot(0, self._weight_metrics()[1])
             with _StopSignal(install=should_stop is None) as signal_stop:
                 def stopping() -> bool:
                     return signal_stop.requested or (should_stop is not None and should_stop())
@@ -319,14 +320,14 @@ class Trainer:
                         check_write()
                         self._save()
                         break
-                    record, weights = self._epoch_record(epoch, sums,
+                    record, samples = self._epoch_record(epoch, sums,
                                                          time.perf_counter() - started, diverged)
                     check_write()
                     history.write(record)
-                    if weights is not None:
-                        self._write_snapshot(epoch + 1, weights, record["layers"])
                     if not diverged:
                         self._save()
+                        if samples is not None:  # after the save: only resumable epochs
+                            self._write_snapshot(epoch + 1, samples)
                     # After the save: an epoch reported is an epoch a restart can resume from.
                     if on_epoch is not None:
                         on_epoch(record)
@@ -336,7 +337,8 @@ class Trainer:
 
     def _epoch_record(self, epoch: int, sums: _EpochSums, seconds: float,
                       diverged: bool) -> tuple[dict[str, Any], list | None]:
-        """The epoch's history record, and each layer's (W, B) if it was a validation point."""
+        """The epoch's history record, and each layer's snapshot entry if it was a validation
+        point."""
         step = int(self.step)
         validated = None
         record: dict[str, Any] = {
@@ -352,35 +354,35 @@ class Trainer:
         last = epoch + 1 == self.config.run.epochs
         if not diverged and ((epoch + 1) % self.config.eval_every == 0 or last):
             record.update(self.evaluate())
-            weights = [layer_weights(layer) for layer in self.layers]
+            metrics, validated = self._weight_metrics()
             record["layers"] = {
-                layer.name: {**weight_metrics(w, b), "alignment_loss": loss}
-                for layer, (w, b), loss in zip(self.layers, weights, sums.alignment_means(),
-                                               strict=True)
+                name: {**m, "alignment_loss": loss}
+                for (name, m), loss in zip(metrics.items(), sums.alignment_means(), strict=True)
             }
-            validated = weights
             if not math.isfinite(record["eval_loss"]):
                 record["diverged"] = True
         return record, validated
 
-    def _write_snapshot(self, epoch: int, weights: list[tuple[np.ndarray, np.ndarray]],
-                        metrics: dict[str, dict[str, Any]] | None = None) -> None:
-        """``weights/epoch-NNNN.npz``: the sampled (W_ij, B_ji) pairs of every layer."""
-        samples = self.config.weight_samples
-        if not samples:
-            return
-        entries = []
-        for i, (layer, (w, b)) in enumerate(zip(self.layers, weights, strict=True)):
+    def _weight_metrics(self) -> tuple[dict[str, dict[str, float]], list[LayerSample]]:
+        """Every layer's weight metrics and its snapshot entry, one layer's tensors at a time."""
+        metrics: dict[str, dict[str, float]] = {}
+        samples: list[LayerSample] = []
+        for i, layer in enumerate(self.layers):
+            w, b = layer_weights(layer)
+            metrics[layer.name] = weight_metrics(w, b)
             if layer.name not in self._positions:
-                self._positions[layer.name] = sample_positions(w.size, samples,
-                                                               self.config.seed, i)
-            entries.append(layer_sample(layer.name, w, b, self._positions[layer.name],
-                                        metrics[layer.name] if metrics else
-                                        weight_metrics(w, b)))
+                self._positions[layer.name] = sample_positions(
+                    w.size, self.config.weight_samples, self.config.seed, i)
+            samples.append(layer_sample(layer.name, w, b, self._positions[layer.name],
+                                        metrics[layer.name]))
+        return metrics, samples
+
+    def _write_snapshot(self, epoch: int, samples: list[LayerSample]) -> None:
+        """``weights/epoch-NNNN.npz``: every layer's metrics and sampled (W_ij, B_ji) pairs."""
         folder = f"{self.out_dir}/{SNAPSHOT_DIR}"
         tf.io.gfile.makedirs(folder)
-        with tf.io.gfile.GFile(f"{folder}/{snapshot_name(epoch)}", "wb") as f:
-            f.write(pack_snapshot(epoch, int(self.step), entries))
+        write_bytes_atomic(f"{folder}/{snapshot_name(epoch)}",
+                           pack_snapshot(epoch, int(self.step), samples))
 
     def _result(self, record: dict[str, Any], diverged: bool, interrupted: bool) -> TrainResult:
         diverged = diverged or bool(record.get("diverged"))

@@ -8,14 +8,20 @@ per asymmetric layer, the same ``weight_samples`` flat positions of W and of B i
 next), plus the angle and ‖B‖_F/‖W‖_F computed on the full tensors. A ResNet-18 snapshot with
 4,096 pairs per layer is ~0.7 MB.
 
-This module is NumPy only (the report reads snapshots without TensorFlow); remote paths
-(gs://) are read through ``tf.io.gfile``, imported only then.
+With ``weight_samples`` 0 a snapshot keeps only the per-layer metrics (the initial angle and
+norm ratio of Fig. S4), no pairs.
+
+A neutral module, NumPy only, shared by the trainer that writes snapshots and the analysis that
+reads them (which must not import TensorFlow); remote paths (gs://) go through ``tf.io.gfile``,
+imported only then. Files are written to a temporary name and renamed, so a report reading a
+running trial never sees half a file.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -85,7 +91,7 @@ def unpack_snapshot(data: bytes, source: str = "snapshot") -> Snapshot:
                                   float(z["angle_deg"][i]), float(z["norm_ratio"][i]))
                 for i, name in enumerate(names)}
             return Snapshot(int(z["epoch"]), int(z["step"]), layers)
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{source} is not a weight snapshot: {err}") from None
 
 
@@ -109,14 +115,34 @@ def list_snapshots(run_dir: str) -> dict[int, str]:
 
 
 def read_bytes(path: str) -> bytes:
-    """A file's bytes, local or remote."""
+    """A file's bytes, local or remote; FileNotFoundError if it is not there, ValueError if it
+    cannot be read."""
     if _is_remote(path):
         import tensorflow as tf
 
-        with tf.io.gfile.GFile(path, "rb") as f:
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                return f.read()
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(path) from None
+        except tf.errors.OpError as err:
+            raise ValueError(f"cannot read {path}: {err.message}") from None
+    try:
+        with open(path, "rb") as f:
             return f.read()
-    with open(path, "rb") as f:
-        return f.read()
+    except (IsADirectoryError, PermissionError) as err:
+        raise ValueError(f"cannot read {path}: {err.strerror}") from None
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (local or remote) under a temporary name, then rename it, so
+    a reader sees the old file or the new one, never a part."""
+    import tensorflow as tf
+
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def read_snapshot(path: str) -> Snapshot:
