@@ -70,6 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lease", type=float, default=60.0, help="worker lease in seconds")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between controller rounds")
     p.add_argument("--show-space", action="store_true", help="print the space and exit")
+    ray = p.add_argument_group("Ray Tune engine (--engine ray; pip install 'localrules[ray]')")
+    ray.add_argument("--engine", choices=("store", "ray"), default="store",
+                     help="store: the controller queues trials for workers (default); ray: Ray "
+                          "Tune runs them (docs/ray.md)")
+    ray.add_argument("--ray-address", help="auto, HOST:PORT or ray://HOST:PORT of a Ray cluster "
+                                           "(default: start a local Ray instance)")
+    ray.add_argument("--resources-per-trial", default="cpu=1",
+                     help="e.g. cpu=2,gpu=1 or cpu=8,TPU=4 (default cpu=1)")
+    ray.add_argument("--max-failures", type=int, default=2,
+                     help="retries of a failed trial from its last checkpoint (default 2)")
+    ray.add_argument("--scheduler", choices=("none", "asha"), default="none",
+                     help="asha: stop clearly bad trials early on the objective")
     p.set_defaults(handler=run)
 
 
@@ -96,6 +108,7 @@ def search_settings(args: argparse.Namespace, stored: Mapping[str, Any] | None):
     tpe = {"n_startup_jobs": args.startup_trials, "gamma": args.gamma,
            "n_ei_candidates": args.ei_candidates}
     base.update({k: v for k, v in given.items() if v is not None})
+    base["engine"] = args.engine
     base["tpe"] = {**base.get("tpe", {}), **{k: v for k, v in tpe.items() if v is not None}}
     return SearchSettings.from_dict(base)
 
@@ -141,7 +154,21 @@ def build_inputs(args: argparse.Namespace):
                             data_dir=args.data_dir)
     space = None if _missing_file(args.space) else load_space(args.space, budget)
     search_settings(args, None)  # the flags' values are checked before anything is opened
+    if args.engine == "ray":
+        ray_options(args)
     return space, budget
+
+
+def ray_options(args: argparse.Namespace):
+    """The Ray engine's options from the flags (ValueError, or a hint to install Ray)."""
+    from localrules.raytune import require_ray
+    from localrules.raytune.engine import RayOptions, parse_resources
+
+    require_ray()
+    storage = args.artifacts if "://" in args.artifacts else str(Path(args.artifacts).resolve())
+    return RayOptions(storage=storage, address=args.ray_address,
+                      resources=parse_resources(args.resources_per_trial),
+                      max_failures=args.max_failures, scheduler=args.scheduler)
 
 
 def leaderboard(trials: list, limit: int = 10) -> str:
@@ -226,13 +253,17 @@ def run(args: argparse.Namespace) -> int:
         experiment = existing or store.create_experiment(
             new_experiment(args.experiment, space, settings))
         check_same_search(experiment, space, store.url)  # another process may have created it
-        controller = Controller(store, experiment, space, settings)
-        controller.acquire_lock()  # before anything of a running search is touched
+        controller = None
+        if settings.engine == "store":
+            controller = Controller(store, experiment, space, settings)
+            controller.acquire_lock()  # before anything of a running search is touched
         update = settings_update(experiment, settings)
         if update:
             store.update_settings(experiment.name, update)
         log.info("%s experiment %r in %s: %s", "resuming" if existing else "starting",
                  experiment.name, redact(store.url), space.describe_budget())
+        if controller is None:
+            return _run_on_ray(args, store, experiment, space, settings)
         controller.step()
         artifacts = args.artifacts if "://" in args.artifacts \
             else str(Path(args.artifacts).resolve())
@@ -276,4 +307,20 @@ def run(args: argparse.Namespace) -> int:
     print(leaderboard(trials))
     if status.best is not None:
         print("best trial", status.best.trial_id, "params:", json.dumps(dict(status.best.params)))
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings) -> int:
+    """The search on Ray Tune (new or restored), then the same summary as the store engine."""
+    from localrules.raytune.engine import run_ray_search
+    from localrules.store.documents import state_counts
+
+    run_ray_search(args.db, experiment, space, settings, ray_options(args))
+    trials = store.trials(experiment.name)
+    counts = state_counts(trials)
+    stopped = sum(bool((t.result or {}).get("stopped_early")) for t in trials)
+    print(f"experiment {experiment.name} (Ray): {counts['done']} done ({stopped} stopped "
+          f"early), {counts['failed']} failed of {settings.max_trials}; space {space.name}; "
+          f"{space.describe_budget()}")
+    print(leaderboard(trials))
     return 0

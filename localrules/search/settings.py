@@ -36,6 +36,9 @@ class TpeSettings:
             raise ValueError(f"tpe prior_weight must be > 0, got {self.prior_weight}")
 
 
+ENGINES = ("store", "ray")
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     max_trials: int = 20
@@ -46,8 +49,13 @@ class SearchSettings:
     tpe: TpeSettings = field(default_factory=TpeSettings)
     objective: str = "top1"
     """Validation top-1 at the final epoch, maximised; a diverged trial scores chance level."""
+    engine: str = "store"
+    """What runs the trials: ``store`` (the controller queues them in the database for
+    workers) or ``ray`` (Ray Tune schedules them; ``localrules.raytune``)."""
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         check_int("max_trials", self.max_trials, minimum=1)
         check_int("concurrency", self.concurrency, minimum=1)
         check_int("seed", self.seed, minimum=0)
@@ -63,9 +71,10 @@ class SearchSettings:
         return dataclasses.asdict(self)
 
 
-FIXED = ("objective",)
+FIXED = ("objective", "engine")
 """Settings a resumed search may not change. The rest (budget of trials, concurrency, seed, TPE
-knobs) may: the history is rebuilt from the store whatever produced it."""
+knobs) may for the store engine: the history is rebuilt from the store whatever produced it
+(Ray's restored Tuner keeps its own, so a Ray search resumes with its stored settings)."""
 
 
 def new_experiment(name: str, space: Space, settings: SearchSettings) -> Experiment:
@@ -97,13 +106,21 @@ def check_same_search(existing: Experiment, space: Space, url: str) -> None:
 
 def settings_update(existing: Experiment, settings: SearchSettings) -> dict[str, Any]:
     """The settings a resume changes (ValueError if it changes a FIXED one)."""
-    old, new = dict(existing.settings), settings.to_dict()
+    defaults = SearchSettings().to_dict()  # settings stored before a field existed
+    old = {**defaults, **dict(existing.settings)}
+    new = settings.to_dict()
     changed = [k for k in FIXED if old.get(k) != new[k]]
     if changed:
         raise ValueError(f"experiment {existing.name!r} was created with "
                          + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
                          + "; this cannot change when a search resumes")
-    return {k: v for k, v in new.items() if old.get(k) != v}
+    update = {k: v for k, v in new.items() if old.get(k) != v}
+    if update and new["engine"] == "ray":
+        raise ValueError(f"experiment {existing.name!r} runs on Ray, which resumes with the "
+                         "settings it started with; drop "
+                         + ", ".join(f"{k}={v!r}" for k, v in update.items())
+                         + " or choose a new --experiment name")
+    return update
 
 
 def open_experiment(store: TrialStore, name: str, space: Space,

@@ -2,6 +2,8 @@
 
 The objective is validation top-1 at the final epoch. A diverged run (NaN/Inf) scores chance
 level (1 / number of classes), so TPE learns that the region is bad instead of forgetting it.
+Every epoch's record carries the objective so far (the latest validated top-1, chance before
+the first validation or after a divergence), which early stopping compares across trials.
 Checkpoints live in the trial's artifact directory; a requeued trial resumes from them.
 """
 
@@ -55,9 +57,20 @@ def train_trial(config: TrialConfig, out_dir: str,
         write_config(config, out_dir)
     elif trainer.restore():
         log.info("resumed from the checkpoint in %s at step %d", out_dir, int(trainer.step))
+    chance = 1.0 / trainer.dataset.info.num_classes
+    report = None
+    if on_epoch is not None:
+        latest: dict[str, float] = {}
+
+        def report(record: dict[str, Any]) -> None:
+            if record.get("top1") is not None:
+                latest["top1"] = record["top1"]
+            unscored = bool(record.get("diverged")) or "top1" not in latest
+            on_epoch({**record, "objective": chance if unscored else latest["top1"],
+                      "chance": chance})
+
     try:
-        outcome = trainer.fit(on_epoch=on_epoch, should_stop=should_stop, may_write=may_write)
-        chance = 1.0 / trainer.dataset.info.num_classes
+        outcome = trainer.fit(on_epoch=report, should_stop=should_stop, may_write=may_write)
     finally:
         del trainer
         keras.backend.clear_session()

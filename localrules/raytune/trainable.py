@@ -1,0 +1,92 @@
+"""The Ray Tune trainable: one localrules trial, trained by the same trainer as a worker's.
+
+Each epoch is reported to Tune with its metrics (``objective`` is the latest validated top-1,
+chance before a validation or after a divergence — what ASHA and TPE compare) and a checkpoint
+through Ray's checkpoint API: the run's files as ``localrules train`` lays them out (config,
+history, the latest TensorFlow checkpoint, weight snapshots). Ray persists it to the
+experiment's storage. When Ray retries a failed trial (``FailureConfig``) or restores a stopped
+experiment, the trainable copies the latest checkpoint back into a fresh run directory and the
+trainer resumes from it, mid-search and on any node.
+
+The run directory itself is scratch space on the node; what outlives the trial is in Ray's
+storage (``--artifacts``), whose latest checkpoint the store callback records as the trial's
+``run_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from localrules.raytune.searcher import META
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.json", "history.jsonl")
+RUN_DIRS = ("weights",)
+
+
+def stage_checkpoint(run_dir: Path, stage: Path) -> None:
+    """Copy what resuming and the reports need into ``stage``: the config, the history, the
+    weight snapshots, and only the latest TensorFlow checkpoint (its index and shard files)."""
+    import tensorflow as tf
+
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, stage / name)
+    for name in RUN_DIRS:
+        if (run_dir / name).is_dir():
+            shutil.copytree(run_dir / name, stage / name)
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if latest is None:
+        return
+    (stage / "checkpoints").mkdir()
+    prefix = Path(latest).name
+    for path in (run_dir / "checkpoints").iterdir():
+        if path.name == "checkpoint" or path.name.startswith(prefix + "."):
+            shutil.copy2(path, stage / "checkpoints" / path.name)
+
+
+def scalar_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The numbers (and the divergence flag) of an epoch record, JSON-safe, for Tune."""
+    from localrules.worker.trial_runner import json_safe
+
+    return json_safe({k: v for k, v in record.items()
+                      if isinstance(v, (int, float)) or k == "diverged"})
+
+
+def train_ray_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable (see the module docstring)."""
+    from ray import tune
+
+    from localrules.worker.trial_runner import train_trial, validate_config
+
+    meta = config[META]
+    trial_config = validate_config(meta["config"])
+    run_dir = Path(tempfile.mkdtemp(prefix=f"localrules-{meta['experiment']}-"
+                                           f"{meta['trial_id']:05d}-"))
+    resumed_from = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as saved:
+            shutil.copytree(saved, run_dir, dirs_exist_ok=True)
+        history = (run_dir / "history.jsonl").read_text().splitlines()
+        resumed_from = len([line for line in history if line.strip()])
+        log.info("trial %d resumes after epoch %d from Ray's checkpoint", meta["trial_id"],
+                 resumed_from)
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        metrics = {**scalar_metrics(record), "epochs": trial_config.run.epochs,
+                   "resumed_from_epoch": resumed_from}
+        with tempfile.TemporaryDirectory() as stage:
+            stage_checkpoint(run_dir, Path(stage))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(stage))
+
+    try:
+        # Ray runs a function trainable in a thread: no signal handler; Ray stops the actor.
+        train_trial(trial_config, str(run_dir), on_epoch=on_epoch, should_stop=lambda: False)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,202 @@
+"""The Ray Tune engine on a local Ray instance: searches land in the store like the default
+engine's, a failing trial is retried from its checkpoint, ASHA stops a hopeless trial, a rerun
+restores the experiment, and bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from localrules.cli.main import main
+from localrules.store import open_store
+
+ray = pytest.importorskip("ray", reason="the Ray engine's tests need the ray extra")
+
+TESTS = Path(__file__).parent
+RESULT_FIELDS = {"objective", "top1", "top5", "eval_loss", "diverged", "epochs", "chance",
+                 "seconds", "code_version", "run_dir"}
+ASHA_SPACE = """\
+name: lr-good-bad
+description: a good and a hopeless learning rate, for early stopping
+base: bp
+fixed:                      # 45 steps an epoch at a constant rate: epoch 1 already tells
+  run.batch_size: 32
+  run.warmup_epochs: 0
+  run.drop_epochs: []
+  run.lr_reference_batch: null
+parameters:
+  run.task_lr: {choice: [0.1, 1.0e-7]}
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One local Ray instance (2 CPUs) for the module, whose workers can import this test
+    module; yields the folder where injected failures leave their markers (Ray's workers see
+    the environment of ``ray.init``, not later changes)."""
+    markers = tmp_path_factory.mktemp("markers")
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                       "LOCALRULES_TEST_MARKERS": str(markers)}})
+    yield markers
+    ray.shutdown()
+
+
+def search(db: str, artifacts: Path, experiment: str, *extra: str) -> int:
+    return main(["search", "--engine", "ray", "--space", "wm", "--experiment", experiment,
+                 "--db", db, "--artifacts", str(artifacts), "--dataset", "digits", "--width",
+                 "4", "--epochs", "2", *extra])
+
+
+def test_a_ray_search_fills_the_store_like_the_default_engine(local_ray, mongodb_database_url,
+                                                              tmp_path, capsys):
+    from localrules.spaces import Budget, space_from_source
+
+    db = mongodb_database_url
+    assert search(db, tmp_path / "ray", "r", "--max-trials", "3", "--concurrency", "2",
+                  "--startup-trials", "2") == 0
+    assert "experiment r (Ray): 3 done (0 stopped early), 0 failed of 3" in capsys.readouterr().out
+    with open_store(db, create=False) as store:
+        experiment = store.require_experiment("r")
+        trials = store.trials("r")
+    space = space_from_source(experiment.space_source, Budget.from_dict(experiment.budget))
+    assert experiment.settings["engine"] == "ray"
+    assert [t.trial_id for t in trials] == [0, 1, 2]
+    for t in trials:
+        assert t.state == "done" and t.attempt == 1 and t.worker.startswith("ray:")
+        assert set(t.result) >= RESULT_FIELDS and t.result["engine"] == "ray"
+        assert t.result["epochs"] == 2 and not t.result["stopped_early"]
+        assert t.result["objective"] == t.result["top1"] and 0 <= t.result["objective"] <= 1
+        # The same documents as the store-queue engine: params, config and hyperopt misc agree.
+        assert space.check_params(t.params) == t.params
+        assert t.config == space.config(t.params, seed=t.config["seed"]).to_dict()
+        assert space.params_from_vals(t.misc["vals"]) == t.params
+        assert {"epoch", "epochs", "metrics", "run_dir"} <= set(t.progress)
+        assert t.progress["metrics"]["objective"] == t.result["objective"]
+        run_dir = Path(t.result["run_dir"])
+        assert run_dir.parent == tmp_path / "ray" / "r" / f"trial-{t.trial_id:05d}"
+        assert (run_dir / "history.jsonl").is_file() and (run_dir / "weights").is_dir()
+        assert t.started_at and t.finished_at
+    assert [t.misc["startup"] for t in trials] == [True, True, False]
+
+    # Every reader works unchanged: trials, the reports, the weights of a trial.
+    assert main(["trials", "--experiment", "r", "--db", db, "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(["report", "progress", "--experiment", "r", "--db", db]) == 0
+    assert main(["report", "weights", "--experiment", "r", "--trial", "1", "--db", db,
+                 "--out", str(tmp_path / "w")]) == 0
+    assert (tmp_path / "w" / "weight_metrics.png").is_file()
+
+    # Running it again restores the finished Ray experiment: nothing new is trained.
+    assert search(db, tmp_path / "ray", "r") == 0
+    with open_store(db, create=False) as store:
+        assert len(store.trials("r")) == 3
+    # A Ray experiment keeps its engine and its settings.
+    capsys.readouterr()
+    assert main(["search", "--space", "wm", "--experiment", "r", "--db", db, "--dataset",
+                 "digits", "--width", "4", "--epochs", "2", "--workers", "0"]) == 2
+    assert "was created with engine='ray'" in capsys.readouterr().err
+    assert search(db, tmp_path / "ray", "r", "--max-trials", "5") == 2
+    assert "runs on Ray, which resumes with the settings it started with" in \
+        capsys.readouterr().err
+
+
+def fail_once_after_first_epoch(config: dict) -> None:
+    """The real trainable, with one injected failure right after epoch 1's checkpoint."""
+    from ray import tune
+
+    from localrules.raytune.trainable import train_ray_trial
+
+    marker = Path(os.environ["LOCALRULES_TEST_MARKERS"]) / str(config["localrules"]["trial_id"])
+    real = tune.report
+
+    def report(metrics, checkpoint=None):
+        real(metrics, checkpoint=checkpoint)
+        if metrics["epoch"] == 1 and not marker.exists():
+            marker.touch()
+            raise RuntimeError("injected failure after epoch 1")
+
+    tune.report = report
+    try:
+        train_ray_trial(config)
+    finally:
+        tune.report = real
+
+
+def _api_search(db: str, tmp_path: Path, name: str, space_spec: str, *, epochs: int,
+                trials: int, scheduler: str = "none", seed: int = 0, trainable=None,
+                max_failures: int = 1):
+    from localrules.raytune.engine import RayOptions, run_ray_search
+    from localrules.search import SearchSettings, TpeSettings, open_experiment
+    from localrules.spaces import default_budget, load_space
+
+    space = load_space(space_spec, default_budget("digits", width=4, epochs=epochs))
+    settings = SearchSettings(max_trials=trials, concurrency=1, seed=seed, engine="ray",
+                              tpe=TpeSettings(n_startup_jobs=trials))
+    with open_store(db) as store:
+        experiment = open_experiment(store, name, space, settings)
+    options = RayOptions(storage=str(tmp_path / "ray"), max_failures=max_failures,
+                         scheduler=scheduler)
+    run_ray_search(db, experiment, space, settings, options, trainable=trainable)
+    with open_store(db, create=False) as store:
+        return store.trials(name)
+
+
+def test_a_failed_trial_is_retried_from_its_checkpoint(local_ray, tmp_path):
+    markers = local_ray
+    (trial,) = _api_search(f"sqlite:///{tmp_path}/f.db", tmp_path, "flaky", "wm", epochs=2,
+                           trials=1, trainable=fail_once_after_first_epoch)
+    assert (markers / "0").exists()  # it did fail once
+    assert trial.state == "done" and trial.result["epochs"] == 2
+    assert trial.progress["retries"] == 1
+    assert trial.progress["metrics"]["resumed_from_epoch"] == 1  # not from scratch
+    history = Path(trial.result["run_dir"], "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2]
+
+
+def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path):
+    spec = tmp_path / "lr.yaml"
+    spec.write_text(ASHA_SPACE)
+    # Seed 0 suggests the good rate, then the hopeless one, then the good one again.
+    trials = _api_search(f"sqlite:///{tmp_path}/a.db", tmp_path, "asha", str(spec), epochs=2,
+                         trials=3, scheduler="asha")
+    first, hopeless = trials[0], trials[1]
+    assert first.params["run.task_lr"] == 0.1 and hopeless.params["run.task_lr"] == 1e-7
+    assert first.result["epochs"] == 2 and not first.result["stopped_early"]
+    assert hopeless.state == "done" and hopeless.result["stopped_early"]
+    assert hopeless.result["epochs"] == 1
+    assert hopeless.result["objective"] < first.result["objective"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--resources-per-trial", "cpu=two"], "--resources-per-trial: cpu='two' is not a number"),
+    (["--resources-per-trial", "gpu"], "'gpu' is not NAME=AMOUNT"),
+    (["--resources-per-trial", "TPU=0"], "TPU must be > 0"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0"),
+])
+def test_ray_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
+    db = tmp_path / "x.db"
+    assert search(f"sqlite:///{db}", tmp_path / "ray", "x", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not db.exists() and not (tmp_path / "ray").exists()
+
+
+def test_a_missing_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    assert search(f"sqlite:///{tmp_path}/y.db", tmp_path / "ray", "y") == 2
+    assert "pip install 'localrules[ray]'" in capsys.readouterr().err
+
+
+def test_resources_parse_to_rays_form():
+    from localrules.raytune.engine import parse_resources
+
+    assert parse_resources("cpu=2,gpu=1") == {"cpu": 2.0, "gpu": 1.0}
+    assert parse_resources("CPU=8, TPU=4") == {"cpu": 8.0, "TPU": 4.0}
+    with pytest.raises(ValueError, match="cpu given twice"):
+        parse_resources("cpu=1,CPU=2")
