@@ -158,6 +158,20 @@ def test_a_failed_trial_is_retried_from_its_checkpoint(local_ray, tmp_path):
     assert [json.loads(line)["epoch"] for line in history] == [1, 2]
 
 
+def always_fails(config: dict) -> None:
+    raise RuntimeError(f"boom in trial {config['localrules']['trial_id']}")
+
+
+def test_a_trial_out_of_retries_is_failed_with_rays_error(local_ray, tmp_path, capsys):
+    db = f"sqlite:///{tmp_path}/e.db"
+    (trial,) = _api_search(db, tmp_path, "broken", "wm", epochs=1, trials=1,
+                           trainable=always_fails, max_failures=1)
+    assert trial.state == "failed" and "boom in trial 0" in trial.error
+    assert trial.progress["retries"] == 1 and trial.finished_at
+    assert main(["trials", "--experiment", "broken", "--db", db]) == 0
+    assert "failed" in capsys.readouterr().out
+
+
 def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path):
     spec = tmp_path / "lr.yaml"
     spec.write_text(ASHA_SPACE)

@@ -16,6 +16,8 @@ Pickled with the Tuner (for ``Tuner.restore``): the store is reopened from its U
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -36,6 +38,16 @@ def checkpoint_location(checkpoint) -> str | None:
     if kind == "local":
         return checkpoint.path
     return f"{'gs' if kind == 'gcs' else kind}://{checkpoint.path}"
+
+
+def error_text(trial) -> str:
+    """The trial's latest failure as Ray recorded it: the driver's copy of the error file (the
+    one in storage is synced later), else Ray's own reading, else a note."""
+    path = trial.error_file
+    if path and os.path.exists(path):
+        text = Path(path).read_text(errors="replace")
+        return text[text.rfind("Failure #"):].strip() if "Failure #" in text else text.strip()
+    return str(trial.get_error() or "no error recorded by Ray")
 
 
 class StoreCallback(Callback):
@@ -119,8 +131,7 @@ class StoreCallback(Callback):
         self.store.complete(self.experiment, self._id(trial), 1, result)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        error = trial.get_error()
-        text = f"Ray trial {trial.trial_id} failed after its retries: {error}"
+        text = f"Ray trial {trial.trial_id} failed after its retries: {error_text(trial)}"
         self.store.fail(self.experiment, self._id(trial), 1, text[-4000:])
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
