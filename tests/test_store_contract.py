@@ -546,6 +546,16 @@ def test_requeue_expired_uses_the_current_time_by_default(store, exp):
     assert one(store, exp, live.trial_id).state == RUNNING
 
 
+def test_a_running_trial_without_a_lease_is_never_requeued_or_reserved(store, exp):
+    """How the Ray engine stores its trials: running, attempt 1, no lease (Ray owns them)."""
+    (trial,) = add_trials(store, exp, 1, state=RUNNING, attempt=1, worker="ray:abc")
+    assert store.requeue_expired(max_attempts=1, now=1e12) == []
+    assert store.reserve("w", LEASE) is None
+    store.report_progress(exp, trial.trial_id, 1, {"epoch": 1})
+    store.complete(exp, trial.trial_id, 1, {"objective": 0.5})
+    assert one(store, exp, trial.trial_id).state == DONE
+
+
 # --- cancelling ---------------------------------------------------------------------------
 def test_cancel_all(store, exp):
     store.create_experiment(experiment_doc("other"))

@@ -109,6 +109,7 @@ def search_settings(args: argparse.Namespace, stored: Mapping[str, Any] | None):
            "n_ei_candidates": args.ei_candidates}
     base.update({k: v for k, v in given.items() if v is not None})
     base["engine"] = args.engine
+    base["ray"] = ray_options(args).settings() if args.engine == "ray" else {}
     base["tpe"] = {**base.get("tpe", {}), **{k: v for k, v in tpe.items() if v is not None}}
     return SearchSettings.from_dict(base)
 
@@ -153,22 +154,26 @@ def build_inputs(args: argparse.Namespace):
                             epochs=args.epochs, batch_divisor=args.batch_divisor,
                             data_dir=args.data_dir)
     space = None if _missing_file(args.space) else load_space(args.space, budget)
-    search_settings(args, None)  # the flags' values are checked before anything is opened
     if args.engine == "ray":
-        ray_options(args)
+        from localrules.raytune import require_ray
+
+        require_ray()
+    search_settings(args, None)  # the flags' values are checked before anything is opened
     return space, budget
 
 
-def ray_options(args: argparse.Namespace):
-    """The Ray engine's options from the flags (ValueError, or a hint to install Ray)."""
-    from localrules.raytune import require_ray
-    from localrules.raytune.engine import RayOptions, parse_resources
+def artifacts_location(args: argparse.Namespace) -> str:
+    """``--artifacts`` as an absolute path, or the URI it is."""
+    return args.artifacts if "://" in args.artifacts else str(Path(args.artifacts).resolve())
 
-    require_ray()
-    storage = args.artifacts if "://" in args.artifacts else str(Path(args.artifacts).resolve())
-    return RayOptions(storage=storage, address=args.ray_address,
-                      resources=parse_resources(args.resources_per_trial),
-                      max_failures=args.max_failures, scheduler=args.scheduler)
+
+def ray_options(args: argparse.Namespace):
+    """The Ray engine's options from the flags (ValueError naming a bad one)."""
+    from localrules.raytune.engine import RayOptions
+
+    return RayOptions(storage=artifacts_location(args), address=args.ray_address,
+                      resources=args.resources_per_trial, max_failures=args.max_failures,
+                      scheduler=args.scheduler)
 
 
 def leaderboard(trials: list, limit: int = 10) -> str:
@@ -233,7 +238,15 @@ def run(args: argparse.Namespace) -> int:
     if args.show_space:
         print(space.describe())
         return 0
+    if args.engine == "ray":
+        from localrules.raytune.engine import ray_session
 
+        with ray_session(ray_options(args)):  # reached and checked before anything is written
+            return _search(args, space)
+    return _search(args, space)
+
+
+def _search(args: argparse.Namespace, space) -> int:
     from localrules.search import Controller
     from localrules.search.settings import check_same_search, new_experiment, settings_update
     from localrules.store import open_store
@@ -253,21 +266,24 @@ def run(args: argparse.Namespace) -> int:
         experiment = existing or store.create_experiment(
             new_experiment(args.experiment, space, settings))
         check_same_search(experiment, space, store.url)  # another process may have created it
-        controller = None
-        if settings.engine == "store":
-            controller = Controller(store, experiment, space, settings)
-            controller.acquire_lock()  # before anything of a running search is touched
-        update = settings_update(experiment, settings)
+        controller = Controller(store, experiment, space, settings)
+        controller.acquire_lock()  # before anything of a running search is touched
+        try:
+            update = settings_update(experiment, settings)
+        except ValueError:
+            store.release_lock(controller.lock_name, controller.owner)
+            raise
         if update:
             store.update_settings(experiment.name, update)
         log.info("%s experiment %r in %s: %s", "resuming" if existing else "starting",
                  experiment.name, redact(store.url), space.describe_budget())
-        if controller is None:
-            return _run_on_ray(args, store, experiment, space, settings)
+        if settings.engine == "ray":
+            try:
+                return _run_on_ray(args, store, experiment, space, settings, controller)
+            finally:
+                store.release_lock(controller.lock_name, controller.owner)
         controller.step()
-        artifacts = args.artifacts if "://" in args.artifacts \
-            else str(Path(args.artifacts).resolve())
-        spec = LocalWorkerSpec(url=args.db, artifacts=artifacts,
+        spec = LocalWorkerSpec(url=args.db, artifacts=artifacts_location(args),
                                experiments=(experiment.name,), lease_seconds=args.lease,
                                threads=threads_per_worker(args.workers),
                                log_level=logging.getLogger().level)
@@ -310,14 +326,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings) -> int:
-    """The search on Ray Tune (new or restored), then the same summary as the store engine."""
+def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings,
+                controller) -> int:
+    """The search on Ray Tune (new or restored), then the same summary as the store engine;
+    exit 130 when Tune stopped before every trial finished (Ctrl-C), to be resumed."""
     from localrules.raytune.engine import run_ray_search
+    from localrules.store import FINISHED
     from localrules.store.documents import state_counts
 
-    run_ray_search(args.db, experiment, space, settings, ray_options(args))
+    run_ray_search(args.db, experiment, space, settings, ray_options(args),
+                   lock=(controller.lock_name, controller.owner, controller.lock_seconds))
     trials = store.trials(experiment.name)
     counts = state_counts(trials)
+    if sum(counts[s] for s in FINISHED) < settings.max_trials:
+        print(f"search stopped before its {settings.max_trials} trials finished; run the same "
+              f"command to resume experiment {experiment.name!r}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     stopped = sum(bool((t.result or {}).get("stopped_early")) for t in trials)
     print(f"experiment {experiment.name} (Ray): {counts['done']} done ({stopped} stopped "
           f"early), {counts['failed']} failed of {settings.max_trials}; space {space.name}; "

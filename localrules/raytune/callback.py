@@ -3,31 +3,43 @@
 Runs in the Tune driver, the only process that needs the database (a cluster's nodes do not).
 A trial is stored when Ray starts it: state ``running``, attempt 1, worker ``ray:<Ray trial
 id>``, no lease (a store controller's lease sweep must not requeue it: Ray, not a store worker,
-owns it). Each reported epoch becomes the trial's progress (the same document a worker writes,
-with the latest persisted checkpoint as ``run_dir``); the end becomes ``complete`` (finished or
-stopped early by ASHA) or ``fail`` (out of retries). A retry Ray makes from a checkpoint is
-counted in the progress (``retries``). Results carry the default engine's fields (objective,
-top1, top5, eval_loss, diverged, epochs, chance, seconds, code_version, run_dir) plus
-``engine: "ray"``, the Ray trial id and ``stopped_early``.
+owns it). Each epoch's checkpoint, once Ray has persisted it, becomes the trial's progress (the
+same document a worker writes, with that checkpoint as ``run_dir``); the end becomes
+``complete`` (finished, or stopped early by ASHA: ``stopped_early``) or ``fail`` (out of
+retries). A retry Ray makes from a checkpoint is counted in the progress (``retries``). Results
+carry the default engine's fields plus ``engine: "ray"`` and the Ray trial id.
 
-Pickled with the Tuner (for ``Tuner.restore``): the store is reopened from its URL.
+A database that is briefly away must not stop Ray's trials: a write that fails is logged and
+the next event writes the state again (progress is rewritten whole each epoch; a missing trial
+document is inserted by whichever event comes first). Writes to a trial the store already holds
+as finished are skipped, so a restored experiment never fights its own records. While the search
+runs, the callback renews the experiment's controller lock (taken by the command before Tune
+starts, released by it after), which keeps a second driver or a store-queue controller off the
+experiment.
+
+Pickled with the Tuner (for ``Tuner.restore``) without the database URL or the lock: the driver
+hands both over in the process environment (``STORE_URL_ENV``, ``LOCK_ENV``), so no password
+lands in the experiment's storage, and a resumed run uses the database and lock of the command
+that resumed it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from localrules.raytune.searcher import META
+from localrules.raytune.searcher import LOCK_ENV, META, driver_setting, store_url
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("objective", "top1", "top5", "eval_loss", "chance")
+RESULT_KEYS = ("objective", "top1", "top5", "eval_loss", "chance", "steps", "weight_angle_deg")
 RAY_RETRIES = "retries"
+LOCK_RENEW_SECONDS = 10.0
 
 
 def checkpoint_location(checkpoint) -> str | None:
@@ -41,98 +53,177 @@ def checkpoint_location(checkpoint) -> str | None:
 
 
 def error_text(trial) -> str:
-    """The trial's latest failure as Ray recorded it: the driver's copy of the error file (the
-    one in storage is synced later), else Ray's own reading, else a note."""
+    """The trial's latest failure as Ray recorded it, its last line (the exception) first: the
+    driver's copy of the error file (the one in storage is synced later), else Ray's reading."""
     path = trial.error_file
     if path and os.path.exists(path):
         text = Path(path).read_text(errors="replace")
-        return text[text.rfind("Failure #"):].strip() if "Failure #" in text else text.strip()
-    return str(trial.get_error() or "no error recorded by Ray")
+        text = text[text.rfind("Failure #"):].strip() if "Failure #" in text else text.strip()
+    else:
+        text = str(trial.get_error() or "no error recorded by Ray")
+    lines = [line for line in text.splitlines() if line.strip()]
+    return f"{lines[-1] if lines else text}\n\n{text}"
 
 
 class StoreCallback(Callback):
-    """Writes every Ray trial of one experiment into the store at ``url``."""
+    """Writes every Ray trial of one experiment into the store; holds the experiment's lock."""
 
-    def __init__(self, url: str, experiment: str) -> None:
-        self.url = url
+    def __init__(self, experiment: str) -> None:
         self.experiment = experiment
         self._store = None
+        self._renewed = 0.0
+        self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
+        return {**self.__dict__, "_store": None, "_renewed": 0.0, "_reconciled": False}
 
     @property
     def store(self):
         if self._store is None:
             from localrules.store import open_store
 
-            self._store = open_store(self.url, create=False)
+            self._store = open_store(store_url(), create=False)
         return self._store
 
     @staticmethod
     def _id(trial) -> int:
         return int(trial.config[META]["trial_id"])
 
-    def _progress(self, trial, result: dict[str, Any], retries: int) -> dict[str, Any]:
+    def _write(self, what: str, trial, write) -> None:
+        """One store write for a trial; a database error is logged, never raised into Ray."""
+        from localrules.store import StoreError
+
+        try:
+            write()
+        except StoreError as err:
+            log.warning("trial %d (Ray %s): %s not recorded: %s", self._id(trial),
+                        trial.trial_id, what, err)
+
+    def _ensure(self, trial):
+        """The trial's store document, inserted if missing; None if it is finished already."""
+        from localrules.store import FINISHED, RUNNING, Trial
+        from localrules.store.documents import now
+
+        meta = trial.config[META]
+        stored = self.store.get_trial(self.experiment, meta["trial_id"])
+        if stored is None:
+            stored = Trial(experiment=self.experiment, trial_id=meta["trial_id"],
+                           config=meta["config"], params=meta["params"], misc=meta["misc"],
+                           state=RUNNING, attempt=1, worker=f"ray:{trial.trial_id}",
+                           started_at=now())
+            self.store.add_trials([stored])
+        return None if stored.state in FINISHED else stored
+
+    def _progress(self, trial, stored, checkpoint) -> None:
         from ray.tune.result import AUTO_RESULT_KEYS
 
         from localrules.worker.trial_runner import progress_document
 
+        result = dict(trial.last_result or {})
         record = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS}
         doc = progress_document(record, int(result.get("epochs") or 0),
-                                checkpoint_location(trial.checkpoint))
-        return {**doc, RAY_RETRIES: retries} if retries else doc
+                                checkpoint_location(checkpoint))
+        retries = int((stored.progress or {}).get(RAY_RETRIES, 0))
+        self.store.report_progress(self.experiment, self._id(trial), 1,
+                                   {**doc, RAY_RETRIES: retries} if retries else doc)
 
     # --- Tune's events --------------------------------------------------------------------------
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._reconciled:
+            self._reconcile(trials)
+        if time.monotonic() - self._renewed >= LOCK_RENEW_SECONDS:
+            self._renew_lock()
+
+    @staticmethod
+    def _lock() -> tuple[str, str, float]:
+        """This run's experiment lock (name, owner, seconds), from the driver."""
+        import json
+
+        name, owner, seconds = json.loads(driver_setting(LOCK_ENV))
+        return name, owner, float(seconds)
+
+    def _renew_lock(self) -> None:
+        from localrules.store import StoreError
+
+        try:
+            held = self.store.acquire_lock(*self._lock())
+        except StoreError as err:
+            log.warning("experiment lock not renewed: %s", err)
+            return
+        self._renewed = time.monotonic()
+        if not held:
+            log.error("another controller took experiment %r's lock; its writes and this "
+                      "driver's may now conflict", self.experiment)
+
+    def _reconcile(self, trials: list) -> None:
+        """Store trials a crashed driver left running that Ray does not know: failed."""
+        from localrules.store import RUNNING, StoreError
+
+        known = {t.trial_id for t in trials}
+        try:
+            for stored in self.store.trials(self.experiment, [RUNNING]):
+                ray_id = (stored.worker or "").removeprefix("ray:")
+                if stored.worker and stored.worker.startswith("ray:") and ray_id not in known:
+                    self.store.fail(self.experiment, stored.trial_id, stored.attempt,
+                                    f"Ray trial {ray_id} was lost: the driver stopped before "
+                                    "Ray recorded it in the experiment's state")
+            self._reconciled = True
+        except StoreError as err:
+            log.warning("stale Ray trials not checked yet: %s", err)
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        from localrules.store import RUNNING, Trial
-        from localrules.store.documents import now
+        self._write("its start", trial, lambda: self._ensure(trial))
 
-        meta = trial.config[META]
-        if self.store.get_trial(self.experiment, meta["trial_id"]) is not None:
-            return  # a retry, or a trial of a restored experiment
-        self.store.add_trials([Trial(
-            experiment=self.experiment, trial_id=meta["trial_id"], config=meta["config"],
-            params=meta["params"], misc=meta["misc"], state=RUNNING, attempt=1,
-            worker=f"ray:{trial.trial_id}", started_at=now())])
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint,
+                      **info: Any) -> None:
+        def write() -> None:
+            stored = self._ensure(trial)
+            if stored is not None:
+                self._progress(trial, stored, checkpoint)
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict,
-                        **info: Any) -> None:
-        stored = self.store.get_trial(self.experiment, self._id(trial))
-        retries = int((stored.progress or {}).get(RAY_RETRIES, 0)) if stored else 0
-        self.store.report_progress(self.experiment, self._id(trial), 1,
-                                   self._progress(trial, result, retries))
+        self._write("the epoch's progress", trial, write)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        stored = self.store.get_trial(self.experiment, self._id(trial))
-        progress = dict((stored.progress if stored else None) or {})
-        progress[RAY_RETRIES] = int(progress.get(RAY_RETRIES, 0)) + 1
-        log.warning("trial %d (Ray %s) failed; Ray retries it from its last checkpoint "
-                    "(retry %d)", self._id(trial), trial.trial_id, progress[RAY_RETRIES])
-        self.store.report_progress(self.experiment, self._id(trial), 1, progress)
+        def write() -> None:
+            stored = self._ensure(trial)
+            if stored is None:
+                return
+            progress = dict(stored.progress or {})
+            progress[RAY_RETRIES] = int(progress.get(RAY_RETRIES, 0)) + 1
+            log.warning("trial %d (Ray %s) failed; Ray retries it from its last checkpoint "
+                        "(retry %d)", self._id(trial), trial.trial_id, progress[RAY_RETRIES])
+            self.store.report_progress(self.experiment, self._id(trial), 1, progress)
+
+        self._write("a retry", trial, write)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         from localrules import __version__
 
         last = dict(trial.last_result or {})
-        epochs = int(last.get("epochs") or 0)
         epoch = int(last.get("epoch") or 0)
         diverged = bool(last.get("diverged"))
         result = {k: last.get(k) for k in RESULT_KEYS}
         result.update(
-            diverged=diverged, epochs=epoch, seconds=last.get("time_total_s"),
-            code_version=__version__, run_dir=checkpoint_location(trial.checkpoint),
-            engine="ray", ray_trial_id=trial.trial_id,
-            stopped_early=not diverged and epoch < epochs)
-        if result["objective"] is None:
-            self.store.fail(self.experiment, self._id(trial), 1,
-                            f"Ray trial {trial.trial_id} ended without reporting an epoch")
-            return
-        self.store.complete(self.experiment, self._id(trial), 1, result)
+            diverged=diverged, epochs=epoch, interrupted=False,
+            seconds=last.get("time_total_s"), code_version=__version__,
+            run_dir=checkpoint_location(trial.checkpoint), engine="ray",
+            ray_trial_id=trial.trial_id,
+            stopped_early=not diverged and epoch < int(last.get("epochs") or 0))
+
+        def write() -> None:
+            if self._ensure(trial) is not None:
+                self.store.complete(self.experiment, self._id(trial), 1, result)
+
+        self._write("its result", trial, write)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = f"Ray trial {trial.trial_id} failed after its retries: {error_text(trial)}"
-        self.store.fail(self.experiment, self._id(trial), 1, text[-4000:])
+
+        def write() -> None:
+            if self._ensure(trial) is not None:
+                self.store.fail(self.experiment, self._id(trial), 1, text[:4000])
+
+        self._write("its failure", trial, write)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._store is not None:

@@ -14,8 +14,11 @@ checkpoints, and the searcher continues from its saved state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +47,9 @@ def parse_resources(text: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"--resources-per-trial: {name}={amount!r} is not a number") \
                 from None
-        if not value > 0 or value != value:
-            raise ValueError(f"--resources-per-trial: {name} must be > 0, got {amount}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"--resources-per-trial: {name} must be a finite number > 0, "
+                             f"got {amount}")
         key = name.lower() if name.lower() in ("cpu", "gpu") else name
         if key in resources:
             raise ValueError(f"--resources-per-trial: {key} given twice")
@@ -55,27 +59,79 @@ def parse_resources(text: str) -> dict[str, float]:
     return resources
 
 
+def check_resources(text_or_map: str | Mapping[str, float]) -> dict[str, float]:
+    """Resources per trial from the flag's text or a stored mapping, validated."""
+    if isinstance(text_or_map, str):
+        return parse_resources(text_or_map)
+    return parse_resources(",".join(f"{k}={v}" for k, v in text_or_map.items()))
+
+
 @dataclass(frozen=True)
 class RayOptions:
-    """How to run on Ray: where, with what per trial, how many retries, which scheduler."""
+    """How to run on Ray: where, with what per trial, how many retries, which scheduler.
+    ``resources``, ``max_failures`` and ``scheduler`` are recorded with the experiment
+    (``SearchSettings.ray``) and fixed on resume; ``storage`` and ``address`` may move."""
 
     storage: str
     """Absolute path or URI (gs://…) holding the experiment's Ray state and checkpoints; on a
     cluster, storage every node reaches."""
     address: str | None = None
-    """``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; None starts a local Ray instance."""
-    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1})
+    """``auto`` or ``HOST:PORT`` of a running cluster; None starts a local Ray instance."""
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})
     max_failures: int = 2
     scheduler: str = "none"
-    num_cpus: int | None = None
-    """CPUs of a local instance (None: all)."""
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: "
                              f"{', '.join(SCHEDULERS)}")
-        if self.max_failures < 0:
-            raise ValueError(f"--max-failures must be >= 0, got {self.max_failures}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) \
+                or self.max_failures < 0:
+            raise ValueError(f"--max-failures must be an integer >= 0, got "
+                             f"{self.max_failures!r}")
+        if self.address is not None and self.address.startswith("ray://"):
+            raise ValueError("--ray-address ray://… (Ray Client) would run the search's driver "
+                             "on the head node, away from this machine's database and files; "
+                             "run the command on the cluster (ray job submit -- localrules "
+                             "search --engine ray --ray-address auto …)")
+        object.__setattr__(self, "resources", check_resources(self.resources))
+
+    def settings(self) -> dict[str, Any]:
+        """What the experiment records (``SearchSettings.ray``)."""
+        return {"resources": dict(self.resources), "max_failures": self.max_failures,
+                "scheduler": self.scheduler}
+
+
+@contextlib.contextmanager
+def ray_session(options: RayOptions) -> Iterator[None]:
+    """Ray connected (or a local instance started and, at the end, stopped), with the cluster
+    checked to offer every resource a trial asks for. ValueError when it cannot be reached or
+    lacks a resource (a trial would wait for ever)."""
+    require_ray()
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ValueError(f"cannot reach Ray at --ray-address {options.address}: "
+                             f"{str(err).splitlines()[0]}") from None
+    try:
+        offered = ray.cluster_resources()
+        names = {"cpu": "CPU", "gpu": "GPU"}
+        short = {k: v for k, v in options.resources.items()
+                 if offered.get(names.get(k, k), 0.0) < v}
+        if short:
+            have = ", ".join(f"{k}={v:g}" for k, v in sorted(offered.items())
+                             if not k.startswith(("node:", "memory", "object_store")))
+            raise ValueError(f"the Ray cluster cannot give a trial "
+                             f"{', '.join(f'{k}={v:g}' for k, v in short.items())}; it has "
+                             f"{have} (resource names are case-sensitive: TPU, not tpu)")
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def trial_dirname(trial) -> str:
@@ -85,7 +141,12 @@ def trial_dirname(trial) -> str:
     return f"trial-{int(trial.config[META]['trial_id']):05d}"
 
 
-def _new_tuner(trainable, url: str, experiment, space, settings, options: RayOptions):
+def trial_epochs(space) -> int:
+    """The epochs every trial of the space trains (its fixed keys may override the budget)."""
+    return int(space.base.get("run.epochs", space.budget.epochs))
+
+
+def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -106,14 +167,14 @@ def _new_tuner(trainable, url: str, experiment, space, settings, options: RayOpt
                                 n_initial_points=tpe.n_startup_jobs,
                                 random_state_seed=settings.seed, gamma=tpe.gamma)
     searcher = ConcurrencyLimiter(
-        StoreSearcher(tpe_search, url=url, experiment=experiment.name,
+        StoreSearcher(tpe_search, experiment=experiment.name,
                       space_source=experiment.space_source, budget=experiment.budget,
                       seed=settings.seed, n_startup=tpe.n_startup_jobs),
         max_concurrent=settings.concurrency)
     scheduler = None
     if options.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
-                                  max_t=space.budget.epochs, grace_period=ASHA_GRACE_PERIOD,
+                                  max_t=trial_epochs(space), grace_period=ASHA_GRACE_PERIOD,
                                   reduction_factor=ASHA_REDUCTION_FACTOR)
     return tune.Tuner(
         trainable,
@@ -123,34 +184,52 @@ def _new_tuner(trainable, url: str, experiment, space, settings, options: RayOpt
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=options.storage,
-            callbacks=[StoreCallback(url, experiment.name)],
+            callbacks=[StoreCallback(experiment.name)],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1),
     )
 
 
-def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
-                   trainable: Callable[[dict[str, Any]], None] | None = None):
-    """Run the experiment's search on Ray (new or restored) and return Ray's ResultGrid.
+@contextlib.contextmanager
+def _driver_environment(url: str, lock: tuple[str, str, float]) -> Iterator[None]:
+    """The database URL and the experiment lock in this process's environment while Tune runs,
+    for the searcher and the callback (see searcher.py); restored afterwards."""
+    import json
 
-    ``trainable`` replaces the localrules trainable (tests inject failures with it)."""
-    require_ray()
-    import ray
+    from localrules.raytune.searcher import LOCK_ENV, STORE_URL_ENV
+
+    values = {STORE_URL_ENV: url, LOCK_ENV: json.dumps(list(lock))}
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
+                   lock: tuple[str, str, float],
+                   trainable: Callable[[dict[str, Any]], None] | None = None):
+    """Run the experiment's search on Ray (new or restored; inside ``ray_session``) and return
+    Ray's ResultGrid. ``lock`` is the experiment's controller lock (name, owner, seconds), held
+    by the caller and renewed by the store callback while Tune runs. ``trainable`` replaces the
+    localrules trainable (tests inject failures with it)."""
     from ray import tune
 
     from localrules.raytune.trainable import train_ray_trial
     from localrules.store import open_store
 
     path = f"{options.storage.rstrip('/')}/{experiment.name}"
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=options.address, num_cpus=options.num_cpus if options.address is None
-                 else None, include_dashboard=False, log_to_driver=True)
-    try:
-        runnable = tune.with_resources(trainable or train_ray_trial, dict(options.resources))
+    runnable = tune.with_resources(trainable or train_ray_trial, dict(options.resources))
+    with _driver_environment(url, lock):
         if tune.Tuner.can_restore(path):
-            log.info("restoring the Ray experiment in %s", path)
+            log.info("restoring the Ray experiment in %s (ASHA, if used, starts its rungs "
+                     "afresh)", path)
             tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
                                        resume_errored=False)
         else:
@@ -159,10 +238,7 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
             if stored:
                 raise ValueError(
                     f"experiment {experiment.name!r} has {stored} trial(s) in the store but "
-                    f"no Ray experiment in {path}; resume it with the engine that ran it, point "
-                    "--artifacts at its Ray storage, or choose a new --experiment name")
-            tuner = _new_tuner(runnable, url, experiment, space, settings, options)
+                    f"no Ray experiment in {path}; point --artifacts at its Ray storage or "
+                    "choose a new --experiment name")
+            tuner = _new_tuner(runnable, experiment, space, settings, options)
         return tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()

@@ -50,12 +50,26 @@ def stage_checkpoint(run_dir: Path, stage: Path) -> None:
             shutil.copy2(path, stage / "checkpoints" / path.name)
 
 
-def scalar_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    """The numbers (and the divergence flag) of an epoch record, JSON-safe, for Tune."""
+def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """What Tune gets of an epoch record, JSON-safe: its numbers and divergence flag, ``steps``
+    and, at a validation, each layer's weight angle (the fields a worker's result carries)."""
     from localrules.worker.trial_runner import json_safe
 
-    return json_safe({k: v for k, v in record.items()
-                      if isinstance(v, (int, float)) or k == "diverged"})
+    metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) or k == "diverged"}
+    metrics["steps"] = record.get("step")
+    if record.get("layers"):
+        metrics["weight_angle_deg"] = {name: m["weight_angle_deg"]
+                                       for name, m in record["layers"].items()}
+    return json_safe(metrics)
+
+
+def scratch_dir(experiment: str, trial_id: int) -> Path:
+    """The node-local run directory of a trial, emptied first: a previous attempt on this node
+    may have been stopped (ASHA, a retry) before it could clean up."""
+    path = Path(tempfile.gettempdir(), "localrules-ray", experiment, f"trial-{trial_id:05d}")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def train_ray_trial(config: dict[str, Any]) -> None:
@@ -66,8 +80,7 @@ def train_ray_trial(config: dict[str, Any]) -> None:
 
     meta = config[META]
     trial_config = validate_config(meta["config"])
-    run_dir = Path(tempfile.mkdtemp(prefix=f"localrules-{meta['experiment']}-"
-                                           f"{meta['trial_id']:05d}-"))
+    run_dir = scratch_dir(meta["experiment"], meta["trial_id"])
     resumed_from = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -79,7 +92,7 @@ def train_ray_trial(config: dict[str, Any]) -> None:
                  resumed_from)
 
     def on_epoch(record: dict[str, Any]) -> None:
-        metrics = {**scalar_metrics(record), "epochs": trial_config.run.epochs,
+        metrics = {**epoch_metrics(record), "epochs": trial_config.run.epochs,
                    "resumed_from_epoch": resumed_from}
         with tempfile.TemporaryDirectory() as stage:
             stage_checkpoint(run_dir, Path(stage))

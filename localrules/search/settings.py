@@ -52,6 +52,9 @@ class SearchSettings:
     engine: str = "store"
     """What runs the trials: ``store`` (the controller queues them in the database for
     workers) or ``ray`` (Ray Tune schedules them; ``localrules.raytune``)."""
+    ray: Mapping[str, Any] = field(default_factory=dict)
+    """The Ray engine's options (resources per trial, max failures, scheduler); empty for the
+    store engine. Fixed on resume: a restored Tuner keeps its own."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
