@@ -12,9 +12,10 @@ With ``weight_samples`` 0 a snapshot keeps only the per-layer metrics (the initi
 norm ratio of Fig. S4), no pairs.
 
 A neutral module, NumPy only, shared by the trainer that writes snapshots and the analysis that
-reads them (which must not import TensorFlow); remote paths (gs://) go through ``tf.io.gfile``,
-imported only then. Files are written to a temporary name and renamed, so a report reading a
-running trial never sees half a file.
+reads them (which must not import TensorFlow): reading a remote path (gs://) goes through
+``tf.io.gfile``, imported only then; writing (the trainer's side) always uses ``tf.io.gfile``.
+Files are written to a temporary name and renamed, so a report reading a running trial never
+sees half a file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SNAPSHOT_DIR = "weights"
+from localrules import runs
+
+SNAPSHOT_DIR = runs.WEIGHTS
 _NAME = re.compile(r"^epoch-(\d{4,})\.npz$")
 
 
@@ -95,29 +98,18 @@ def unpack_snapshot(data: bytes, source: str = "snapshot") -> Snapshot:
         raise ValueError(f"{source} is not a weight snapshot: {err}") from None
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def list_snapshots(run_dir: str) -> dict[int, str]:
     """{epoch: path} of the snapshots a run has written (empty if none)."""
     folder = f"{run_dir.rstrip('/')}/{SNAPSHOT_DIR}"
-    if _is_remote(folder):
-        import tensorflow as tf
-
-        names = tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else []
-    else:
-        from pathlib import Path
-
-        names = [p.name for p in Path(folder).iterdir()] if Path(folder).is_dir() else []
-    found = {int(m.group(1)): f"{folder}/{n}" for n in names if (m := _NAME.match(n.rstrip("/")))}
+    found = {int(m.group(1)): f"{folder}/{n}" for n in runs.listdir(folder)
+             if (m := _NAME.match(n))}
     return dict(sorted(found.items()))
 
 
 def read_bytes(path: str) -> bytes:
     """A file's bytes, local or remote; FileNotFoundError if it is not there, ValueError if it
     cannot be read."""
-    if _is_remote(path):
+    if runs.is_remote(path):
         import tensorflow as tf
 
         try:

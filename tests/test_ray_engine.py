@@ -268,9 +268,10 @@ def space_sample(space) -> dict:
 
 
 def test_resources_parse_to_rays_form():
-    from localrules.raytune.engine import parse_resources
+    from localrules.raytune.engine import check_resources
 
-    assert parse_resources("cpu=2,gpu=1") == {"cpu": 2.0, "gpu": 1.0}
-    assert parse_resources("CPU=8, TPU=4") == {"cpu": 8.0, "TPU": 4.0}
+    assert check_resources("cpu=2,gpu=1") == {"cpu": 2.0, "gpu": 1.0}
+    assert check_resources("CPU=8, TPU=4") == {"cpu": 8.0, "TPU": 4.0}
+    assert check_resources({"cpu": 2, "TPU": 4}) == {"cpu": 2.0, "TPU": 4.0}
     with pytest.raises(ValueError, match="cpu given twice"):
-        parse_resources("cpu=1,CPU=2")
+        check_resources("cpu=1,CPU=2")

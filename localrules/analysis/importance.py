@@ -49,11 +49,6 @@ class ParameterImportance:
     def estimable(self) -> bool:
         return self.importance is not None
 
-    @property
-    def never_varied(self) -> bool:
-        """Every analysed trial where it is active has the same level."""
-        return len(self.levels) == 1
-
     def to_dict(self) -> dict[str, Any]:
         return {"parameter": self.parameter, "importance": self.importance,
                 "importance_se": self.importance_se, "n": self.n_active,

@@ -94,8 +94,8 @@ def model_importance(
     try:
         from sklearn.ensemble import RandomForestRegressor
     except ImportError:
-        raise ValueError("the model-based importance needs scikit-learn: pip install "
-                         "scikit-learn (it comes with the cpu, gpu and tpu extras)") from None
+        raise ValueError("the model-based importance needs scikit-learn (a dependency of "
+                         "localrules): pip install scikit-learn") from None
 
     rows = [r for r in rows if r.get("objective") is not None]
     if len(rows) < MIN_TRIALS:

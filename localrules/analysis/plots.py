@@ -1,5 +1,6 @@
 """Figures for the reports: importance with error bars (Fig. S2), search progress, weight
-metrics over training (Fig. S4) and forward–backward weight scatters (Fig. S3).
+metrics over training (Fig. S4), forward–backward weight scatters (Fig. S3) and neural-fit
+scores per layer.
 
 Figures are built on ``matplotlib.figure.Figure`` directly, never through ``pyplot``: no global
 figure state, no backend switch, nothing opened on a screen, so reports run on headless

@@ -41,6 +41,7 @@ def register(reports: argparse._SubParsersAction) -> None:
 
 
 def _trial_run_dir(args: argparse.Namespace) -> str:
+    from localrules.runs import run_files_dir
     from localrules.store import open_store
     from localrules.worker.loop import trial_dir
 
@@ -53,7 +54,7 @@ def _trial_run_dir(args: argparse.Namespace) -> str:
             raise ValueError(f"experiment {args.experiment!r} has no trial {args.trial}; "
                              f"trial ids: {span}")
     if args.artifacts:
-        return _latest_checkpoint_dir(trial_dir(args.artifacts, trial))
+        return run_files_dir(trial_dir(args.artifacts, trial))
     recorded = (trial.result or {}).get("run_dir") or (trial.progress or {}).get("run_dir")
     if not recorded:
         raise ValueError(f"trial {args.trial} of {args.experiment!r} ({trial.state}) has no run "
@@ -63,16 +64,6 @@ def _trial_run_dir(args: argparse.Namespace) -> str:
                          f"{trial.worker or '?'}, not on this machine; copy them here and pass "
                          "--artifacts DIR or --run DIR")
     return recorded
-
-
-def _latest_checkpoint_dir(path: str) -> str:
-    """A worker's trial directory as it is; a Ray trial's (files in ``checkpoint_NNNNNN/``
-    subdirectories, docs/ray.md) as its latest checkpoint."""
-    local = Path(path)
-    if "://" in path or (local / "history.jsonl").exists():
-        return path
-    checkpoints = sorted(local.glob("checkpoint_*"))
-    return str(checkpoints[-1]) if checkpoints else path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from localrules.cli.tables import fmt, table, terminal_width
+from localrules.cli.tables import artifacts_location, fmt, table, terminal_width
 from localrules.store import FINISHED
 from localrules.store.urls import add_db_argument
 
@@ -34,6 +34,8 @@ DATASETS_REQUIRING_DIR = ("cifar10", "imagenet")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from localrules.raytune.engine import SCHEDULERS
+    from localrules.search.settings import ENGINES
     from localrules.spaces import PAPER_SPACES
 
     p = sub.add_parser(
@@ -71,17 +73,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poll", type=float, default=1.0, help="seconds between controller rounds")
     p.add_argument("--show-space", action="store_true", help="print the space and exit")
     ray = p.add_argument_group("Ray Tune engine (--engine ray; pip install 'localrules[ray]')")
-    ray.add_argument("--engine", choices=("store", "ray"), default="store",
+    ray.add_argument("--engine", choices=ENGINES, default="store",
                      help="store: the controller queues trials for workers (default); ray: Ray "
                           "Tune runs them (docs/ray.md)")
     ray.add_argument("--ray-address", help="auto, HOST:PORT or ray://HOST:PORT of a Ray cluster "
                                            "(default: start a local Ray instance)")
-    ray.add_argument("--resources-per-trial", default="cpu=1",
-                     help="e.g. cpu=2,gpu=1 or cpu=8,TPU=4 (default cpu=1)")
-    ray.add_argument("--max-failures", type=int, default=2,
-                     help="retries of a failed trial from its last checkpoint (default 2)")
-    ray.add_argument("--scheduler", choices=("none", "asha"), default="none",
-                     help="asha: stop clearly bad trials early on the objective")
+    ray.add_argument("--resources-per-trial",
+                     help="e.g. cpu=2,gpu=1 or cpu=8,TPU=4 (default cpu=1; on resume: as stored)")
+    ray.add_argument("--max-failures", type=int,
+                     help="retries of a failed trial from its last checkpoint (default 2; on "
+                          "resume: as stored)")
+    ray.add_argument("--scheduler", choices=SCHEDULERS,
+                     help="asha: stop clearly bad trials early on the objective (default none; "
+                          "on resume: as stored)")
     p.set_defaults(handler=run)
 
 
@@ -109,7 +113,7 @@ def search_settings(args: argparse.Namespace, stored: Mapping[str, Any] | None):
            "n_ei_candidates": args.ei_candidates}
     base.update({k: v for k, v in given.items() if v is not None})
     base["engine"] = args.engine
-    base["ray"] = ray_options(args).settings() if args.engine == "ray" else {}
+    base["ray"] = ray_options(args, base.get("ray")).settings() if args.engine == "ray" else {}
     base["tpe"] = {**base.get("tpe", {}), **{k: v for k, v in tpe.items() if v is not None}}
     return SearchSettings.from_dict(base)
 
@@ -162,18 +166,29 @@ def build_inputs(args: argparse.Namespace):
     return space, budget
 
 
-def artifacts_location(args: argparse.Namespace) -> str:
-    """``--artifacts`` as an absolute path, or the URI it is."""
-    return args.artifacts if "://" in args.artifacts else str(Path(args.artifacts).resolve())
-
-
-def ray_options(args: argparse.Namespace):
-    """The Ray engine's options from the flags (ValueError naming a bad one)."""
+def ray_options(args: argparse.Namespace, recorded: Mapping[str, Any] | None = None):
+    """The Ray engine's options: the flags given, else those the experiment recorded (on
+    resume), else the defaults (ValueError naming a bad one)."""
     from localrules.raytune.engine import RayOptions
 
-    return RayOptions(storage=artifacts_location(args), address=args.ray_address,
-                      resources=args.resources_per_trial, max_failures=args.max_failures,
-                      scheduler=args.scheduler)
+    given = {"resources": args.resources_per_trial, "max_failures": args.max_failures,
+             "scheduler": args.scheduler}
+    chosen = {**dict(recorded or {}), **{k: v for k, v in given.items() if v is not None}}
+    return RayOptions(storage=artifacts_location(args.artifacts), address=args.ray_address,
+                      **chosen)
+
+
+def _recorded(args: argparse.Namespace) -> Mapping[str, Any] | None:
+    """The stored settings of the experiment being resumed (None for a new one); reads only."""
+    from localrules.store import open_store
+
+    try:
+        store = open_store(args.db, create=False)
+    except ValueError:  # no database yet
+        return None
+    with store:
+        existing = store.get_experiment(args.experiment)
+    return None if existing is None else existing.settings
 
 
 def leaderboard(trials: list, limit: int = 10) -> str:
@@ -241,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from localrules.raytune.engine import ray_session
 
-        with ray_session(ray_options(args)):  # reached and checked before anything is written
+        recorded = (_recorded(args) or {}).get("ray")
+        with ray_session(ray_options(args, recorded)):  # checked before anything is written
             return _search(args, space)
     return _search(args, space)
 
@@ -271,7 +287,7 @@ def _search(args: argparse.Namespace, space) -> int:
         try:
             update = settings_update(experiment, settings)
         except ValueError:
-            store.release_lock(controller.lock_name, controller.owner)
+            controller.release_lock()
             raise
         if update:
             store.update_settings(experiment.name, update)
@@ -281,9 +297,9 @@ def _search(args: argparse.Namespace, space) -> int:
             try:
                 return _run_on_ray(args, store, experiment, space, settings, controller)
             finally:
-                store.release_lock(controller.lock_name, controller.owner)
+                controller.release_lock()
         controller.step()
-        spec = LocalWorkerSpec(url=args.db, artifacts=artifacts_location(args),
+        spec = LocalWorkerSpec(url=args.db, artifacts=artifacts_location(args.artifacts),
                                experiments=(experiment.name,), lease_seconds=args.lease,
                                threads=threads_per_worker(args.workers),
                                log_level=logging.getLogger().level)
@@ -334,8 +350,8 @@ def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings,
     from localrules.store import FINISHED
     from localrules.store.documents import state_counts
 
-    run_ray_search(args.db, experiment, space, settings, ray_options(args),
-                   lock=(controller.lock_name, controller.owner, controller.lock_seconds))
+    run_ray_search(args.db, experiment, space, settings, ray_options(args, settings.ray),
+                   lock=controller.lock)
     trials = store.trials(experiment.name)
     counts = state_counts(trials)
     if sum(counts[s] for s in FINISHED) < settings.max_trials:

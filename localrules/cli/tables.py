@@ -88,3 +88,9 @@ def check_out_dir(out: str | None) -> Path | None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {out!r} exists and is not a directory")
     return path
+
+
+def artifacts_location(artifacts: str) -> str:
+    """An ``--artifacts`` value as an absolute path (workers may run elsewhere), or the URI it
+    is."""
+    return artifacts if "://" in artifacts else str(Path(artifacts).resolve())

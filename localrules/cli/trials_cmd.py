@@ -115,17 +115,11 @@ def open_existing(url: str) -> TrialStore:
     return open_store(url, create=False)
 
 
-def _experiment_names(store: TrialStore) -> str:
-    return ", ".join(e.name for e in store.list_experiments()) or "none"
-
-
 def run_trials(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     with open_existing(args.db) as store:
-        if store.get_experiment(args.experiment) is None:
-            raise ValueError(f"no experiment {args.experiment!r} in {store.url}; experiments: "
-                             f"{_experiment_names(store)}")
+        store.require_experiment(args.experiment)
         trials = sort_trials(store.trials(args.experiment, args.state), args.sort, args.reverse)
     if args.limit is not None:
         trials = trials[: args.limit]

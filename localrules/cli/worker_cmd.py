@@ -42,8 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from localrules.cli.tables import artifacts_location
     from localrules.store import open_store
     from localrules.store.documents import check_experiment_name
     from localrules.store.urls import redact
@@ -57,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be {'positive' if minimum else '>= 0'}, got {value}")
     for name in args.experiments or ():
         check_experiment_name(name)
-    artifacts = args.artifacts if "://" in args.artifacts \
-        else str(Path(args.artifacts).resolve())
+    artifacts = artifacts_location(args.artifacts)
     with open_store(args.db) as store:
         missing = [e for e in args.experiments or () if store.get_experiment(e) is None]
         if missing:  # workers may well start before the controller creates the experiment

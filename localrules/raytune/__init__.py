@@ -12,8 +12,10 @@ schema as the store-queue engine, so ``localrules trials`` and every report work
 - ``callback.py``: writes trials, progress and results into the store from the driver.
 - ``engine.py``: builds or restores the ``Tuner`` and runs it.
 
-``ray`` is an optional extra (``pip install localrules[ray]``); nothing here imports it at
-module level.
+``ray`` is an optional extra (``pip install localrules[ray]``). This package's top level and
+``engine.py`` import it only inside functions, so the CLI parses its flags and ``require_ray``
+can explain a missing install; ``searcher.py``, ``callback.py`` and ``trainable.py`` subclass or
+call Ray's API at module level and are imported only once Ray is known to be there.
 """
 
 from __future__ import annotations

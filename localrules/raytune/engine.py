@@ -32,38 +32,39 @@ ASHA_REDUCTION_FACTOR = 3
 METRIC, MODE = "objective", "max"
 
 
-def parse_resources(text: str) -> dict[str, float]:
-    """``cpu=2,gpu=1`` or ``TPU=4`` → Ray's resource dict; ``cpu`` and ``gpu`` any case,
-    anything else a custom resource (case kept). ValueError naming what is wrong."""
-    resources: dict[str, float] = {}
+def _pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, amount = part.partition("=")
-        name = name.strip()
-        if not sep or not name:
+        if not sep or not name.strip():
             raise ValueError(f"--resources-per-trial: {part!r} is not NAME=AMOUNT (e.g. "
                              "cpu=2,gpu=1 or TPU=4)")
+        pairs.append((name.strip(), amount))
+    return pairs
+
+
+def check_resources(resources: str | Mapping[str, Any]) -> dict[str, float]:
+    """Resources per trial — the flag's ``cpu=2,gpu=1`` / ``TPU=4`` or a recorded mapping — as
+    Ray's dict: ``cpu`` and ``gpu`` in any case, anything else a custom resource (case kept),
+    each a finite amount > 0. ValueError naming what is wrong."""
+    pairs = _pairs(resources) if isinstance(resources, str) else list(resources.items())
+    out: dict[str, float] = {}
+    for name, amount in pairs:
         try:
             value = float(amount)
-        except ValueError:
+        except (TypeError, ValueError):
             raise ValueError(f"--resources-per-trial: {name}={amount!r} is not a number") \
                 from None
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"--resources-per-trial: {name} must be a finite number > 0, "
                              f"got {amount}")
         key = name.lower() if name.lower() in ("cpu", "gpu") else name
-        if key in resources:
+        if key in out:
             raise ValueError(f"--resources-per-trial: {key} given twice")
-        resources[key] = value
-    if not resources:
+        out[key] = value
+    if not out:
         raise ValueError("--resources-per-trial is empty; e.g. cpu=2,gpu=1 or TPU=4")
-    return resources
-
-
-def check_resources(text_or_map: str | Mapping[str, float]) -> dict[str, float]:
-    """Resources per trial from the flag's text or a stored mapping, validated."""
-    if isinstance(text_or_map, str):
-        return parse_resources(text_or_map)
-    return parse_resources(",".join(f"{k}={v}" for k, v in text_or_map.items()))
+    return out
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,12 @@ def ray_session(options: RayOptions) -> Iterator[None]:
             ray.shutdown()
 
 
-def trial_dirname(trial) -> str:
-    """A Ray trial's directory as a worker's: ``trial-NNNNN`` with the store's trial id."""
+def ray_trial_dirname(trial) -> str:
+    """A Ray trial's directory named as a worker's, by the store's trial id."""
     from localrules.raytune.searcher import META
+    from localrules.runs import trial_dirname
 
-    return f"trial-{int(trial.config[META]['trial_id']):05d}"
+    return trial_dirname(int(trial.config[META]["trial_id"]))
 
 
 def trial_epochs(space) -> int:
@@ -180,8 +182,8 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=settings.max_trials,
-                                    trial_name_creator=trial_dirname,
-                                    trial_dirname_creator=trial_dirname),
+                                    trial_name_creator=ray_trial_dirname,
+                                    trial_dirname_creator=ray_trial_dirname),
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=options.storage,
             callbacks=[StoreCallback(experiment.name)],

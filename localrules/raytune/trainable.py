@@ -21,12 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from localrules import runs
 from localrules.raytune.searcher import META
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.json", "history.jsonl")
-RUN_DIRS = ("weights",)
+RUN_FILES = (runs.CONFIG, runs.HISTORY)
+RUN_DIRS = (runs.WEIGHTS,)
 
 
 def stage_checkpoint(run_dir: Path, stage: Path) -> None:
@@ -40,14 +41,14 @@ def stage_checkpoint(run_dir: Path, stage: Path) -> None:
     for name in RUN_DIRS:
         if (run_dir / name).is_dir():
             shutil.copytree(run_dir / name, stage / name)
-    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    latest = tf.train.latest_checkpoint(str(run_dir / runs.CHECKPOINTS))
     if latest is None:
         return
-    (stage / "checkpoints").mkdir()
+    (stage / runs.CHECKPOINTS).mkdir()
     prefix = Path(latest).name
-    for path in (run_dir / "checkpoints").iterdir():
+    for path in (run_dir / runs.CHECKPOINTS).iterdir():
         if path.name == "checkpoint" or path.name.startswith(prefix + "."):
-            shutil.copy2(path, stage / "checkpoints" / path.name)
+            shutil.copy2(path, stage / runs.CHECKPOINTS / path.name)
 
 
 def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
 def scratch_dir(experiment: str, trial_id: int) -> Path:
     """The node-local run directory of a trial, emptied first: a previous attempt on this node
     may have been stopped (ASHA, a retry) before it could clean up."""
-    path = Path(tempfile.gettempdir(), "localrules-ray", experiment, f"trial-{trial_id:05d}")
+    path = Path(tempfile.gettempdir(), "localrules-ray", experiment, runs.trial_dirname(trial_id))
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
@@ -86,7 +87,7 @@ def train_ray_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, run_dir, dirs_exist_ok=True)
-        history = (run_dir / "history.jsonl").read_text().splitlines()
+        history = (run_dir / runs.HISTORY).read_text().splitlines()
         resumed_from = len([line for line in history if line.strip()])
         log.info("trial %d resumes after epoch %d from Ray's checkpoint", meta["trial_id"],
                  resumed_from)

@@ -104,6 +104,15 @@ class Controller:
                                    f"first (or wait {self.lock_seconds:.0f} s for its lock to "
                                    "expire)")
 
+    def release_lock(self) -> None:
+        self.store.release_lock(self.lock_name, self.owner)
+
+    @property
+    def lock(self) -> tuple[str, str, float]:
+        """(name, owner, seconds) of the lock, for a process that renews it on this one's
+        behalf (the Ray engine's callback)."""
+        return self.lock_name, self.owner, self.lock_seconds
+
     def step(self) -> int:
         """One round: requeue expired leases, then top up the queue. Returns trials added.
 
@@ -183,4 +192,4 @@ class Controller:
                     return status
                 time.sleep(poll_seconds)
         finally:
-            self.store.release_lock(self.lock_name, self.owner)
+            self.release_lock()

@@ -13,10 +13,11 @@ Stimuli are preprocessed the way the dataset's evaluation pipeline treats its ow
 the dataset's ``normalise_unit``: pixels are taken to [0, 1] (uint8 / 255, floats as they are),
 resized to the model's input size (bilinear, antialiased, the whole image — no crop, since a
 stimulus's objects may sit near its edges; non-square stimuli are stretched), grayscale repeated to
-the model's channels (RGB averaged to gray for a one-channel model), then normalised. The dataset
-is loaded for this because its normalisation can depend on its training data (CIFAR-10's
-per-channel statistics); for ``digits`` that is the in-memory scikit-learn set, for CIFAR-10 and
-ImageNet the files must be reachable (``data_dir`` overrides the config's).
+the model's channels (RGB turned to luma by ``tf.image.rgb_to_grayscale`` for a one-channel model),
+then normalised. The dataset is loaded for this because its normalisation can depend on its
+training data (CIFAR-10's per-channel statistics); for ``digits`` that is the in-memory
+scikit-learn set, for CIFAR-10 and ImageNet the files must be reachable (``data_dir`` overrides
+the config's).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from localrules import runs
 from localrules.data.stimuli import channels, check_channels
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-"""Where ``Trainer`` keeps its ``tf.train.CheckpointManager`` files, under the run directory."""
+CHECKPOINT_DIR = runs.CHECKPOINTS
 POOL_LAYER = "pool"
 """The global average pool: the penultimate features every ResNet here ends with."""
 

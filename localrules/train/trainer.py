@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from localrules import runs
 from localrules.config import TrialConfig
 from localrules.snapshots import (
     SNAPSHOT_DIR,
@@ -203,7 +204,7 @@ class Trainer:
             checkpoint_parts["alignment_optimizer"] = self.alignment_optimizer
         self.checkpoint = tf.train.Checkpoint(**checkpoint_parts)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, directory=f"{self.out_dir}/checkpoints", max_to_keep=2)
+            self.checkpoint, directory=f"{self.out_dir}/{runs.CHECKPOINTS}", max_to_keep=2)
         self._positions: dict[str, np.ndarray] = {}
 
     def _task_noise_variables(self) -> list:

@@ -35,7 +35,9 @@ MAX_BACKOFF = 60.0
 
 def trial_dir(artifacts: str, trial: Trial) -> str:
     """Where a trial's checkpoints, history and TensorBoard files go."""
-    return f"{str(artifacts).rstrip('/')}/{trial.experiment}/trial-{trial.trial_id:05d}"
+    from localrules.runs import trial_dirname
+
+    return f"{str(artifacts).rstrip('/')}/{trial.experiment}/{trial_dirname(trial.trial_id)}"
 
 
 @dataclass

@@ -45,6 +45,7 @@ def train_trial(config: TrialConfig, out_dir: str,
 
     import keras
 
+    from localrules.train.history import read_history
     from localrules.train.trainer import Trainer, read_config, write_config
 
     started = time.time()
@@ -60,14 +61,17 @@ def train_trial(config: TrialConfig, out_dir: str,
     chance = 1.0 / trainer.dataset.info.num_classes
     report = None
     if on_epoch is not None:
-        latest: dict[str, float] = {}
+        # The latest validated top-1 so far, a resumed run's included (its restored history).
+        validated = [r["top1"] for r in read_history(out_dir)
+                     if r["step"] <= int(trainer.step) and r.get("top1") is not None]
+        latest = {"top1": validated[-1] if validated else None}
 
         def report(record: dict[str, Any]) -> None:
             if record.get("top1") is not None:
                 latest["top1"] = record["top1"]
-            unscored = bool(record.get("diverged")) or "top1" not in latest
-            on_epoch({**record, "objective": chance if unscored else latest["top1"],
-                      "chance": chance})
+            on_epoch({**record, "chance": chance,
+                      "objective": objective(latest["top1"], bool(record.get("diverged")),
+                                             chance)})
 
     try:
         outcome = trainer.fit(on_epoch=report, should_stop=should_stop, may_write=may_write)
@@ -78,13 +82,18 @@ def train_trial(config: TrialConfig, out_dir: str,
     result = json_safe(outcome.to_dict())
     top1 = result.get("top1")
     result.update(
-        objective=chance if outcome.diverged or top1 is None else float(top1),
+        objective=objective(top1, outcome.diverged, chance),
         chance=chance,
         seconds=time.time() - started,
         code_version=__version__,
         run_dir=out_dir,
     )
     return result
+
+
+def objective(top1: float | None, diverged: bool, chance: float) -> float:
+    """What TPE (and ASHA) maximise: top-1, or chance level for a diverged or unscored run."""
+    return chance if diverged or top1 is None else float(top1)
 
 
 def json_safe(value: Any) -> Any:
