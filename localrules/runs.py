@@ -12,13 +12,28 @@ for them.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "weights"
 RAY_CHECKPOINT_PREFIX = "checkpoint_"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and ±Inf (a diverged run's losses) as None, through mappings and lists: history lines
+    and stored documents are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def trial_dirname(trial_id: int) -> str:

@@ -117,7 +117,7 @@ class StoreCallback(Callback):
     def _progress(self, trial, stored, checkpoint) -> None:
         from ray.tune.result import AUTO_RESULT_KEYS
 
-        from localrules.worker.trial_runner import progress_document
+        from localrules.store.documents import progress_document
 
         result = dict(trial.last_result or {})
         record = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS}

@@ -54,14 +54,12 @@ def stage_checkpoint(run_dir: Path, stage: Path) -> None:
 def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """What Tune gets of an epoch record, JSON-safe: its numbers and divergence flag, ``steps``
     and, at a validation, each layer's weight angle (the fields a worker's result carries)."""
-    from localrules.worker.trial_runner import json_safe
-
     metrics = {k: v for k, v in record.items() if isinstance(v, (int, float)) or k == "diverged"}
     metrics["steps"] = record.get("step")
     if record.get("layers"):
         metrics["weight_angle_deg"] = {name: m["weight_angle_deg"]
                                        for name, m in record["layers"].items()}
-    return json_safe(metrics)
+    return runs.json_safe(metrics)
 
 
 def scratch_dir(experiment: str, trial_id: int) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localrules import __version__
+from localrules.runs import json_safe
 
 SCHEMA_VERSION = 1
 
@@ -191,3 +192,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def progress_document(record: Mapping[str, Any], epochs: int,
+                      run_dir: str | None) -> dict[str, Any]:
+    """A trial's progress document from one epoch's record: the epoch, its scalar metrics, and
+    where the run's files are (for ``report weights`` on a running trial). Workers and the Ray
+    engine write the same document."""
+    metrics = {k: v for k, v in record.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
+    return {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics),
+            "run_dir": run_dir}

@@ -7,19 +7,11 @@ twice or one that the restored model never saw.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import tensorflow as tf
 
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/Inf: a diverged value is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
+from localrules.runs import json_safe
 
 
 def read_history(out_dir: str) -> list[dict[str, Any]]:
@@ -39,7 +31,7 @@ class History:
         self.writer = tf.summary.create_file_writer(f"{out_dir}/tensorboard")
 
     def write(self, record: dict[str, Any]) -> None:
-        record = _clean(record)
+        record = json_safe(record)  # JSON has no NaN/Inf: a diverged value is written as null
         self.records.append(record)
         self._flush()
         step = record["step"]

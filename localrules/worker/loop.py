@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
+from localrules.store.documents import progress_document
 from localrules.worker.heartbeat import Heartbeat
 from localrules.worker.spool import Spool
-from localrules.worker.trial_runner import progress_document, train_trial, validate_config
+from localrules.worker.trial_runner import train_trial, validate_config
 
 log = logging.getLogger(__name__)
 

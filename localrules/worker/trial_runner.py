@@ -10,13 +10,13 @@ Checkpoints live in the trial's artifact directory; a requeued trial resumes fro
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from localrules import __version__
 from localrules.config import TrialConfig
+from localrules.runs import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +96,3 @@ def objective(top1: float | None, diverged: bool, chance: float) -> float:
     return chance if diverged or top1 is None else float(top1)
 
 
-def json_safe(value: Any) -> Any:
-    """NaN and ±Inf (a diverged run's losses) as None: stored documents are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def progress_document(record: Mapping[str, Any], epochs: int, run_dir: str) -> dict[str, Any]:
-    """The store's progress document for one epoch record: epoch, scalar metrics, and where
-    the run's files are (for ``report weights`` on a running trial)."""
-    metrics = {k: v for k, v in record.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
-    return {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics),
-            "run_dir": run_dir}
