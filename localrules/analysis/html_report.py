@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from localrules import __version__
 from localrules.analysis.importance import ImportanceReport
+from localrules.store.documents import counts_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -60,7 +61,7 @@ def importance_html(report: ImportanceReport, figures: Mapping[str, bytes | None
                     store_url: str) -> str:
     """The report page. ``figures`` maps "importance" and "progress" to PNG bytes (None when a
     figure could not be drawn, e.g. nothing estimable yet: the page says so)."""
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts.items()))
+    counts = counts_text(report.counts)
     scope = ("all finished trials" if report.top_fraction is None
              else f"the best {report.top_fraction:g} of finished trials")
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -55,10 +55,9 @@ class SearchProgress:
         return out
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for p in self.points:
-            counts[p.state] = counts.get(p.state, 0) + 1
-        return counts
+        from localrules.store.documents import state_counts
+
+        return {state: n for state, n in state_counts(self.points).items() if n}
 
     @property
     def diverged(self) -> int:

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from localrules.cli.tables import check_out_dir, dict_csv, print_report, table
+from localrules.store.documents import counts_text
 from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
@@ -78,7 +79,7 @@ def _csv_text(report) -> str:
 
 def _head(data, analysed: int, top_fraction: float | None) -> str:
     """What the analysis rests on: trials analysed, per state, diverged."""
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(data.counts.items()))
+    counts = counts_text(data.counts)
     top = "" if top_fraction is None else f" (top {top_fraction:g})"
     return (f"experiment {data.experiment}: {analysed} trials analysed{top}; {counts}; "
             f"{data.diverged} diverged (counted at chance level)")
@@ -218,7 +219,7 @@ def _progress_table(progress) -> str:
     for p in progress:
         best = [b for b in p.best_so_far if b is not None]
         startup = [t.objective for t in p.points if t.startup and t.objective is not None]
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(p.counts().items()))
+        counts = counts_text(p.counts())
         rows.append([p.experiment, len(p.points), counts, p.diverged, p.startup_trials,
                      max(startup, default=None), best[-1] if best else None])
     return table(["experiment", "trials", "states", "diverged", "random startup",

@@ -150,6 +150,11 @@ def state_counts(trials: Iterable[Trial | HistoryEntry]) -> dict[str, int]:
     return counts
 
 
+def counts_text(counts: Mapping[str, int]) -> str:
+    """Trials per state for people: ``"3 done, 1 failed"`` (states with none left out)."""
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
+
+
 def best_objective(trials: Iterable[Trial | HistoryEntry]) -> Trial | HistoryEntry | None:
     """The trial with the highest objective (done trials only carry one), or None."""
     scored = [t for t in trials if (t.result or {}).get("objective") is not None]
