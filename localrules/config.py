@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from localrules.rules.presets import RunParams, get_preset, resolve_rule
+from localrules.rules.presets import RunParams, get_preset, rule_preset
 from localrules.rules.spec import Rule
 from localrules.validation import (
     check_choice,
@@ -88,7 +88,8 @@ class TrialConfig:
             raise ValueError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
         # Model and dataset names are checked against their registries by the code that loads
         # them (models/, data/), which this module must not import.
-        if self.run.alignment_lr is None and self.rule.has_alignment_loss:
+        if self.run.alignment_lr is None and self.rule.has_alignment_loss \
+                and self.run.optimizer == "separate":
             raise ValueError(
                 f"rule {self.rule.kind!r} has an alignment loss but run.alignment_lr is not set"
             )
@@ -193,13 +194,9 @@ def config_from_preset(
     if preset is not None and rule is not None:
         raise ValueError("give a preset or a rule, not both")
     data = TrialConfig().to_dict()
-    if preset is not None:
-        p = get_preset(preset)
+    if preset is not None or rule is not None:
+        p = get_preset(preset) if preset is not None else rule_preset(rule)
         data["rule"], data["run"] = p.rule.to_dict(), p.run.to_dict()
-    elif rule is not None:
-        data["rule"] = resolve_rule(rule).to_dict()
-        if resolve_rule(rule).has_alignment_loss:
-            data["run"]["alignment_lr"] = 1e-3
     for key, value in (base or {}).items():
         check_keys("config key", {key: value}, data)
         if isinstance(value, Mapping) and isinstance(data[key], dict):

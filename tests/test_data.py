@@ -162,8 +162,24 @@ def test_batch_and_epoch_arguments_are_checked(digits):
         digits.train(100, epoch=-1)
     with pytest.raises(ValueError, match="takes no data_dir"):
         load_dataset("digits", "/tmp")
-    with pytest.raises(ValueError, match="image_size must be 8 or unset"):
-        load_dataset("digits", image_size=32)
+    with pytest.raises(ValueError, match="image_size must be >= 8"):
+        load_dataset("digits", image_size=4)
+
+
+def test_digits_upsampled_keep_their_content():
+    """image_size 16: the same examples, bilinearly upsampled from the augmented 8×8 image, so
+    averaging each 2×2 block gives back (nearly) the native pixels."""
+    native = load_dataset("digits", seed=3)
+    big = load_dataset("digits", image_size=16, seed=3)
+    assert big.info.image_shape == (16, 16, 1)
+    x8, y8 = next(iter(native.eval(32)))
+    x16, y16 = next(iter(big.eval(32)))
+    np.testing.assert_array_equal(y8.numpy(), y16.numpy())
+    assert x16.shape == (32, 16, 16, 1)
+    pooled = x16.numpy().reshape(32, 8, 2, 8, 2, 1).mean(axis=(2, 4))
+    assert np.corrcoef(pooled.ravel(), x8.numpy().ravel())[0, 1] > 0.95
+    xt, _ = next(iter(big.train(16, epoch=0)))
+    assert xt.shape == (16, 16, 16, 1)
 
 
 # ---------------------------------------------------------------------------------------------

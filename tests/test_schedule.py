@@ -45,14 +45,48 @@ def test_no_delay_warms_eta_up_like_the_task_rate():
     assert plan.total_steps == 200 * S
 
 
-def test_table4_schedule_is_simultaneous_with_constant_eta():
+def test_table4_schedule_is_simultaneous_with_eta_dropping_with_the_task_rate():
+    """SA/AA: η starts at 1e-3 without warm-up and drops with the task rate (appendix B.3);
+    ``constant`` keeps it at 1e-3."""
     plan = StepPlan(PRESETS["sa"].run, S, trains_alignment=True)
     assert plan.total_steps == 450_360  # the SA checkpoint's step count
     assert all(plan.kind(g) == BOTH for g in (0, 1, 2, S * 40))
     assert plan.task_lr(0) == 0.0 and plan.task_lr(5 * S) == pytest.approx(0.1)
     assert plan.task_lr(30 * S) == pytest.approx(0.01)
     assert plan.task_lr(80 * S) == pytest.approx(1e-4)
-    assert plan.alignment_lr(0) == plan.alignment_lr(85 * S) == 1e-3
+    assert plan.alignment_lr(0) == plan.alignment_lr(30 * S - 1) == 1e-3
+    assert plan.alignment_lr(30 * S) == pytest.approx(1e-4)
+    assert plan.alignment_lr(85 * S) == pytest.approx(1e-6)
+    constant = StepPlan(dataclasses.replace(PRESETS["sa"].run, alignment_schedule="constant"),
+                        S, trains_alignment=True)
+    assert constant.alignment_lr(0) == constant.alignment_lr(85 * S) == 1e-3
+
+
+def test_fractional_schedule_epochs():
+    """A budget's schedule lands between epochs: warm-up to 1.333, the drop at 6.667."""
+    run = RunParams(batch_size=64, task_lr=0.1, epochs=10, warmup_epochs=1.333333,
+                    drop_epochs=(6.666667,), alignment_lr=1e-3, alignment_schedule="task",
+                    delay_epochs=0.222222, alternate=True)
+    steps = 22
+    plan = StepPlan(run, steps, trains_alignment=True)
+    assert plan.total_steps == 10 * 2 * steps
+    delay_steps = round(0.222222 * steps)  # R only for the first 0.22 data epochs
+    assert all(plan.kind(g) == ALIGN for g in range(delay_steps))
+    assert {plan.kind(delay_steps), plan.kind(delay_steps + 1)} == {ALIGN, TASK}
+    task_epoch = 2 * steps  # global steps per task epoch under alternation
+    assert plan.task_lr(delay_steps + round(6.6 * task_epoch)) == pytest.approx(0.1)
+    assert plan.task_lr(delay_steps + round(6.7 * task_epoch)) == pytest.approx(0.01)
+
+
+def test_joint_optimizer_has_one_rate():
+    run = dataclasses.replace(PRESETS["wm-tpe"].run, optimizer="joint", alignment_lr=None)
+    plan = StepPlan(run, S, trains_alignment=True)
+    for g in (0, 3 * S, 50 * S, 95 * S):
+        assert plan.alignment_lr(g) == plan.task_lr(g)
+    with pytest.raises(ValueError, match="delay_epochs must be 0"):
+        dataclasses.replace(run, delay_epochs=1)
+    with pytest.raises(ValueError, match="optimizer"):
+        dataclasses.replace(run, optimizer="adam")
 
 
 def test_rules_without_alignment_loss_only_take_task_steps():

@@ -122,7 +122,7 @@ def test_paper_space_samples_give_matching_configs(name):
 
         # run settings: fixed for wm, sampled for the +AD searches
         if name == "wm":
-            assert run.batch_size == BUDGET.batch_size(256) == 16
+            assert run.batch_size == BUDGET.batch_size == 64
             assert run.alignment_lr == 1e-3
             assert run.delay_epochs == 0 and run.alternate is False
         else:
@@ -130,8 +130,9 @@ def test_paper_space_samples_give_matching_configs(name):
             assert run.alignment_lr == params["alignment_lr"]
             assert _within(params["alignment_lr"], 1e-6, 1e-2, rel=1e-9)
             etas.append(params["alignment_lr"])
-            assert run.delay_epochs == params["delay_epochs"]
-            assert type(run.delay_epochs) is int
+            # the delay is in paper epochs (of a 45-epoch trial), scaled like the schedule
+            assert type(params["delay_epochs"]) is int
+            assert run.delay_epochs == pytest.approx(params["delay_epochs"] * 10 / 45, abs=1e-6)
             assert run.alternate is params["alternate"]
             for key in ("batch_size", "delay_epochs", "alternate"):
                 seen[key].add(params[key])
@@ -145,18 +146,18 @@ def test_paper_space_samples_give_matching_configs(name):
             assert rule.ops == AKROUT_OPS
             assert not set(OPS) & set(params)
 
-        # the budget's scaled schedule and the paper's lr = |B| / 2048 (scaled)
-        assert (config.dataset, config.model, config.width) == ("digits", "resnet18", 8)
-        assert run.epochs == 4 and run.warmup_epochs == pytest.approx(0.533333)
-        assert run.drop_epochs == (3, 5, 7)
-        assert run.task_lr == 1.0 and run.lr_reference_batch == 128
+        # the budget's schedule by fractions and its lr, linear in the batch from 0.1 at 64
+        assert (config.dataset, config.model, config.width) == ("digits", "resnet18", 16)
+        assert run.epochs == 10 and run.warmup_epochs == pytest.approx(10 * 6 / 45, abs=1e-6)
+        assert run.drop_epochs == pytest.approx((10 * 30 / 45,), abs=1e-6)
+        assert run.task_lr == 0.1 and run.lr_reference_batch == 64
         assert run.alignment_schedule == "task"
-        assert run.effective_task_lr == pytest.approx(run.batch_size * 16 / 2048)
+        assert run.effective_task_lr == pytest.approx(0.1 * run.batch_size / 64)
 
     # every branch was exercised
     if name != "wm":
         assert seen["noise"] == {True, False}
-        assert seen["batch_size"] == set(BUDGET.batch_sizes()) == {16, 64, 128, 256}
+        assert seen["batch_size"] == set(BUDGET.batch_sizes) == {16, 32, 64, 128}
         assert seen["delay_epochs"] == {0, 1, 2}
         assert seen["alternate"] == {True, False}
         # log-uniform, not uniform: the samples span the decades
@@ -193,7 +194,7 @@ def test_inactive_labels_are_empty_in_vals():
     on = space.vals_from_params({**base, "noise": True, "sigma": 0.25})
     assert off["sigma"] == [] and off["noise"] == [0]
     assert on["sigma"] == [0.25] and on["noise"] == [1]
-    assert off["batch_size"] == [1] and off["delay_epochs"] == [2] and off["alternate"] == [0]
+    assert off["batch_size"] == [2] and off["delay_epochs"] == [2] and off["alternate"] == [0]
 
 
 @pytest.mark.parametrize("values, chosen, index", [
@@ -247,7 +248,7 @@ def test_valid_params_check_and_normalise():
     ({"null": 1e8}, "null", "must be"),
     ({"decay": "0.001"}, "decay", "must be"),                 # wrong type
     ({"decay": True}, "decay", "must be"),
-    ({"batch_size": 32}, "batch_size", "one of"),            # not an option
+    ({"batch_size": 48}, "batch_size", "one of"),            # not an option
     ({"delay_epochs": 3}, "delay_epochs", "one of"),
     ({"alternate": 1}, "alternate", "one of"),               # an int is not a bool
     ({"center_input": 0}, "center_input", "one of"),
@@ -281,76 +282,96 @@ def test_wm_has_no_noise_choice():
 
 # --- budgets ---------------------------------------------------------------------------------
 
-def test_digits_budget_scales_the_paper_schedule():
+def test_digits_budget_maps_the_paper_schedule_by_fractions():
     b = default_budget("digits")
-    assert (b.dataset, b.width, b.epochs, b.batch_divisor) == ("digits", 8, 4, 16)
-    assert b.time_scale == pytest.approx(4 / 45)
-    assert b.warmup_epochs() == pytest.approx(0.533333)
-    assert b.drop_epochs() == (3, 5, 7)
-    assert b.batch_sizes() == (16, 64, 128, 256)
-    assert b.batch_size(256) == 16 and b.reference_batch == 128
+    assert (b.dataset, b.width, b.epochs, b.batch_size, b.lr) == ("digits", 16, 10, 64, 0.1)
+    assert b.time_scale == pytest.approx(10 / 45)
+    # the paper trial's warm-up (6 of 45) and its one drop (30 of 45) at the same fractions
+    assert b.warmup_epochs() == pytest.approx(1.333333) and b.drop_epochs() == (6.666667,)
+    assert b.delay_epochs(1) == pytest.approx(0.222222) and b.delay_epochs(0) == 0
+    assert b.batch_sizes == (16, 32, 64, 128)
     assert b.settings() == {
-        "dataset": "digits", "model": "resnet18", "width": 8, "data_dir": None,
-        "image_size": None, "run.epochs": 4, "run.warmup_epochs": 0.533333,
-        "run.drop_epochs": [3, 5, 7],
+        "dataset": "digits", "model": "resnet18", "width": 16, "data_dir": None,
+        "image_size": None, "run.epochs": 10, "run.warmup_epochs": 1.333333,
+        "run.drop_epochs": [6.666667], "run.batch_size": 64, "run.task_lr": 0.1,
+        "run.lr_reference_batch": 64,
     }
     text = b.describe()
-    assert "digits" in text and "4 epochs" in text and "÷16" in text
-    assert "{16, 64, 128, 256}" in text and "|B|/128" in text and "3/5/7" in text
+    assert "digits" in text and "10 epochs" in text and "6.66667" in text
+    assert "{16, 32, 64, 128}" in text and "lr 0.1 at batch 64" in text
 
 
-def test_imagenet_budget_is_the_paper_unscaled():
+def test_imagenet_budget_is_the_papers_trial():
     b = default_budget("imagenet")
-    assert b.epochs == 45 and b.warmup_epochs() == 6.0 and b.drop_epochs() == (30, 60, 80)
-    assert b.batch_sizes() == PAPER_BATCH_SIZES and b.reference_batch == 2048
-    assert "unscaled" in b.describe()
+    assert b.epochs == 45 and b.warmup_epochs() == 6.0 and b.drop_epochs() == (30.0,)
+    assert b.batch_sizes == PAPER_BATCH_SIZES and b.batch_size == 256
+    # lr = |B| / 2048 at every choice, as in the paper
+    assert [b.task_lr(x) for x in PAPER_BATCH_SIZES] == [x / 2048 for x in PAPER_BATCH_SIZES]
 
 
-def test_short_budgets_keep_drops_increasing():
-    assert default_budget("digits", epochs=1).drop_epochs() == (1, 2, 3)
-    assert default_budget("digits", epochs=90).drop_epochs() == (60, 120, 160)
-    # drops round to the nearest epoch (6.67 → 7, 17.8 → 18), warmup stays fractional
-    assert default_budget("digits", epochs=10).drop_epochs() == (7, 13, 18)
-    cifar = default_budget("cifar10")
-    assert cifar.drop_epochs() == (10, 20, 27) and cifar.warmup_epochs() == 2.0
-    assert cifar.batch_sizes() == (32, 128, 256, 512) and cifar.reference_batch == 256
+@pytest.mark.parametrize("epochs", [1, 3, 10, 45, 90])
+def test_epochs_stretch_the_whole_schedule(epochs):
+    b = default_budget("digits", epochs=epochs)
+    assert b.warmup_epochs() / epochs == pytest.approx(6 / 45, abs=1e-5)
+    assert [d / epochs for d in b.drop_epochs()] == pytest.approx([30 / 45], abs=1e-5)
+    assert b.delay_epochs(2) / epochs == pytest.approx(2 / 45, abs=1e-5)
     # None overrides are ignored
     assert default_budget("digits", epochs=None) == DEFAULT_BUDGETS["digits"]
 
 
 @pytest.mark.parametrize("dataset", sorted(DEFAULT_BUDGETS))
-def test_scaled_batches_keep_the_papers_learning_rate(dataset):
+def test_learning_rate_is_linear_in_the_batch(dataset):
     b = default_budget(dataset)
     space = paper_space("wm-ad", b)
-    for paper_batch, batch in zip(PAPER_BATCH_SIZES, b.batch_sizes(), strict=True):
+    for batch in b.batch_sizes:
         params = {"noise": False, "amp_decay_ratio": 1.0, "decay": 1.0, "batch_size": batch,
                   "alignment_lr": 1e-3, "delay_epochs": 0, "alternate": False}
         run = space.config(params).run
         assert run.batch_size == batch
-        assert run.effective_task_lr == pytest.approx(paper_batch / 2048)
+        assert run.effective_task_lr == pytest.approx(b.lr * batch / b.batch_size)
+    assert b.batch_size in b.batch_sizes or dataset == "synthetic"
 
 
-def test_digits_paper_batch_gives_the_papers_rate():
+def test_standard_batch_gives_the_budget_rate():
     run = paper_space("wm", BUDGET).config(
         {"sigma": 0.5, "amp_decay_ratio": 1.0, "decay": 1.0}).run
-    assert run.batch_size == 16 and run.effective_task_lr == 0.125
+    assert run.batch_size == 64 and run.effective_task_lr == 0.1
 
 
-@pytest.mark.parametrize("divisor", [3, 0, -16, 512, 2048, 24, True])
-def test_invalid_batch_divisor(divisor):
-    with pytest.raises(ValueError, match="batch_divisor"):
-        Budget("digits", batch_divisor=divisor)
+@pytest.mark.parametrize("changes, match", [
+    ({"batch_sizes": ()}, "batch_sizes"),
+    ({"batch_sizes": (64, 32)}, "increasing"),
+    ({"batch_sizes": (32, 32)}, "distinct"),
+    ({"batch_sizes": (0, 32)}, ">= 1"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"lr": float("nan")}, "finite"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+])
+def test_invalid_budgets(changes, match):
+    with pytest.raises(ValueError, match=match):
+        Budget("digits", **changes)
 
 
-def test_largest_valid_divisor_keeps_batches_whole():
-    b = Budget("digits", batch_divisor=256)
-    assert b.batch_sizes() == (1, 4, 8, 16) and b.reference_batch == 8
+def test_closest_batch_choice():
+    assert BUDGET.closest_batch(64) == 64 and BUDGET.closest_batch(256) == 128
+    assert BUDGET.closest_batch(20) == 16 and BUDGET.closest_batch(1) == 16
+
+
+def test_budget_stored_with_a_batch_divisor_still_reads():
+    """Experiments stored before fractional budgets kept ``batch_divisor``: the same batches
+    and lr rule (|B| / (2048 / divisor)) come back."""
+    old = {"dataset": "digits", "model": "resnet18", "width": 8, "epochs": 4,
+           "batch_divisor": 16, "data_dir": None, "image_size": None}
+    b = Budget.from_dict(old)
+    assert b.batch_sizes == (16, 64, 128, 256) and b.batch_size == 16
+    assert b.task_lr(128) == pytest.approx(128 * 16 / 2048)
 
 
 @pytest.mark.parametrize("budget", [
     *DEFAULT_BUDGETS.values(),
-    Budget("cifar10", model="resnet34", width=16, epochs=7, batch_divisor=4,
-           data_dir="/data/cifar", image_size=32),
+    Budget("cifar10", model="resnet34", width=16, epochs=7, batch_size=32,
+           batch_sizes=(32, 64), lr=0.05, data_dir="/data/cifar", image_size=32),
 ])
 def test_budget_dict_round_trip(budget):
     assert Budget.from_dict(budget.to_dict()) == budget
@@ -370,8 +391,9 @@ def test_fingerprints():
     for name in PAPER_SPACES:
         assert paper_space(name, default_budget("digits")).fingerprint() == prints[name]
         assert load_space(name, BUDGET).fingerprint() == prints[name]
-        for other in (default_budget("digits", epochs=5), default_budget("digits", width=16),
-                      default_budget("digits", batch_divisor=8), default_budget("cifar10")):
+        for other in (default_budget("digits", epochs=5), default_budget("digits", width=8),
+                      default_budget("digits", batch_sizes=(16, 32)),
+                      default_budget("cifar10")):
             assert paper_space(name, other).fingerprint() != prints[name], (name, other)
 
 
@@ -452,9 +474,10 @@ def test_yaml_space_samples_give_matching_configs(tmp_path):
         assert rule.kind == "information" and rule.weights == preset.rule.weights
         assert rule.ops == PathOps(**{**preset.rule.ops.to_dict(), "center_input": True})
         assert run.alternate is False and preset.run.alternate is True
-        assert (config.dataset, config.width, run.epochs) == ("digits", 8, 4)
-        assert run.drop_epochs == (3, 5, 7)
+        assert (config.dataset, config.width, run.epochs) == ("digits", 16, 10)
+        assert run.drop_epochs == (6.666667,)
         assert run.batch_size == params["run.batch_size"] and run.batch_size in (16, 32)
+        assert run.effective_task_lr == pytest.approx(0.1 * run.batch_size / 64)
         assert run.alignment_lr == params["run.alignment_lr"]
         assert _within(run.alignment_lr, 1e-6, 1e-2, rel=1e-9)
         assert run.delay_epochs == params["run.delay_epochs"]
@@ -478,7 +501,8 @@ def test_yaml_space_without_base_or_name(tmp_path):
     assert space.name == "my-space"
     config = space.config({"rule.weights.decay": 0.5})
     assert config.rule.kind == "kolen_pollack" and config.rule.weights == {"decay": 0.5}
-    assert config.run.alignment_lr == 0.01 and config.run.epochs == 4
+    assert config.run.alignment_lr == 0.01 and config.run.epochs == 10
+    assert space.reading == "none" and space.warm_starts == ()
 
 
 def test_yaml_space_from_source_round_trip(tmp_path):
@@ -634,10 +658,10 @@ def test_describe_mentions_every_parameter_and_the_budget(name):
     text = space.describe()
     for label in space.labels():
         assert re.search(rf"^\s*- {re.escape(label)}: ", text, re.M), label
-    assert space.describe_budget() in text and "4 epochs per trial" in text
+    assert space.describe_budget() in text and "10 epochs per trial" in text
     assert space.name in text
     # YAML spaces take batch sizes as written: the budget's divisor is not claimed for them.
-    assert ("÷16" in text) == (name != "yaml")
+    assert ("batch choices {16, 32, 64, 128}" in text) == (name != "yaml")
     if name != "yaml":
         assert "rule.weights.amp = amp_decay_ratio · decay" in text
         assert "log-uniform [1e-11, 1e+07]" in text

@@ -49,6 +49,17 @@ def _history_records(run_dir: str) -> list[dict[str, Any]]:
     return records
 
 
+def _run_rule_kind(run_dir: str) -> str | None:
+    """The rule kind in the run's config.json (None when it cannot be read)."""
+    from localrules.runs import CONFIG
+
+    try:
+        config = json.loads(read_bytes(f"{run_dir.rstrip('/')}/{CONFIG}").decode("utf-8"))
+        return config["rule"]["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def weight_history(run_dir: str) -> WeightHistory:
     """The run's layer metrics at every validation point, with the initial weights' metrics
     (epoch 0) when the run kept a snapshot of them. ValueError if there is nothing yet."""
@@ -61,6 +72,9 @@ def weight_history(run_dir: str) -> WeightHistory:
                                      "norm_ratio": s.norm_ratio}
                               for name, s in snap.layers.items()}))
     if not points:
+        if _run_rule_kind(run_dir) == "backprop":
+            raise ValueError(f"run {run_dir!r} trains by backprop, which sends errors through "
+                             "Wᵀ: there are no separate backward weights to compare")
         raise ValueError(f"run {run_dir!r} has no validation point with layer metrics yet")
     layers = list(points[-1][1])
     return WeightHistory(

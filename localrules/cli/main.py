@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # TensorFlow's absl chatter (tf.data sharding timings) is not ours
+        logging.getLogger("absl").setLevel(logging.WARNING)
     from localrules.store.base import StoreError
 
     try:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from localrules.rules import KINDS, PRESETS, get_preset
+from localrules.rules.presets import READING_NOTES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,12 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _table() -> str:
-    lines = [f"{'preset':<20} {'kind':<14} {'weights':<48} noise σ"]
+    lines = [f"{'preset':<20} {'kind':<14} {'reading':<9} {'weights':<48} noise σ"]
     for preset in PRESETS.values():
         rule = preset.rule
         weights = ", ".join(f"{p}={w:.4g}" for p, w in rule.weights.items()) or "-"
         sigma = f"{rule.noise.stddev:.4g}" if rule.noise else "-"
-        lines.append(f"{preset.name:<20} {rule.kind:<14} {weights:<48} {sigma}")
+        lines.append(f"{preset.name:<20} {rule.kind:<14} {preset.reading:<9} {weights:<48} "
+                     f"{sigma}")
+    lines.append("")
+    lines.append("reading: how the appendix's α/β/γ become primitive weights (docs/rules.md):")
+    for reading, note in READING_NOTES.items():
+        lines.append(f"  {reading:<9} {note}")
     lines.append("")
     lines.append("kinds (usable as rule names; a preset of the same name wins):")
     for kind in KINDS.values():

@@ -59,8 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="directory of the dataset's files (cifar10, imagenet)")
     p.add_argument("--width", type=int, help="first group's channels (default per dataset)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default per dataset)")
-    p.add_argument("--batch-divisor", type=int,
-                   help="divide the paper's batch sizes by this (default per dataset)")
+    p.add_argument("--image-size", type=int,
+                   help="image side the model sees (default per dataset; digits upsample)")
+    p.add_argument("--batch-sizes",
+                   help="the batch-size choices of the +AD spaces, e.g. 16,32,64,128 (default "
+                        "per dataset); the learning rate is linear in the batch")
+    p.add_argument("--references",
+                   help="presets trained beside the search under its budget and seed: none, "
+                        "or a list such as bp,fa (default) or bp,fa,sa (on resume: as stored)")
+    p.add_argument("--reference-seeds", type=int,
+                   help="replicates of each reference, reported as mean ± SEM (default 1; on "
+                        "resume: as stored)")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="do not queue the space's warm start (a paper space's published rule) "
+                        "as the first trial")
     p.add_argument("--seed", type=int,
                    help="seed of the suggestions and the trials (default 0; on resume: as stored)")
     p.add_argument("--startup-trials", type=int,
@@ -108,7 +120,10 @@ def search_settings(args: argparse.Namespace, stored: Mapping[str, Any] | None):
         }
     else:
         base = json.loads(json.dumps(dict(stored)))
-    given = {"max_trials": args.max_trials, "concurrency": args.concurrency, "seed": args.seed}
+    given = {"max_trials": args.max_trials, "concurrency": args.concurrency, "seed": args.seed,
+             "references": references_flag(args.references),
+             "reference_seeds": args.reference_seeds,
+             "warm_start": False if args.no_warm_start else None}
     tpe = {"n_startup_jobs": args.startup_trials, "gamma": args.gamma,
            "n_ei_candidates": args.ei_candidates}
     base.update({k: v for k, v in given.items() if v is not None})
@@ -116,6 +131,26 @@ def search_settings(args: argparse.Namespace, stored: Mapping[str, Any] | None):
     base["ray"] = ray_options(args, base.get("ray")).settings() if args.engine == "ray" else {}
     base["tpe"] = {**base.get("tpe", {}), **{k: v for k, v in tpe.items() if v is not None}}
     return SearchSettings.from_dict(base)
+
+
+def references_flag(text: str | None) -> list[str] | None:
+    """``--references``: None when not given, [] for ``none``, else the listed presets (checked
+    by the settings)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    return [part.strip() for part in text.split(",") if part.strip()] or [text]
+
+
+def batch_sizes_flag(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--batch-sizes must be a list of integers such as 16,32,64,128, got "
+                         f"{text!r}") from None
 
 
 def _missing_file(spec: str) -> bool:
@@ -136,8 +171,8 @@ def build_inputs(args: argparse.Namespace):
     from localrules.validation import check_choice
 
     check_experiment_name(args.experiment)
-    for name in ("max_trials", "concurrency", "width", "epochs", "batch_divisor",
-                 "startup_trials", "ei_candidates", "lease", "poll"):
+    for name in ("max_trials", "concurrency", "width", "epochs", "image_size", "startup_trials",
+                 "ei_candidates", "lease", "poll", "reference_seeds"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
@@ -155,7 +190,8 @@ def build_inputs(args: argparse.Namespace):
     if args.data_dir and "://" not in args.data_dir and not Path(args.data_dir).is_dir():
         raise ValueError(f"--data-dir {args.data_dir!r} is not a directory")
     budget = default_budget(args.dataset, model=args.model, width=args.width,
-                            epochs=args.epochs, batch_divisor=args.batch_divisor,
+                            epochs=args.epochs, image_size=args.image_size,
+                            batch_sizes=batch_sizes_flag(args.batch_sizes),
                             data_dir=args.data_dir)
     space = None if _missing_file(args.space) else load_space(args.space, budget)
     if args.engine == "ray":
@@ -191,37 +227,51 @@ def _recorded(args: argparse.Namespace) -> Mapping[str, Any] | None:
     return None if existing is None else existing.settings
 
 
-def leaderboard(trials: list, limit: int = 10) -> str:
-    from localrules.cli.trials_cmd import params_text, sort_trials
+def summary(experiment, space, settings, trials: list, engine_note: str = "") -> str:
+    """What a finished search prints: counts, the references, the leaderboard with each trial's
+    gap closed, and the best trial."""
+    from localrules.cli.trials_cmd import leaderboard
+    from localrules.store.documents import best_objective, state_counts
+    from localrules.store.references import references_of, search_trials
 
-    best = [t for t in sort_trials(trials, "objective") if t.objective is not None][:limit]
-    rows = [[t.trial_id, t.result.get("objective"), t.result.get("top1"),
-             t.result.get("diverged"), params_text(dict(t.params))] for t in best]
-    return table(["trial", "objective", "top1", "diverged", "params"], rows,
-                 max_width=terminal_width())
+    references = references_of(trials, settings.references)
+    counts = state_counts(search_trials(trials))
+    lines = [f"experiment {experiment.name}{engine_note}: {counts['done']} done, "
+             f"{counts['failed']} failed of {settings.max_trials}; space {space.name}; "
+             f"{space.describe_budget()}",
+             leaderboard(trials, references)]
+    best = best_objective(trials)
+    if best is not None:
+        gap = references.gap_closed(best.objective)
+        lines.append(f"best trial {best.trial_id}: objective {best.objective:.4f}, gap closed "
+                     f"{fmt(gap)}; params: {json.dumps(dict(best.params))}")
+    return "\n".join(lines)
 
 
 class _Display:
-    """A progress bar over finished trials with running/queued counts and the best so far."""
+    """A progress bar over finished trials (reference runs included) with running/queued
+    counts, the best so far and its gap closed."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, desc="trials", unit="trial", disable=not enabled,
                         file=sys.stderr)
-        self.last_best: Any = None
+        self.last: Any = None
 
     def __call__(self, status) -> None:
         finished = sum(status.counts[s] for s in FINISHED)
-        self.bar.total = max(self.bar.total, status.created)
+        self.bar.total = max(self.bar.total, sum(status.counts.values()))
         self.bar.n = finished
         best = status.best.objective if status.best is not None else None
+        gap = status.references.gap_closed(best)
         self.bar.set_postfix(running=status.counts["running"], queued=status.counts["queued"],
-                             best=fmt(best), refresh=False)
+                             best=fmt(best), gap=fmt(gap), refresh=False)
         self.bar.refresh()
-        if best is not None and best != self.last_best:
-            log.info("best so far: trial %d, objective %.4f", status.best.trial_id, best)
-            self.last_best = best
+        if best is not None and (best, gap) != self.last:
+            log.info("best so far: trial %d, objective %.4f, gap closed %s",
+                     status.best.trial_id, best, fmt(gap))
+            self.last = (best, gap)
 
     def close(self) -> None:
         self.bar.close()
@@ -298,12 +348,14 @@ def _search(args: argparse.Namespace, space) -> int:
                 return _run_on_ray(args, store, experiment, space, settings, controller)
             finally:
                 controller.release_lock()
+        queue_references(store, experiment.name, space.budget, settings)
         controller.step()
         spec = LocalWorkerSpec(url=args.db, artifacts=artifacts_location(args.artifacts),
                                experiments=(experiment.name,), lease_seconds=args.lease,
                                threads=threads_per_worker(args.workers),
                                log_level=logging.getLogger().level)
-        display = _Display(settings.max_trials, enabled=sys.stderr.isatty())
+        display = _Display(settings.max_trials + len(settings.references)
+                           * settings.reference_seeds, enabled=sys.stderr.isatty())
         stop: dict[str, Any] = {"exit": None}
         procs: list = []
 
@@ -334,12 +386,24 @@ def _search(args: argparse.Namespace, space) -> int:
             print(f"search stopped; running trials went back to the queue; run the same "
                   f"command to resume experiment {experiment.name!r}", file=sys.stderr)
         return stop["exit"]
-    print(f"experiment {experiment.name}: {status.done} done, {status.counts['failed']} failed "
-          f"of {settings.max_trials}; space {space.name}; {space.describe_budget()}")
-    print(leaderboard(trials))
-    if status.best is not None:
-        print("best trial", status.best.trial_id, "params:", json.dumps(dict(status.best.params)))
+    print(summary(experiment, space, settings, trials))
     return 0
+
+
+def queue_references(store, experiment: str, budget, settings) -> None:
+    """Queue the reference runs the experiment still needs (finished ones elsewhere under the
+    same key are copied, not queued)."""
+    from localrules.search.references import new_reference_trials
+
+    trials = new_reference_trials(store, experiment, budget, settings)
+    if trials:
+        store.add_trials(trials)
+        for t in trials:
+            log.info("reference %s (replicate %d): trial %d, %s", t.reference["rule"],
+                     t.reference["replicate"], t.trial_id,
+                     f"reused from trial {t.result['reused_from']['trial_id']} of "
+                     f"{t.result['reused_from']['experiment']!r}" if t.state == "done"
+                     else "queued")
 
 
 def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings,
@@ -359,8 +423,6 @@ def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings,
               f"command to resume experiment {experiment.name!r}", file=sys.stderr)
         return EXIT_INTERRUPTED
     stopped = sum(bool((t.result or {}).get("stopped_early")) for t in trials)
-    print(f"experiment {experiment.name} (Ray): {counts['done']} done ({stopped} stopped "
-          f"early), {counts['failed']} failed of {settings.max_trials}; space {space.name}; "
-          f"{space.describe_budget()}")
-    print(leaderboard(trials))
+    print(summary(experiment, space, settings, trials,
+                  engine_note=f" (Ray; {stopped} stopped early)"))
     return 0

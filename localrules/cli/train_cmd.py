@@ -1,5 +1,11 @@
 """``localrules train``: one trial end to end, with a progress bar and a final JSON summary line.
 
+By default a run trains on the dataset's budget, the same one a search's trials get
+(``spaces/budget.py``): the paper's schedule by fractions of training, the dataset's epochs,
+width, standard batch and learning-rate rule; ``--epochs`` stretches or shrinks that whole
+schedule, ``--batch-size`` moves the learning rate linearly. ``--schedule preset`` trains the
+preset's own run as the appendix gives it (ImageNet-scale epochs), for reproducing the paper.
+
 Everything is validated before anything is written: the preset or rule, every ``--set`` key and
 value, the model and dataset names, the data directory, and the output directory's state (an
 existing run needs ``--resume``; a resumed run must have the same config).
@@ -16,22 +22,33 @@ log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 143
 """128 + SIGTERM: the run checkpointed and stopped; run again with --resume."""
+SCHEDULES = ("budget", "preset")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one ResNet with one learning rule",
-                       description="Train one trial. Prints a JSON summary line at the end.")
+                       description="Train one trial on the dataset's budget (the search's). "
+                                   "Prints a JSON summary line at the end.")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--preset", help="a preset (see `localrules rules`): rule and schedule")
-    source.add_argument("--rule", help="a rule kind (bp fa wm ia sa aa kp) with default schedule")
+    source.add_argument("--preset", help="a preset (see `localrules rules`); default bp")
+    source.add_argument("--rule", help="a rule kind (bp fa wm ia sa aa kp) with its default "
+                                       "weights and η 1e-3")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. run.alignment_lr=1e-3 (repeatable)")
     p.add_argument("--model", help="e.g. resnet18 (default), resnet50v2")
-    p.add_argument("--dataset", help="digits (default), cifar10, imagenet, synthetic")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (default), cifar10, imagenet, synthetic")
     p.add_argument("--data-dir", help="directory of the dataset's files (local or gs://)")
-    p.add_argument("--width", type=int, help="first group's channel count (paper: 64)")
-    p.add_argument("--epochs", type=int, help="task epochs")
-    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--width", type=int, help="first group's channels (default per dataset)")
+    p.add_argument("--image-size", type=int,
+                   help="image side the model sees (default per dataset; digits upsample)")
+    p.add_argument("--epochs", type=int,
+                   help="task epochs; the whole schedule (warmup, drops, delay) stretches")
+    p.add_argument("--batch-size", type=int,
+                   help="global batch size; the learning rate scales linearly with it")
+    p.add_argument("--schedule", choices=SCHEDULES, default="budget",
+                   help="budget: the dataset's budget, as a search trial (default); preset: "
+                        "the preset's own run from the appendix")
     p.add_argument("--seed", type=int, help="seed for weights, data order and noise")
     p.add_argument("--out", required=True, help="run directory (local or gs://)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -42,19 +59,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from localrules.config import config_from_preset
+    """The run's TrialConfig: the preset (or rule) on the dataset's budget, or on its own
+    schedule, then the flags, then ``--set``."""
+    from localrules.config import TrialConfig, apply_overrides, set_keys
+    from localrules.rules.presets import rule_preset
+    from localrules.spaces import default_budget
+    from localrules.validation import check_int
 
-    overrides = list(args.overrides)
-    flag_keys = {"model": "model", "dataset": "dataset", "data_dir": "data_dir",
-                 "width": "width", "epochs": "run.epochs", "batch_size": "run.batch_size",
-                 "seed": "seed"}
-    for attr, key in flag_keys.items():
-        value = getattr(args, attr)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    if args.deterministic:
-        overrides.append("deterministic=true")
-    return config_from_preset(preset=args.preset, rule=args.rule, overrides=overrides)
+    for flag in ("width", "image_size", "epochs", "batch_size"):
+        if getattr(args, flag) is not None:
+            check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
+    if args.seed is not None:
+        check_int("--seed", args.seed, minimum=0)
+    preset = rule_preset(args.rule or args.preset or "bp")
+    budget = default_budget(args.dataset, model=args.model, width=args.width,
+                            image_size=args.image_size, data_dir=args.data_dir,
+                            epochs=args.epochs)
+    if args.schedule == "budget":
+        data = budget.preset_config(preset).to_dict()
+    else:
+        run = preset.run.stretched(args.epochs) if args.epochs else preset.run
+        data = set_keys(TrialConfig().to_dict(), {
+            "dataset": budget.dataset, "model": budget.model, "width": budget.width,
+            "image_size": budget.image_size, "data_dir": budget.data_dir,
+            "rule": preset.rule.to_dict(), "run": run.to_dict()})
+    flags = {"run.batch_size": args.batch_size, "seed": args.seed,
+             "deterministic": args.deterministic or None}
+    data = set_keys(data, {k: v for k, v in flags.items() if v is not None})
+    return TrialConfig.from_dict(apply_overrides(data, args.overrides))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
                          "or choose another --out")
     if args.resume and existing is not None and existing != config:
         raise ValueError(f"--resume with a different config than the run in {args.out}")
+    run_ = config.run
+    log.info("%s on %s (%s, width %d): %d epochs, batch %d at lr %.4g, warmup %g, drops at %s",
+             config.rule.kind, config.dataset, config.model, config.width, run_.epochs,
+             run_.batch_size, run_.effective_task_lr, run_.warmup_epochs,
+             "/".join(f"{d:g}" for d in run_.drop_epochs if d < run_.epochs) or "none")
     trainer = Trainer(config, args.out, progress=not args.no_progress and sys.stderr.isatty())
     write_config(config, args.out)
     if args.resume:

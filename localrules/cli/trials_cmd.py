@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from localrules.cli.tables import fmt, iso, table, terminal_width
-from localrules.store import STATES, Trial, TrialStore
+from localrules.store import STATES, Experiment, Trial, TrialStore
 from localrules.store.documents import best_objective, state_counts
+from localrules.store.references import GAP_RULES, References, references_of
 from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
@@ -45,16 +46,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(handler=run_experiments)
 
 
-def trial_json(trial: Trial) -> dict[str, Any]:
-    """One trial as the JSON object the query commands print."""
+def trial_json(trial: Trial, references: References) -> dict[str, Any]:
+    """One trial as the JSON object the query commands print, with its gap closed (from the
+    experiment's ``references``) and, when that is null, why."""
+    gap = references.gap_closed(trial.objective)
     return {
         "experiment": trial.experiment,
         "trial_id": trial.trial_id,
         "state": trial.state,
         "attempt": trial.attempt,
         "worker": trial.worker,
+        "reference": None if trial.reference is None else dict(trial.reference),
+        "warm_start": (trial.misc or {}).get("warm_start"),
         "params": dict(trial.params),
         "result": None if trial.result is None else dict(trial.result),
+        "gap_closed": gap,
+        "gap_closed_reason": None if gap is not None else (
+            references.gap_reason() or "no objective"),
         "progress": None if trial.progress is None else dict(trial.progress),
         "error": trial.error,
         "config": dict(trial.config),
@@ -96,17 +104,41 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def trials_table(trials: Sequence[Trial]) -> str:
+def kind_text(trial: Trial) -> str:
+    """What a trial is: a reference run (its rule), a warm start (its label), or TPE's."""
+    if trial.reference is not None:
+        reused = " (reused)" if "reused_from" in (trial.result or {}) else ""
+        return f"reference {trial.reference.get('rule')}{reused}"
+    warm = (trial.misc or {}).get("warm_start")
+    if warm is not None:
+        return f"warm start {warm}"
+    return "random" if (trial.misc or {}).get("startup") else "tpe"
+
+
+def trials_table(trials: Sequence[Trial], references: References) -> str:
     rows = []
     for t in trials:
         result = t.result or {}
         progress = t.progress or {}
         epoch = progress.get("epoch")
         epochs = f"{epoch}/{progress.get('epochs')}" if epoch is not None else "-"
-        rows.append([t.trial_id, t.state, t.attempt, result.get("objective"),
-                     result.get("diverged"), epochs, params_text(dict(t.params))])
-    return table(["trial", "state", "attempt", "objective", "diverged", "epoch", "params"], rows,
-                 max_width=terminal_width())
+        rows.append([t.trial_id, t.state, kind_text(t), t.attempt, result.get("objective"),
+                     references.gap_closed(t.objective), result.get("diverged"), epochs,
+                     params_text(dict(t.params))])
+    return table(["trial", "state", "kind", "attempt", "objective", "gap closed", "diverged",
+                  "epoch", "params"], rows, max_width=terminal_width())
+
+
+def leaderboard(trials: Sequence[Trial], references: References, limit: int = 10) -> str:
+    """The best search trials (reference runs left out) with their gap closed, under a line
+    giving the references."""
+    best = [t for t in sort_trials(trials, "objective")
+            if t.objective is not None and t.reference is None][:limit]
+    rows = [[t.trial_id, kind_text(t), t.objective, references.gap_closed(t.objective),
+             t.result.get("diverged"), params_text(dict(t.params))] for t in best]
+    return (f"references: {references.describe()}\n"
+            + table(["trial", "kind", "objective", "gap closed", "diverged", "params"], rows,
+                    max_width=terminal_width()))
 
 
 def open_existing(url: str) -> TrialStore:
@@ -119,23 +151,33 @@ def run_trials(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     with open_existing(args.db) as store:
-        store.require_experiment(args.experiment)
-        trials = sort_trials(store.trials(args.experiment, args.state), args.sort, args.reverse)
+        experiment = store.require_experiment(args.experiment)
+        every = store.trials(args.experiment)  # the references come from all of them
+    references = references_of(every, requested_references(experiment))
+    chosen = [t for t in every if args.state is None or t.state in args.state]
+    trials = sort_trials(chosen, args.sort, args.reverse)
     if args.limit is not None:
         trials = trials[: args.limit]
     if args.format == "json":
-        print(json.dumps([trial_json(t) for t in trials], indent=2))
+        print(json.dumps([trial_json(t, references) for t in trials], indent=2))
     elif args.format == "csv":
         from localrules.store.frame import trial_row
 
-        rows = [trial_row(t) for t in trials]
+        rows = [trial_row(t, references) for t in trials]
         columns = list(dict.fromkeys(k for row in rows for k in row))
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     else:
-        print(trials_table(trials))
+        print(f"references: {references.describe()}")
+        print(trials_table(trials, references))
     return 0
+
+
+def requested_references(experiment: Experiment) -> tuple[str, ...]:
+    """The reference rules an experiment asked for (its settings; an experiment stored before
+    references existed asked for none)."""
+    return tuple(experiment.settings.get("references", ()))
 
 
 def run_experiments(args: argparse.Namespace) -> int:
@@ -144,16 +186,27 @@ def run_experiments(args: argparse.Namespace) -> int:
         for e in store.list_experiments():
             history = store.history(e.name)  # ids, states and results: no configs read
             best = best_objective(history)
+            objective = None if best is None else best.result["objective"]
+            references = references_of(history, requested_references(e))
             rows.append({
                 "name": e.name, "space": e.space_name, "counts": state_counts(history),
-                "best_objective": None if best is None else best.result["objective"],
+                "best_objective": objective,
+                "best_gap_closed": references.gap_closed(objective),
+                "references": {rule: {k: v for k, v in level.to_dict().items()
+                                      if k != "pending"}
+                               for rule, level in references.levels.items()},
+                "gap_reason": references.gap_reason(),
+                "reading": e.reading,
                 "max_trials": e.settings.get("max_trials"), "budget": dict(e.budget),
                 "created_at": iso(e.created_at),
             })
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    print(table(["experiment", "space", *STATES, "best", "max", "created"],
+    print(table(["experiment", "space", *STATES, "best", "gap closed", "bp", "fa", "max",
+                 "created"],
                 [[r["name"], r["space"], *(r["counts"][s] for s in STATES),
-                  r["best_objective"], r["max_trials"], r["created_at"]] for r in rows]))
+                  r["best_objective"], r["best_gap_closed"],
+                  *((r["references"].get(rule) or {}).get("objective") for rule in GAP_RULES),
+                  r["max_trials"], r["created_at"]] for r in rows]))
     return 0

@@ -14,6 +14,13 @@ Augmentation: a random shift of up to one pixel each way, with zero padding (zer
 background). The training set is only 1,438 images, so some augmentation pays; one pixel of eight
 is about the share CIFAR's 4-of-32 crop uses, and larger shifts push strokes off the tiny frame.
 No flips: mirrored digits are different digits (or none).
+
+Size: the native 8×8 by default. With ``image_size`` (e.g. 16) every image, augmented at 8×8, is
+upsampled bilinearly before normalisation. At 8×8 a ResNet-18's last group sees 1×1 maps, so only
+the centre tap of its 3×3 kernels is ever driven by data: data-driven alignment (WM, IA) cannot
+bring those kernels' angles below about 70° (SA, which uses weights only, can). Upsampling to 16
+gives the last group 2×2 maps and every tap data, at about four times the compute
+(docs/science.md).
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from localrules.data.base import ArrayDataset, check_native_size, pad_and_crop, refuse_data_dir
+from localrules.data.base import ArrayDataset, pad_and_crop, refuse_data_dir
 from localrules.data.info import DatasetInfo
+from localrules.validation import check_int
 
 OPTIONS: tuple[str, ...] = ()
 SPLIT_SEED = 0
 EVAL_FRACTION = 0.2
 SHIFT = 1
 NUM_CLASSES = 10
+NATIVE_SIZE = 8
 
 
 def stratified_split(labels: np.ndarray, eval_fraction: float, seed: int
@@ -45,16 +54,25 @@ def stratified_split(labels: np.ndarray, eval_fraction: float, seed: int
 
 
 class Digits(ArrayDataset):
-    """The digits arrays, shifted by up to one pixel during training."""
+    """The digits arrays, shifted by up to one pixel during training (at 8×8), then upsampled
+    to ``size`` when it is not the native 8."""
+
+    size = NATIVE_SIZE
 
     def _augment(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         return pad_and_crop(image, SHIFT, seed)
+
+    def _normalise(self, image: tf.Tensor) -> tf.Tensor:
+        if self.size != NATIVE_SIZE:
+            image = tf.image.resize(image, (self.size, self.size), method="bilinear")
+        return super()._normalise(image)
 
 
 def load(data_dir: str | None, *, image_size: int | None, seed: int) -> Digits:
     """Split and standardise the bundled digits (no files, no network)."""
     refuse_data_dir("digits", data_dir)
-    check_native_size("digits", image_size, 8)
+    size = NATIVE_SIZE if image_size is None else check_int("image_size", image_size,
+                                                             minimum=NATIVE_SIZE)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -64,6 +82,8 @@ def load(data_dir: str | None, *, image_size: int | None, seed: int) -> Digits:
     train_images = images[train_idx]
     mean = np.array([train_images.mean()], np.float32)
     std = np.array([train_images.std()], np.float32)
-    info = DatasetInfo("digits", NUM_CLASSES, (8, 8, 1), len(train_idx), len(eval_idx))
-    return Digits(info, seed, (train_images, labels[train_idx]),
-                  (images[eval_idx], labels[eval_idx]), mean, std)
+    info = DatasetInfo("digits", NUM_CLASSES, (size, size, 1), len(train_idx), len(eval_idx))
+    digits = Digits(info, seed, (train_images, labels[train_idx]),
+                    (images[eval_idx], labels[eval_idx]), mean, std)
+    digits.size = size
+    return digits

@@ -58,7 +58,8 @@ def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
     metrics["steps"] = record.get("step")
     if record.get("layers"):
         metrics["weight_angle_deg"] = {name: m["weight_angle_deg"]
-                                       for name, m in record["layers"].items()}
+                                       for name, m in record["layers"].items()
+                                       if "weight_angle_deg" in m}
     return runs.json_safe(metrics)
 
 

@@ -26,7 +26,11 @@ from localrules.validation import (
     dataclass_from_dict,
 )
 
-ALIGNMENT_SCHEDULES: tuple[str, ...] = ("task", "constant")
+ALIGNMENT_SCHEDULES: tuple[str, ...] = ("task", "drops", "constant")
+OPTIMIZERS: tuple[str, ...] = ("separate", "joint")
+READINGS_OF_SYMBOLS: tuple[str, ...] = ("appendix", "code", "none")
+"""How a preset reads the appendix's α/β/γ: by the appendix's own primitive names, by the
+reference code's flags, or not at all (no primitive weights)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,15 @@ class RunParams:
     searches' |B|/2048), without one ``task_lr`` is used as is. ``weight_decay`` is in the TF1
     convention (``λ·½Σw²`` on forward kernels and the classifier bias only; DESIGN.md decision 5).
     ``alignment_schedule="task"`` gives η the task rate's warmup (when ``delay_epochs == 0``) and
-    drops; ``"constant"`` keeps η fixed.
+    drops; ``"drops"`` keeps η constant but drops it with the task rate (appendix B.3's SA/AA
+    schedule); ``"constant"`` keeps η fixed.
+
+    ``optimizer="separate"`` is the paper's pair: Nesterov on J for the forward weights, Adam (η)
+    on R for B. ``"joint"`` is the reference code's default path: one Nesterov SGD on
+    r_J·J + r_R·R for every weight, B included, at the task rate's schedule (η unused).
+
+    Epoch counts (warmup, drops, delay) may be fractional: a budget maps the paper's schedule
+    onto a dataset by fractions of training (``spaces/budget.py``).
     """
 
     batch_size: int = 256
@@ -46,19 +58,20 @@ class RunParams:
     lr_reference_batch: int | None = None
     momentum: float = 0.9
     warmup_epochs: float = 5.0
-    drop_epochs: tuple[int, ...] = (30, 60, 80)
+    drop_epochs: tuple[float, ...] = (30.0, 60.0, 80.0)
     drop_factor: float = 0.1
     epochs: int = 90
     weight_decay: float = 1e-4
     alignment_lr: float | None = None
     alignment_schedule: str = "constant"
-    delay_epochs: int = 0
+    delay_epochs: float = 0.0
     alternate: bool = False
+    optimizer: str = "separate"
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("epochs", self.epochs, minimum=1)
-        check_int("delay_epochs", self.delay_epochs, minimum=0)
+        check_nonnegative("delay_epochs", self.delay_epochs)
         if self.lr_reference_batch is not None:
             check_int("lr_reference_batch", self.lr_reference_batch, minimum=1)
         for name in ("task_lr", "warmup_epochs", "weight_decay"):
@@ -69,12 +82,19 @@ class RunParams:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not 0 < check_nonnegative("drop_factor", self.drop_factor) <= 1:
             raise ValueError(f"drop_factor must be in (0, 1], got {self.drop_factor!r}")
-        drops = tuple(check_int("drop_epochs", d, minimum=1) for d in self.drop_epochs)
-        if list(drops) != sorted(set(drops)):
-            raise ValueError(f"drop_epochs must be strictly increasing, got {list(drops)}")
+        drops = tuple(check_nonnegative("drop_epochs", d) for d in self.drop_epochs)
+        if list(drops) != sorted(set(drops)) or (drops and drops[0] <= 0):
+            raise ValueError(f"drop_epochs must be positive and strictly increasing, got "
+                             f"{list(drops)}")
         check_bool("alternate", self.alternate)
         check_choice("alignment schedule", self.alignment_schedule, ALIGNMENT_SCHEDULES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.optimizer == "joint" and self.delay_epochs > 0:
+            raise ValueError("optimizer 'joint' has one learning rate, the task schedule's, which "
+                             "is 0 during a delay: delay_epochs must be 0 (or use the separate "
+                             f"optimizers), got {self.delay_epochs:g}")
         object.__setattr__(self, "drop_epochs", drops)
+        object.__setattr__(self, "delay_epochs", float(self.delay_epochs))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunParams:
@@ -93,6 +113,20 @@ class RunParams:
         data["drop_epochs"] = list(self.drop_epochs)
         return data
 
+    def stretched(self, epochs: int) -> RunParams:
+        """The same schedule over ``epochs``: warmup, drops and delay scaled by
+        ``epochs / self.epochs``, so they land at the same fractions of training."""
+        scale = check_int("epochs", epochs, minimum=1) / self.epochs
+        return dataclasses.replace(
+            self, epochs=epochs, warmup_epochs=epoch_count(self.warmup_epochs * scale),
+            drop_epochs=tuple(epoch_count(d * scale) for d in self.drop_epochs),
+            delay_epochs=epoch_count(self.delay_epochs * scale))
+
+
+def epoch_count(value: float) -> float:
+    """A scaled epoch count, rounded to 6 decimals (so JSON and fingerprints stay readable)."""
+    return round(float(value), 6)
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -103,6 +137,11 @@ class Preset:
     source: str
     extras: Mapping[str, Any] = field(default_factory=dict)
     """The appendix's own numbers (α/β, β, …) kept beside the derived weights, for provenance."""
+    reading: str = "none"
+    """Which reading of the appendix's α/β/γ gives the weights (``READINGS_OF_SYMBOLS``)."""
+
+    def __post_init__(self) -> None:
+        check_choice("preset reading", self.reading, READINGS_OF_SYMBOLS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,9 +149,19 @@ class Preset:
             "description": self.description,
             "rule": self.rule.to_dict(),
             "run": {**self.run.to_dict(), "effective_task_lr": self.run.effective_task_lr},
+            "reading": self.reading,
+            "reading_note": READING_NOTES[self.reading],
             "source": self.source,
             "appendix_values": dict(self.extras),
         }
+
+
+READING_NOTES: Mapping[str, str] = {
+    "appendix": "the appendix's names: α weighs amp, β decay, γ null (B.1.1, B.1.4)",
+    "code": "the reference code's flags (WM: alpha·decay + beta·amp; IA: alpha·amp + beta·null "
+            "+ gamma·decay; SA: alpha·decay + beta·self; AA: alpha·sparse + beta·amp)",
+    "none": "no primitive weights to read",
+}
 
 
 # The Table-4 schedule of appendix B.2 (He et al. 2016).
@@ -164,15 +213,17 @@ def _tpe_presets(
     values = {**values, "alpha": values["alpha/beta"] * values["beta"]}
     noise = Noise(stddev=values["sigma"])
     appendix, code = READINGS[kind]
-    for suffix, mapping, note in (("", appendix, "appendix"), ("-code", code, "reference code")):
+    for suffix, mapping, reading in (("", appendix, "appendix"), ("-code", code, "code")):
         yield Preset(
             name + suffix,
-            f"{name} ({kind}), {note} reading: {_reading(mapping)}",
+            f"{name} ({kind}), {'reference code' if suffix else 'appendix'} reading: "
+            f"{_reading(mapping)}",
             Rule(kind, {prim: values[symbol] for prim, symbol in mapping.items()}, ops, noise),
             run,
             source + ("" if not suffix else " Reference-code reading of the symbols "
                       "(paper-spec §C.2)."),
             values,
+            reading=reading,
         )
 
 
@@ -201,10 +252,12 @@ def _build() -> dict[str, Preset]:
             short,
             f"{kind.capitalize()} alignment, Table 4 (non-local)",
             Rule(kind, weights, table4_ops),
-            dataclasses.replace(TABLE4_RUN, alignment_lr=1e-3),
-            "Appendix B.2: α = 1e-3, β = 2e-3 (the code's alpha/beta, which the appendix numbers "
-            "equal); biases on both paths, no ReLU. Whether η follows the drops is not stated: "
-            "constant, the code default.",
+            dataclasses.replace(TABLE4_RUN, alignment_lr=1e-3, alignment_schedule="drops"),
+            "Appendix B.2: α = 1e-3, β = 2e-3 in the code's reading (α on decay/sparse), the "
+            "only one under which these numbers pull B exactly to Wᵀ; biases on both paths, no "
+            "ReLU. B.2 does not say whether η drops; B.3 drops the SA/AA η with the task rate "
+            "(at 30/60), so η follows the task rate's drops, without warmup.",
+            reading="code",
         ))
 
     presets += _tpe_presets(
@@ -268,6 +321,17 @@ PRESETS: Mapping[str, Preset] = _build()
 
 def get_preset(name: str) -> Preset:
     return PRESETS[check_choice("preset", name, PRESETS)]
+
+
+def rule_preset(name: str) -> Preset:
+    """A preset by name, or for a rule kind (``wm``, ``information``, …) one made on the spot:
+    the kind's default weights with the default run (η 1e-3 when it has an alignment loss)."""
+    if name in PRESETS:
+        return PRESETS[name]
+    rule = resolve_rule(name)
+    run = RunParams(alignment_lr=1e-3 if rule.has_alignment_loss else None)
+    return Preset(name, f"{rule.kind} with its default weights", rule, run,
+                  "No preset: the rule kind's default weights and the default run (η 1e-3).")
 
 
 def resolve_rule(rule: Rule | str | Mapping[str, Any] | None) -> Rule:

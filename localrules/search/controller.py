@@ -6,14 +6,14 @@ trials without passing ``max_trials``. Everything it knows is in the store, so i
 and restarted at any moment; the lock keeps a second controller from suggesting for the same
 experiment, and trial ids come from the store's counter, so none is ever used twice.
 
-Suggestions are seeded per trial id from the experiment's seed: the same seed and the same
-completion order give the same suggestions. TPE suggests one trial at a time; each new trial goes
-into the history as pending before the next is suggested, as in hyperopt's asynchronous runs.
+Trials come from ``search.suggest`` (warm starts, then TPE seeded per trial id: the same seed
+and the same completion order give the same suggestions). Reference runs (``store.references``)
+sit beside the search: queued before the first round, they are not counted in ``max_trials``
+and never enter TPE's history, but the search is finished only once they are.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from localrules.search.history import hyperopt_doc, misc_from_doc, rebuild
 from localrules.search.settings import SearchSettings
+from localrules.search.suggest import Suggester, suggestion_seed, trial_seed
 from localrules.spaces import Space
 from localrules.store import (
     CANCELLED,
@@ -37,6 +37,9 @@ from localrules.store import (
     TrialStore,
 )
 from localrules.store.documents import best_objective, state_counts
+from localrules.store.references import References, references_of, search_trials
+
+__all__ = ["Controller", "ControllerLocked", "Status", "suggestion_seed", "trial_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +48,16 @@ class ControllerLocked(StoreError, ValueError):
     """Another controller holds the experiment's lock."""
 
 
-def suggestion_seed(experiment_seed: int, trial_id: int) -> int:
-    """The seed of one trial's suggestion: a function of the experiment's seed and the id."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([experiment_seed, trial_id]).generate_state(1)[0]
-               % (2**31 - 1))
-
-
-def trial_seed(experiment_seed: int, trial_id: int) -> int:
-    """The seed a trial trains with (weights, data order, noise): distinct per trial."""
-    return (experiment_seed * 100_003 + trial_id) % (2**31 - 1)
-
-
 @dataclass(frozen=True)
 class Status:
-    """Where a search stands: trial counts, the best result, and whether it is finished."""
+    """Where a search stands: trial counts (reference runs included), the best search trial,
+    search trials created, the references, and whether it is finished."""
 
     counts: dict[str, int]
     best: Trial | None
     created: int
     finished: bool
+    references: References
 
     @property
     def done(self) -> int:
@@ -83,17 +75,16 @@ class Controller:
         self.experiment = experiment
         self.space = space
         self.settings = settings
+        self.suggester = Suggester(store, experiment.name, space, settings)
         self.owner = owner or (
             f"controller:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.lock_seconds = lock_seconds
         self.lock_name = f"controller:{experiment.name}"
         self._history: list[HistoryEntry] = []
 
-    @functools.cached_property
+    @property
     def domain(self):
-        from hyperopt.base import Domain
-
-        return Domain(lambda params: 0.0, self.space.to_hyperopt())
+        return self.suggester.domain
 
     # --- one round ----------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -124,8 +115,8 @@ class Controller:
                         "failed" if trial.state == FAILED else "back in the queue")
         stored = self.store.history(self.experiment.name)
         self._history = stored
-        counted = [t for t in stored if t.state != CANCELLED]
-        pending = sum(t.state in PENDING for t in stored)
+        counted = [t for t in search_trials(stored) if t.state != CANCELLED]
+        pending = sum(t.state in PENDING for t in stored)  # reference runs occupy workers too
         n = min(self.settings.concurrency - pending, self.settings.max_trials - len(counted))
         if n <= 0:
             return 0
@@ -138,45 +129,22 @@ class Controller:
         return len(new)
 
     def suggest(self, stored: Sequence[Trial | HistoryEntry], n: int) -> list[Trial]:
-        """``n`` new queued trials suggested by TPE on top of the stored history."""
-        from hyperopt import tpe
-
-        history = rebuild(stored)
-        ids = self.store.allocate_trial_ids(self.experiment.name, n)
-        tpe_settings = self.settings.tpe
-        new: list[Trial] = []
-        for trial_id in ids:
-            # hyperopt suggests at random while it holds fewer trials than n_startup_jobs
-            # (queued and running ones count; failed ones, left out of the history, do not).
-            startup = len(history.trials) < tpe_settings.n_startup_jobs
-            (doc,) = tpe.suggest(
-                [trial_id], self.domain, history, suggestion_seed(self.settings.seed, trial_id),
-                prior_weight=tpe_settings.prior_weight, n_startup_jobs=tpe_settings.n_startup_jobs,
-                n_EI_candidates=tpe_settings.n_ei_candidates, gamma=tpe_settings.gamma,
-                verbose=False,
-            )
-            misc = {**misc_from_doc(doc), "startup": startup}
-            params = self.space.params_from_vals(misc["vals"])
-            config = self.space.config(params, seed=trial_seed(self.settings.seed, trial_id))
-            trial = Trial(experiment=self.experiment.name, trial_id=trial_id,
-                          config=config.to_dict(), params=params, misc=misc)
-            new.append(trial)
-            history.insert_trial_docs([hyperopt_doc(history, trial)])
-            history.refresh()
-        return new
+        """``n`` new queued trials: warm starts, then TPE on top of the stored history."""
+        return self.suggester.suggest(stored, n)
 
     # --- the loop -----------------------------------------------------------------------------
     def status(self, history: Sequence[HistoryEntry] | None = None) -> Status:
-        """Counts, the best trial and whether the search is finished, from ``history`` (read
-        from the store when not given) plus the best trial's document."""
+        """Counts, the best trial, the references and whether the search is finished, from
+        ``history`` (read from the store when not given) plus the best trial's document."""
         stored = self.store.history(self.experiment.name) if history is None else history
         counts = state_counts(stored)
         top = best_objective(stored)
         best = None if top is None else self.store.get_trial(self.experiment.name, top.trial_id)
-        created = len(stored) - counts[CANCELLED]
+        created = sum(t.state != CANCELLED for t in search_trials(stored))
         finished = (created >= self.settings.max_trials
                     and all(t.state in FINISHED for t in stored))
-        return Status(counts, best, created, finished)
+        return Status(counts, best, created, finished,
+                      references_of(stored, self.settings.references))
 
     def run(self, poll_seconds: float = 2.0,
             on_status: Callable[[Status], None] | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from localrules.spaces import Space
 from localrules.store import Experiment, TrialStore
-from localrules.validation import check_finite, check_int, dataclass_from_dict
+from localrules.validation import check_bool, check_finite, check_int, dataclass_from_dict
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ class SearchSettings:
     ray: Mapping[str, Any] = field(default_factory=dict)
     """The Ray engine's options (resources per trial, max failures, scheduler); empty for the
     store engine. Fixed on resume: a restored Tuner keeps its own."""
+    references: tuple[str, ...] = ("bp", "fa")
+    """Presets trained under the experiment's budget and seed beside the search (not counted
+    in ``max_trials``); bp and fa give every trial its gap closed (``store.references``)."""
+    reference_seeds: int = 1
+    """Replicates of each reference (mean and SEM when more than one)."""
+    warm_start: bool = True
+    """Queue the space's warm starts (a paper space's published rule) before TPE's first
+    suggestion."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -65,16 +73,36 @@ class SearchSettings:
         check_int("max_attempts", self.max_attempts, minimum=1)
         if self.objective != "top1":
             raise ValueError(f"unknown objective {self.objective!r}; valid: top1")
+        object.__setattr__(self, "references", check_references(self.references))
+        check_int("reference_seeds", self.reference_seeds, minimum=1)
+        check_bool("warm_start", self.warm_start)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
         return dataclass_from_dict(cls, data, "search settings")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["references"] = list(self.references)  # as stored: resumes compare like with like
+        return data
 
 
-FIXED = ("objective", "engine")
+def check_references(rules: object) -> tuple[str, ...]:
+    """Reference rules: distinct preset names (ValueError listing the valid ones)."""
+    from localrules.rules.presets import PRESETS
+
+    if isinstance(rules, str) or not isinstance(rules, (list, tuple)):
+        raise ValueError(f"references must be a list of presets, got {rules!r}")
+    for rule in rules:
+        if rule not in PRESETS:
+            raise ValueError(f"unknown reference rule {rule!r}; valid: none, or presets among "
+                             f"{', '.join(PRESETS)}")
+    if len(set(rules)) != len(rules):
+        raise ValueError(f"a reference rule is repeated: {', '.join(rules)}")
+    return tuple(rules)
+
+
+FIXED = ("objective", "engine", "warm_start")
 """Settings a resumed search may not change. The rest (budget of trials, concurrency, seed, TPE
 knobs) may for the store engine: the history is rebuilt from the store whatever produced it
 (Ray's restored Tuner keeps its own, so a Ray search resumes with its stored settings)."""
@@ -85,7 +113,7 @@ def new_experiment(name: str, space: Space, settings: SearchSettings) -> Experim
     return Experiment(
         name=name, space_name=space.name, space_source=dict(space.source),
         fingerprint=space.fingerprint(), budget=space.budget.to_dict(),
-        settings=settings.to_dict(),
+        settings=settings.to_dict(), reading=space.reading,
     )
 
 

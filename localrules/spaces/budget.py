@@ -1,51 +1,72 @@
-"""What every trial of a search trains on, and how the paper's ImageNet settings scale to it.
+"""The budget: what every run of an experiment trains on, and the one rule that maps the paper's
+schedule onto a dataset. ``localrules train`` and ``localrules search`` share it.
 
-The paper's searches train ResNet-18 on ImageNet for 45 epochs per trial with batch sizes
-{256, 1024, 2048, 4096} (lr = |B|/2048), a 6-epoch warmup and drops at 30/60/80 (paper-spec §F).
-On a dataset far smaller than ImageNet those numbers make no sense (digits has 1,438 training
-images), so a budget scales them: epochs are the budget's, warmup and drop epochs shrink by the
-same factor (``epochs / 45``), and batch sizes are divided by ``batch_divisor`` with the learning
-rate still tied to the paper's batch (the reference batch 2048 is divided too). The experiment
-records the budget and ``describe()`` says exactly what was scaled.
+The paper's searches trained each trial for 45 ImageNet epochs of the +AD schedule: a linear
+warm-up of 6 epochs, ×0.1 drops at 30/60/80 (only the one at 30 falls inside 45), batch sizes
+{256, 1024, 2048, 4096} at lr = |B|/2048 (paper-spec §E.2, §F). A budget keeps that schedule's
+shape and moves it onto a dataset:
+
+- **Fractions of training.** Warm-up, drops and the delay land at the same fractions of the
+  budget's epochs as in a 45-epoch paper trial: warm-up 6/45 of training, the drop at 30/45, a
+  delay of ``de`` paper epochs at ``de``/45. Every trial gets the same epochs (examples seen), as
+  in the paper; ``--epochs`` stretches or shrinks the whole schedule.
+- **Learning rate linear in the batch**, from a reference measured per dataset: ``lr`` at
+  ``batch_size`` (digits: 0.1 at 64), lr(B) = lr · B / batch_size. On ImageNet that is the
+  paper's |B|/2048 (0.125 at 256); elsewhere it replaces it (docs/search.md says so).
+- **Batch-size choices per dataset** (the +AD searches' |B|), chosen so that every one of them
+  learns under the budget; ``batch_size`` is the standard batch, the paper's 256, used by
+  ``train``, by the reference runs and by the warm starts.
+
+The numbers behind each dataset's defaults are in ``DEFAULT_BUDGETS`` and docs/science.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from localrules.validation import check_int, check_str, dataclass_from_dict
+from localrules.rules.presets import Preset, RunParams, epoch_count, get_preset
+from localrules.validation import check_finite, check_int, check_str, dataclass_from_dict
 
-PAPER_EPOCHS = 45
+PAPER_TRIAL_EPOCHS = 45
+"""Epochs of one trial of the paper's searches (appendix B.1)."""
 PAPER_WARMUP_EPOCHS = 6.0
 PAPER_DROP_EPOCHS: tuple[int, ...] = (30, 60, 80)
 PAPER_BATCH_SIZES: tuple[int, ...] = (256, 1024, 2048, 4096)
-PAPER_REFERENCE_BATCH = 2048
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Dataset, model and training length shared by all trials of one experiment."""
+    """Dataset, model and training length shared by every run of one experiment."""
 
     dataset: str = "imagenet"
     model: str = "resnet18"
     width: int = 64
-    epochs: int = PAPER_EPOCHS
-    batch_divisor: int = 1
-    data_dir: str | None = None
+    epochs: int = PAPER_TRIAL_EPOCHS
+    batch_size: int = 256
+    """The standard batch (the paper's 256): ``train``, reference runs and warm starts use it."""
+    batch_sizes: tuple[int, ...] = PAPER_BATCH_SIZES
+    """The batch-size choices of the paper spaces' +AD searches."""
+    lr: float = 0.125
+    """The Nesterov learning rate at ``batch_size``; at batch B it is ``lr · B / batch_size``."""
     image_size: int | None = None
+    data_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_str("budget dataset", self.dataset)
         check_str("budget model", self.model)
         check_int("width", self.width, minimum=1)
         check_int("epochs", self.epochs, minimum=1)
-        check_int("batch_divisor", self.batch_divisor, minimum=1)
-        if min(PAPER_BATCH_SIZES) % self.batch_divisor:  # every scaled batch size stays >= 1
-            raise ValueError(f"batch_divisor must divide {min(PAPER_BATCH_SIZES)} (a power of two "
-                             f"up to 256), got {self.batch_divisor}")
+        check_int("batch_size", self.batch_size, minimum=1)
+        sizes = tuple(check_int("batch_sizes", b, minimum=1) for b in self.batch_sizes)
+        if not sizes or list(sizes) != sorted(set(sizes)):
+            raise ValueError(f"batch_sizes must be distinct and increasing, got {list(sizes)}")
+        object.__setattr__(self, "batch_sizes", sizes)
+        if not check_finite("lr", self.lr) > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.data_dir is not None:
             check_str("data_dir", self.data_dir)
         if self.image_size is not None:
@@ -53,72 +74,116 @@ class Budget:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
+        if "batch_divisor" in data:  # an experiment stored before budgets took fractions
+            data = _from_divisor(data)
         return dataclass_from_dict(cls, data, "budget")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["batch_sizes"] = list(self.batch_sizes)
+        return data
 
+    # --- the schedule ---------------------------------------------------------------------------
     @property
     def time_scale(self) -> float:
-        return self.epochs / PAPER_EPOCHS
+        """Budget epochs per paper-trial epoch."""
+        return self.epochs / PAPER_TRIAL_EPOCHS
 
     def warmup_epochs(self) -> float:
-        return round(PAPER_WARMUP_EPOCHS * self.time_scale, 6)
+        return epoch_count(PAPER_WARMUP_EPOCHS * self.time_scale)
 
-    def drop_epochs(self) -> tuple[int, ...]:
-        """The paper's drops scaled by ``epochs / 45``, kept ≥ 1 and strictly increasing."""
-        drops: list[int] = []
-        for d in PAPER_DROP_EPOCHS:
-            drops.append(max(round(d * self.time_scale), drops[-1] + 1 if drops else 1))
-        return tuple(drops)
+    def drop_epochs(self) -> tuple[float, ...]:
+        """The paper's drops that fall inside a trial (30 of 45), scaled to the budget."""
+        return tuple(epoch_count(d * self.time_scale) for d in PAPER_DROP_EPOCHS
+                     if d < PAPER_TRIAL_EPOCHS)
 
-    def batch_sizes(self) -> tuple[int, ...]:
-        return tuple(b // self.batch_divisor for b in PAPER_BATCH_SIZES)
+    def delay_epochs(self, paper_epochs: float) -> float:
+        """A delay of ``paper_epochs`` (of a 45-epoch trial) on this budget."""
+        return epoch_count(paper_epochs * self.time_scale)
 
-    def batch_size(self, paper_batch: int = 256) -> int:
-        return paper_batch // self.batch_divisor
+    def task_lr(self, batch_size: int) -> float:
+        return self.lr * batch_size / self.batch_size
 
-    @property
-    def reference_batch(self) -> int:
-        return PAPER_REFERENCE_BATCH // self.batch_divisor
+    def closest_batch(self, batch_size: int) -> int:
+        """The batch-size choice nearest to ``batch_size`` on a log scale."""
+        return min(self.batch_sizes, key=lambda b: (abs(math.log(b / batch_size)), b))
+
+    def run(self, base: RunParams) -> RunParams:
+        """A rule's run settings on this budget: the budget's epochs, schedule, standard batch
+        and learning-rate rule; the rule's own η, η schedule, optimizer, alternation, momentum
+        and weight decay; its delay scaled as a paper trial's (``base.delay_epochs`` paper
+        epochs)."""
+        return dataclasses.replace(
+            base, epochs=self.epochs, warmup_epochs=self.warmup_epochs(),
+            drop_epochs=self.drop_epochs(), batch_size=self.batch_size, task_lr=self.lr,
+            lr_reference_batch=self.batch_size,
+            delay_epochs=self.delay_epochs(base.delay_epochs))
 
     def settings(self) -> dict[str, Any]:
-        """Config keys the budget fixes for every trial (dotted, for ``config.set_keys``)."""
+        """Config keys the budget fixes (dotted, for ``config.set_keys``): dataset, model and
+        the schedule; a space's parameters (batch size, delay, …) come on top."""
         return {
             "dataset": self.dataset,
             "model": self.model,
             "width": self.width,
             "data_dir": self.data_dir,
             "image_size": self.image_size,
-            "run.epochs": self.epochs,
-            "run.warmup_epochs": self.warmup_epochs(),
-            "run.drop_epochs": list(self.drop_epochs()),
+            **{f"run.{k}": v for k, v in self.run(RunParams()).to_dict().items()
+               if k in _SCHEDULE_KEYS},
         }
 
+    def preset_config(self, preset: str | Preset, seed: int = 0):
+        """The validated TrialConfig of a preset trained on this budget (``run``)."""
+        from localrules.config import TrialConfig, set_keys
+
+        p = get_preset(preset) if isinstance(preset, str) else preset
+        data = set_keys(TrialConfig().to_dict(), {
+            **self.settings(), "rule": p.rule.to_dict(), "run": self.run(p.run).to_dict(),
+            "seed": seed})
+        return TrialConfig.from_dict(data)
+
     def describe(self, batches: bool = True) -> str:
-        """What the budget trains and how it scales the paper's schedule; ``batches=False`` for
-        spaces that take their batch sizes as written (YAML spaces)."""
-        if self.epochs == PAPER_EPOCHS and (self.batch_divisor == 1 or not batches):
-            scaled = "the paper's schedule, unscaled"
-        else:
-            scaled = (f"scaled from the paper's 45 epochs: ×{self.time_scale:.3g} → warmup "
-                      f"{self.warmup_epochs():g}, drops at "
-                      f"{'/'.join(map(str, self.drop_epochs()))}")
-            if batches:
-                scaled += (f"; batch sizes ÷{self.batch_divisor} → "
-                           f"{{{', '.join(map(str, self.batch_sizes()))}}} with lr = "
-                           f"|B|/{self.reference_batch}")
-        return (f"{self.model} (width {self.width}) on {self.dataset}, {self.epochs} epochs per "
-                f"trial; {scaled}")
+        """What the budget trains and how it maps the paper's schedule; ``batches=False`` for
+        spaces that list their own batch sizes (YAML spaces)."""
+        drops = "/".join(f"{d:g}" for d in self.drop_epochs())
+        text = (f"{self.model} (width {self.width}) on {self.dataset}"
+                + (f" at {self.image_size}px" if self.image_size else "")
+                + f", {self.epochs} epochs per trial; the paper's 45-epoch trial schedule by "
+                f"fractions: warmup {self.warmup_epochs():g}, ×0.1 at {drops}; lr "
+                f"{self.lr:g} at batch {self.batch_size}, linear in the batch")
+        if batches:
+            text += f"; batch choices {{{', '.join(map(str, self.batch_sizes))}}}"
+        return text
+
+
+_SCHEDULE_KEYS = ("epochs", "warmup_epochs", "drop_epochs", "batch_size", "task_lr",
+                  "lr_reference_batch")
+
+
+def _from_divisor(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A budget stored as ``batch_divisor`` (before fractions): the same batches and lr rule."""
+    data = dict(data)
+    divisor = data.pop("batch_divisor")
+    data.setdefault("batch_size", 256 // divisor)
+    data.setdefault("batch_sizes", [b // divisor for b in PAPER_BATCH_SIZES])
+    data.setdefault("lr", 0.125)
+    return data
 
 
 DEFAULT_BUDGETS: Mapping[str, Budget] = {
+    # The paper's search trial: 45 epochs, its batch choices, lr = |B|/2048 (not measured here).
     "imagenet": Budget("imagenet"),
-    # CIFAR-10: 50,000 images (1/25 of ImageNet); batches ÷8 keep ~200 steps per epoch at |B|=256.
-    "cifar10": Budget("cifar10", epochs=15, batch_divisor=8),
-    # digits: 1,438 images; a narrow ResNet and a few epochs finish a small search in minutes.
-    "digits": Budget("digits", width=8, epochs=4, batch_divisor=16),
-    "synthetic": Budget("synthetic", width=8, epochs=2, batch_divisor=16),
+    # CIFAR-10 (not measured here): the paper's ResNet-18 with the small-image stem, lr 0.1 at
+    # 128 (He et al.'s CIFAR setting), 30 epochs per trial, batches 64–512 (98–782 steps/epoch).
+    "cifar10": Budget("cifar10", epochs=30, batch_size=128, batch_sizes=(64, 128, 256, 512),
+                      lr=0.1),
+    # digits (measured, docs/science.md): width 16 at the native 8×8, 10 epochs, lr 0.1 at 64.
+    # bp ends at 0.97–0.98 top-1 at every batch choice 16–128 (256 gets 56 steps and 0.77).
+    "digits": Budget("digits", width=16, epochs=10, batch_size=64, batch_sizes=(16, 32, 64, 128),
+                     lr=0.1),
+    # synthetic: for tests and benchmarks, a tiny budget that finishes in seconds.
+    "synthetic": Budget("synthetic", width=8, epochs=2, batch_size=16, batch_sizes=(16, 32),
+                        lr=0.1),
 }
 
 

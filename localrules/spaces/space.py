@@ -52,10 +52,21 @@ class Space:
     derived: str = ""
     """What ``derive`` computes, for people (``rule.weights.amp = amp_decay_ratio · decay``)."""
     scales_batches: bool = True
-    """Whether the budget's batch divisor applies (paper spaces) or batch sizes are as written."""
+    """Whether batch sizes are the budget's choices (paper spaces) or as written (YAML)."""
+    warm_starts: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=(), hash=False)
+    """(label, params) points queued before TPE's first suggestion: a paper space's published
+    rule, a YAML space's ``warm_start`` list. Checked like any sample."""
+    reading: str = "none"
+    """How the space reads the appendix's α/β/γ (the presets' ``reading``): a paper space's
+    weights follow the appendix; a YAML space inherits its base preset's."""
 
     def __post_init__(self) -> None:
         check_tree(self.nodes)
+        for label, params in self.warm_starts:
+            try:
+                self.config(params)
+            except ValueError as err:
+                raise ValueError(f"warm start {label!r}: {err}") from None
 
     # --- hyperopt -----------------------------------------------------------------------------
     def to_hyperopt(self) -> dict[str, Any]:
@@ -80,13 +91,20 @@ class Space:
     def settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The dotted config keys a sample sets, in the order they apply."""
         out: dict[str, Any] = dict(self.base)
+
+        def put(key: str, value: Any) -> None:  # after everything before it, base included
+            out.pop(key, None)
+            out[key] = value
+
         for node, option in active(self.nodes, params):
             if node.key is not None:
-                out[node.key] = params[node.name]
+                put(node.key, params[node.name])
             if option is not None:
-                out.update(option.settings)
+                for key, value in option.settings.items():
+                    put(key, value)
         if self.derive is not None:
-            out.update(self.derive(params))
+            for key, value in self.derive(params).items():
+                put(key, value)
         return out
 
     def config(self, params: Mapping[str, Any], seed: int = 0) -> TrialConfig:
@@ -105,9 +123,9 @@ class Space:
         return [_node_json(n) for n in self.nodes]
 
     def fingerprint(self) -> str:
-        """Changes whenever a sample could map to a different config."""
-        text = json.dumps({"tree": self.tree(), "base": self.base, "derived": self.derived},
-                          sort_keys=True, default=str)
+        """Changes whenever a sample could map to a different config, or the budget changes."""
+        text = json.dumps({"tree": self.tree(), "base": self.base, "derived": self.derived,
+                           "budget": self.budget.to_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def describe_budget(self) -> str:

@@ -19,10 +19,17 @@ Format (every key but ``parameters`` optional)::
             parameters:
               sigma: {key: rule.noise.stddev, uniform: [0.1, 1.0]}
 
+    warm_start:                  # points queued before TPE's first suggestion
+      - {run.alignment_lr: 1.0e-3, run.batch_size: 64, noise: true, sigma: 0.8,
+         rule.weights.null: 1.0e-6}
+
 Distributions: ``uniform: [low, high]``, ``loguniform: [low, high]``, ``int: [low, high]``
 (inclusive), ``choice: [option, ...]`` where an option is a scalar or ``{value, set, parameters}``.
 Every error names the node it is about (``parameters.noise.choice[1].parameters.sigma``).
-The budget (dataset, model, epochs) applies before ``fixed``; batch sizes are taken as written.
+The base preset is mapped onto the budget as a search trial is (``Budget.run``: the budget's
+epochs, schedule, standard batch and learning-rate rule), then ``fixed`` applies; batch sizes the
+space lists are taken as written, with the learning rate linear in them. A warm start is checked
+like any sample: every active parameter, in range, nothing else.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from localrules.spaces.nodes import Choice, IntUniform, LogUniform, Node, Option
 from localrules.spaces.space import Space
 
 DISTRIBUTIONS = {"uniform": Uniform, "loguniform": LogUniform, "int": IntUniform}
-TOP_KEYS = ("name", "description", "base", "fixed", "parameters")
+TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "warm_start")
 # The default config with its null section (rule.noise) filled, so keys under it are checked too.
 _DEFAULT_CONFIG = set_keys(TrialConfig().to_dict(), {"rule.noise": Noise(0.0).to_dict()})
 
@@ -198,13 +205,16 @@ def _space(data: object, budget: Budget, origin: str, text: str) -> Space:
         raise ValueError(f"unknown top-level key {extra[0]!r}; valid: {', '.join(TOP_KEYS)}")
     if "parameters" not in data:
         raise ValueError("the space has no 'parameters'")
-    base: dict[str, Any] = {}
-    if data.get("base") is not None:
-        preset = data["base"]
-        if not isinstance(preset, str) or preset not in PRESETS:
-            raise ValueError(f"base: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-        base = {"rule": PRESETS[preset].rule.to_dict(), "run": PRESETS[preset].run.to_dict()}
-    base.update(budget.settings())
+    preset = data.get("base")
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+        raise ValueError(f"base: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    # The base preset (or the default rule) on the budget, as a search trial trains it.
+    start = budget.preset_config(preset or "bp")
+    base: dict[str, Any] = {k: v for k, v in budget.settings().items()
+                            if not k.startswith("run.")}
+    base["run"] = start.run.to_dict()
+    if preset is not None:
+        base["rule"] = start.rule.to_dict()
     base.update(_settings("fixed", data.get("fixed")))
     nodes = _parameters("parameters", data["parameters"])
     name = data.get("name") or Path(origin).stem
@@ -215,10 +225,28 @@ def _space(data: object, budget: Budget, origin: str, text: str) -> Space:
         raise ValueError(f"description must be a string, got {description!r}")
     space = Space(name=name, nodes=nodes, base=base, budget=budget,
                   source={"yaml": text, "name": name}, description=description,
-                  scales_batches=False)
+                  scales_batches=False, warm_starts=_warm_starts(data.get("warm_start")),
+                  reading=PRESETS[preset].reading if preset is not None else "none")
     for params in _corners(nodes):
         space.config(params)
     return space
+
+
+def _warm_starts(data: object) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """``warm_start``: a list of points, each a mapping of parameter names to values (checked
+    against the space like any sample when the space is built)."""
+    if data is None:
+        return ()
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"warm_start must be a non-empty list of parameter mappings, got "
+                         f"{data!r}")
+    points = []
+    for i, point in enumerate(data):
+        if not isinstance(point, Mapping) or not point:
+            raise ValueError(f"warm_start[{i}] must be a mapping of parameter names to values, "
+                             f"got {point!r}")
+        points.append((f"warm_start[{i}]", dict(point)))
+    return tuple(points)
 
 
 def load_space_file(path: str | Path, budget: Budget) -> Space:

@@ -138,8 +138,14 @@ class TrialStore(abc.ABC):
     def history(self, experiment: str) -> list[HistoryEntry]:
         """Id, state, hyperopt misc and result of every trial, by id: what a suggestion round
         reads. Backends override it with a projection (configs are most of a document)."""
-        return [HistoryEntry(t.trial_id, t.state, t.misc, t.result)
+        return [HistoryEntry(t.trial_id, t.state, t.misc, t.result, t.reference)
                 for t in self.trials(experiment)]
+
+    @abc.abstractmethod
+    def reference_runs(self, key: str) -> list[Trial]:
+        """Every trial, in any experiment, that is a reference run with this key (the same
+        rule, budget, seed and code version): how a reference is reused, never trained
+        twice."""
 
     @abc.abstractmethod
     def counts(self, experiment: str) -> dict[str, int]:

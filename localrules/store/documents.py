@@ -17,7 +17,9 @@ from typing import Any
 from localrules import __version__
 from localrules.runs import json_safe
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: trials may be reference runs (``reference``). Workers leave documents of a newer schema
+for newer workers; older documents are read as they are."""
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES: tuple[str, ...] = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -42,6 +44,9 @@ class Experiment:
     fingerprint: str
     budget: Mapping[str, Any]
     settings: Mapping[str, Any] = field(default_factory=dict)
+    reading: str | None = None
+    """How the space's weights read the appendix's α/β/γ (a preset's ``reading``): the paper
+    spaces follow the appendix; None for an experiment stored before this was recorded."""
     created_at: float = field(default_factory=now)
     code_version: str = __version__
     schema_version: int = SCHEMA_VERSION
@@ -86,6 +91,9 @@ class Trial:
     started_at: float | None = None
     updated_at: float | None = None
     finished_at: float | None = None
+    reference: Mapping[str, Any] | None = None
+    """Set on a reference run (bp, fa, … under the experiment's budget; never given to TPE nor
+    counted in ``max_trials``): ``{"rule", "replicate", "key"}``, see ``store.references``."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +119,8 @@ class Trial:
         if data.get("state", QUEUED) not in STATES:
             raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
         check_experiment_name(data["experiment"])  # it becomes part of file paths
+        if data.get("reference") is not None:
+            _check_reference(data["reference"])
         return cls(**{k: v for k, v in data.items() if k in _TRIAL_FIELDS})
 
     @property
@@ -128,8 +138,17 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "progress": (Mapping, type(None)), "result": (Mapping, type(None)),
     "error": (str, type(None)), "code_version": (str,), "created_at": _NUMBER,
     "started_at": (*_NUMBER, type(None)), "updated_at": (*_NUMBER, type(None)),
-    "finished_at": (*_NUMBER, type(None)), "schema_version": (int,),
+    "finished_at": (*_NUMBER, type(None)), "reference": (Mapping, type(None)),
+    "schema_version": (int,),
 }
+
+
+def _check_reference(reference: Mapping[str, Any]) -> None:
+    """A reference run's marker: rule (a preset name), replicate and key."""
+    rule, replicate, key = (reference.get(k) for k in ("rule", "replicate", "key"))
+    if not (isinstance(rule, str) and isinstance(key, str) and isinstance(replicate, int)
+            and not isinstance(replicate, bool) and replicate >= 0):
+        raise ValueError(f"trial document field 'reference' is malformed: {dict(reference)!r}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,7 @@ class HistoryEntry:
     state: str
     misc: Mapping[str, Any]
     result: Mapping[str, Any] | None
+    reference: Mapping[str, Any] | None = None
 
 
 def state_counts(trials: Iterable[Trial | HistoryEntry]) -> dict[str, int]:
@@ -156,8 +176,10 @@ def counts_text(counts: Mapping[str, int]) -> str:
 
 
 def best_objective(trials: Iterable[Trial | HistoryEntry]) -> Trial | HistoryEntry | None:
-    """The trial with the highest objective (done trials only carry one), or None."""
-    scored = [t for t in trials if (t.result or {}).get("objective") is not None]
+    """The search trial with the highest objective (done trials only carry one; reference runs
+    are not candidates), or None."""
+    scored = [t for t in trials
+              if t.reference is None and (t.result or {}).get("objective") is not None]
     return max(scored, key=lambda t: t.result["objective"], default=None)
 
 

@@ -11,27 +11,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from localrules.store.documents import Trial
+from localrules.store.references import References, references_of
 
 TIME_COLUMNS = ("created_at", "started_at", "updated_at", "finished_at")
 BASE_COLUMNS = ("experiment", "trial_id", "state", "attempt", "worker", "error", "code_version")
 
 
-def trial_row(trial: Trial) -> dict[str, Any]:
-    """The flat row of one trial (no pandas needed)."""
+def trial_row(trial: Trial, references: References | None = None) -> dict[str, Any]:
+    """The flat row of one trial (no pandas needed): with the experiment's ``references``, its
+    gap closed; ``reference`` names a reference run's rule, ``warm_start`` a warm start."""
     row: dict[str, Any] = {c: getattr(trial, c) for c in BASE_COLUMNS}
+    row["reference"] = (trial.reference or {}).get("rule")
+    row["warm_start"] = (trial.misc or {}).get("warm_start")
     row.update({f"params.{k}": v for k, v in trial.params.items()})
     for key, value in (trial.result or {}).items():
         if not isinstance(value, (dict, list)):
             row[f"result.{key}"] = value
+    if references is not None:
+        row["gap_closed"] = references.gap_closed(trial.objective)
     row["progress.epoch"] = (trial.progress or {}).get("epoch")
     row.update({c: getattr(trial, c) for c in TIME_COLUMNS})
     return row
 
 
 def trials_frame(trials: Sequence[Trial]):
+    """One experiment's trials (reference runs included, which give ``gap_closed``)."""
     import pandas as pd
 
-    frame = pd.DataFrame([trial_row(t) for t in trials])
+    references = references_of(trials)
+    frame = pd.DataFrame([trial_row(t, references) for t in trials])
     if frame.empty:
         return pd.DataFrame(columns=[*BASE_COLUMNS, *TIME_COLUMNS])
     for column in TIME_COLUMNS:

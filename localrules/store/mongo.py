@@ -134,6 +134,8 @@ class MongoStore(TrialStore):
                                   name="lease")
         self._trials.create_index([("experiment", ASCENDING), ("state", ASCENDING)],
                                   name="experiment_state")
+        self._trials.create_index([("reference.key", ASCENDING)], name="reference_key",
+                                  sparse=True)
         self._meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}},
                               upsert=True)
         self._meta.update_one({"_id": "identity"},
@@ -377,10 +379,17 @@ class MongoStore(TrialStore):
     @_guarded
     def history(self, experiment: str) -> list[HistoryEntry]:
         cursor = self._trials.find({"experiment": experiment},
-                                   {"trial_id": 1, "state": 1, "misc": 1, "result": 1}
+                                   {"trial_id": 1, "state": 1, "misc": 1, "result": 1,
+                                    "reference": 1}
                                    ).sort("trial_id", 1)
-        return [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"))
+        return [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"),
+                             d.get("reference"))
                 for d in cursor if isinstance(d.get("trial_id"), int) and "state" in d]
+
+    @_guarded
+    def reference_runs(self, key: str) -> list[Trial]:
+        return self._parsed(self._trials.find({"reference.key": key})
+                            .sort([("experiment", 1), ("trial_id", 1)]))
 
     @_guarded
     def counts(self, experiment: str) -> dict[str, int]:

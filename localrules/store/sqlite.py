@@ -45,12 +45,15 @@ from localrules.store.documents import now as clock
 
 log = logging.getLogger(__name__)
 
-_JSON_FIELDS = ("config", "params", "misc", "progress", "result")
+_JSON_FIELDS = ("config", "params", "misc", "progress", "result", "reference")
 _TRIAL_COLUMNS = (
     "experiment", "trial_id", "state", "attempt", "lapses", "worker", "lease_expires", "config",
     "params", "misc", "progress", "result", "error", "code_version", "created_at", "started_at",
-    "updated_at", "finished_at", "schema_version",
+    "updated_at", "finished_at", "reference", "schema_version",
 )
+_ADDED_COLUMNS = {"lapses": "INTEGER NOT NULL DEFAULT 0", "reference": "TEXT",
+                  "reference_key": "TEXT"}
+"""Columns added after the first release: a store created before gets them when opened."""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS experiments (
@@ -77,6 +80,8 @@ CREATE TABLE IF NOT EXISTS trials (
     started_at REAL,
     updated_at REAL,
     finished_at REAL,
+    reference TEXT,
+    reference_key TEXT,
     schema_version INTEGER NOT NULL,
     PRIMARY KEY (experiment, trial_id)
 );
@@ -115,8 +120,11 @@ class SQLiteStore(TrialStore):
                     if statement.strip():
                         db.execute(statement)
                 columns = {r[1] for r in db.execute("PRAGMA table_info(trials)")}
-                if "lapses" not in columns:  # a store from before lost leases were counted
-                    db.execute("ALTER TABLE trials ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0")
+                for column, kind in _ADDED_COLUMNS.items():
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+                db.execute("CREATE INDEX IF NOT EXISTS trials_reference ON trials "
+                           "(reference_key)")
                 row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
@@ -241,11 +249,13 @@ class SQLiteStore(TrialStore):
             for name in _JSON_FIELDS:
                 if data[name] is not None:
                     data[name] = strict_json(data[name])
-            rows.append(tuple(data[c] for c in _TRIAL_COLUMNS))
-        marks = ", ".join("?" for _ in _TRIAL_COLUMNS)
+            key = None if t.reference is None else t.reference["key"]
+            rows.append((*(data[c] for c in _TRIAL_COLUMNS), key))
+        columns = (*_TRIAL_COLUMNS, "reference_key")
+        marks = ", ".join("?" for _ in columns)
         try:
             with self._write() as db:
-                db.executemany(f"INSERT INTO trials ({', '.join(_TRIAL_COLUMNS)}) "
+                db.executemany(f"INSERT INTO trials ({', '.join(columns)}) "
                                f"VALUES ({marks})", rows)
         except sqlite3.IntegrityError as err:
             if "FOREIGN KEY" in str(err):
@@ -360,10 +370,13 @@ class SQLiteStore(TrialStore):
         return self._select(where, args, "ORDER BY trial_id")
 
     def history(self, experiment: str) -> list[HistoryEntry]:
-        rows = self._read("SELECT trial_id, state, misc, result FROM trials WHERE experiment = ? "
-                          "ORDER BY trial_id", (experiment,))
-        return [HistoryEntry(i, state, json.loads(misc), None if result is None
-                             else json.loads(result)) for i, state, misc, result in rows]
+        rows = self._read("SELECT trial_id, state, misc, result, reference FROM trials "
+                          "WHERE experiment = ? ORDER BY trial_id", (experiment,))
+        return [HistoryEntry(i, state, json.loads(misc), _loads(result), _loads(reference))
+                for i, state, misc, result, reference in rows]
+
+    def reference_runs(self, key: str) -> list[Trial]:
+        return self._select("reference_key = ?", (key,), "ORDER BY experiment, trial_id")
 
     def counts(self, experiment: str) -> dict[str, int]:
         rows = self._read("SELECT state, COUNT(*) FROM trials WHERE experiment = ? "
@@ -389,3 +402,6 @@ class SQLiteStore(TrialStore):
         with self._lock:
             self._db.close()
 
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

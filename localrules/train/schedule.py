@@ -9,7 +9,12 @@ tested without TensorFlow. With S batches per data epoch:
   schedule starts counting after them (e_J = max(0, e − de));
 - alternation: step g is an alignment (R) step when g is even, a task (J) step when odd;
 - η follows the task schedule when ``alignment_schedule == "task"``: the same warm-up if there is no
-  delay (the paper's de = 0), no warm-up and drops shifted by de if there is one; or stays constant.
+  delay (the paper's de = 0), no warm-up and drops shifted by de if there is one; with
+  ``"drops"`` it starts at η (no warm-up) and drops with the task rate (appendix B.3); or it stays
+  constant.
+
+Epoch counts may be fractional (a budget scales the paper's schedule by fractions of training).
+Under the ``joint`` optimizer there is one rate, the task rate, on every step.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class StepPlan:
         return self.run.epochs * self.steps_per_task_epoch
 
     @property
-    def delay(self) -> int:
+    def delay(self) -> float:
         return self.run.delay_epochs if self.trains_alignment else 0
 
     def step_epoch(self, step: int) -> float:
@@ -73,11 +78,13 @@ class StepPlan:
         )
 
     def alignment_lr(self, step: int) -> float:
+        if self.run.optimizer == "joint" and self.trains_alignment:
+            return self.task_lr(step)  # one SGD, one rate
         eta = self.run.alignment_lr or 0.0
         if not self.trains_alignment or self.run.alignment_schedule == "constant":
             return eta
         k = self.period
-        if self.delay > 0:
+        if self.delay > 0 or self.run.alignment_schedule == "drops":
             drops = [d * k + self.delay for d in self.run.drop_epochs]
             return self._piecewise(eta, self.step_epoch(step), 0.0, drops)
         drops = [d * k for d in self.run.drop_epochs]

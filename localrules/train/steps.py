@@ -8,6 +8,11 @@
   optimizer applies a zero update (momentum keeps moving W);
 - joint step (simultaneous mode): one forward pass, both losses, both updates.
 
+With ``joint=True`` (the ``joint`` optimizer: one Nesterov SGD on J + R for every weight, as in the
+reference code's default path) B is among the task variables and every update goes through the
+task optimizer: R's gradient reaches B, J's reaches the forward weights, and the other side gets
+a zero gradient in the same update.
+
 Losses are scaled for the global batch: cross-entropy summed per replica and divided by the global
 batch, regularizers and R divided by the number of replicas, so the optimizers' cross-replica sum
 gives the means. Update noise (appendix B.3) is added in cross-replica context with one generator,
@@ -41,6 +46,7 @@ class TrainSteps:
         update_noise: UpdateNoise,
         noise_rng: tf.random.Generator,
         noise_only_alignment: bool,
+        joint: bool = False,
     ) -> None:
         self.strategy = strategy
         self.model = model
@@ -55,6 +61,7 @@ class TrainSteps:
         self.update_noise = update_noise
         self.noise_rng = noise_rng
         self.noise_only_alignment = noise_only_alignment
+        self.joint_optimizer = joint
         self.task = tf.function(self._task)
         self.align = tf.function(self._align)
         self.joint = tf.function(self._joint)
@@ -129,6 +136,10 @@ class TrainSteps:
                 self.model(x, training=True)
                 per_layer = self._recorded_alignment()
             r = tf.reduce_sum(per_layer) / self.replicas
+        if self.joint_optimizer:  # B's R-gradient, zeros for the rest, in one SGD update
+            self._apply(self.task_optimizer, tape.gradient(r, self.task_variables),
+                        self.task_variables)
+            return per_layer / self.replicas
         self._apply(self.alignment_optimizer, tape.gradient(r, self.alignment_variables),
                     self.alignment_variables)
         self._zero_update(self.task_optimizer, self.task_variables)
@@ -139,6 +150,11 @@ class TrainSteps:
             loss, ce, correct = self._task_loss(x, y)
             per_layer = self._recorded_alignment()
             r = tf.reduce_sum(per_layer) / self.replicas
+        if self.joint_optimizer:
+            self._apply(self.task_optimizer, tape.gradient(loss + r, self.task_variables),
+                        self.task_variables)
+            del tape
+            return loss, ce, correct, per_layer / self.replicas
         self._apply(self.task_optimizer, tape.gradient(loss, self.task_variables),
                     self.task_variables)
         self._apply(self.alignment_optimizer, tape.gradient(r, self.alignment_variables),

@@ -168,15 +168,17 @@ class Trainer:
             self.layers = asymmetric_layers(self.model)
             backward = {id(layer.backward_kernel) for layer in self.layers}
             tied = config.rule.spec.tied_gradient
+            # The joint optimizer trains B with the forward weights in one SGD.
+            joint = run.optimizer == "joint" and config.rule.has_alignment_loss
             self.task_variables = [v for v in self.model.trainable_variables
-                                   if tied or id(v) not in backward]
+                                   if tied or joint or id(v) not in backward]
             self.alignment_variables = ([layer.backward_kernel for layer in self.layers]
                                         if config.rule.has_alignment_loss else [])
             self.task_optimizer = keras.optimizers.SGD(
                 learning_rate=0.0, momentum=run.momentum, nesterov=True)
             self.task_optimizer.build(self.task_variables)
             self.alignment_optimizer = None
-            if self.alignment_variables:
+            if self.alignment_variables and not joint:
                 self.alignment_optimizer = keras.optimizers.Adam(
                     learning_rate=0.0, epsilon=ADAM_EPSILON)
                 self.alignment_optimizer.build(self.alignment_variables)
@@ -193,6 +195,7 @@ class Trainer:
             task_noise_variables=self._task_noise_variables(),
             global_batch=run.batch_size, update_noise=config.update_noise,
             noise_rng=self.noise_rng, noise_only_alignment=self.noise_only_alignment,
+            joint=joint,
         )
         noise_states = {layer.name: layer.noise_state for layer in self.layers}
         checkpoint_parts: dict[str, Any] = dict(
@@ -206,6 +209,9 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory=f"{self.out_dir}/{runs.CHECKPOINTS}", max_to_keep=2)
         self._positions: dict[str, np.ndarray] = {}
+        self.compares_weights = config.rule.spec.uses_backward_kernel
+        """Whether B means anything: backprop sends errors through Wᵀ, so its runs report no
+        B–W angles, norm ratios or weight snapshots (an unused random B would read ~90°)."""
 
     def _task_noise_variables(self) -> list:
         """What task-side update noise perturbs: the task optimizer's list, which in the
@@ -288,7 +294,7 @@ class Trainer:
                 raise RunAbandoned(f"{self.out_dir}: writes refused, run abandoned")
 
         try:
-            if int(self.step) == 0:  # the weights at initialisation, for Figs. S3/S4's start
+            if int(self.step) == 0 and self.compares_weights:  # Figs. S3/S4's starting point
                 check_write()
                 self._write_snapshot(0, self._weight_metrics()[1])
             with _StopSignal(install=should_stop is None) as signal_stop:
@@ -355,11 +361,13 @@ class Trainer:
         last = epoch + 1 == self.config.run.epochs
         if not diverged and ((epoch + 1) % self.config.eval_every == 0 or last):
             record.update(self.evaluate())
-            metrics, validated = self._weight_metrics()
-            record["layers"] = {
-                name: {**m, "alignment_loss": loss}
-                for (name, m), loss in zip(metrics.items(), sums.alignment_means(), strict=True)
-            }
+            if self.compares_weights:
+                metrics, validated = self._weight_metrics()
+                record["layers"] = {
+                    name: {**m, "alignment_loss": loss}
+                    for (name, m), loss in zip(metrics.items(), sums.alignment_means(),
+                                               strict=True)
+                }
             if not math.isfinite(record["eval_loss"]):
                 record["diverged"] = True
         return record, validated

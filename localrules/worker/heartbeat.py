@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from localrules.store import LeaseLost, Trial, TrialStore
 
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     def __init__(self, store: TrialStore, trial: Trial, lease_seconds: float,
                  interval: float | None = None) -> None:
+        self.also: list[Callable[[], None]] = []
+        """More leases to renew at every beat (a reference run's key lock)."""
         self.store = store
         self.trial = trial
         self.lease_seconds = lease_seconds
@@ -33,6 +36,8 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.store.heartbeat(t.experiment, t.trial_id, t.attempt, self.lease_seconds)
+                for renew in self.also:
+                    renew()
             except LeaseLost as err:
                 log.warning("%s", err)
                 self.lost.set()

@@ -9,6 +9,7 @@ resumes from the checkpoint). A database that is briefly away is retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.store.documents import progress_document
 from localrules.worker.heartbeat import Heartbeat
+from localrules.worker.reference_guard import ReferenceGuard
 from localrules.worker.spool import Spool
 from localrules.worker.trial_runner import train_trial, validate_config
 
@@ -170,7 +172,8 @@ class Worker:
         log.info("%s: training %s/%s on %s", ident, config.rule.kind, config.model,
                  config.dataset)
         out_dir = trial_dir(self.artifacts, trial)
-        with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
+        with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat, \
+                self._reference_guard(trial, beat) as guard:
             def on_epoch(record: dict[str, Any]) -> None:
                 try:
                     self.store.report_progress(
@@ -181,10 +184,18 @@ class Worker:
                 except StoreError as err:  # progress is informative; training goes on
                     log.warning("%s: progress not recorded (%s)", ident, err)
 
+            def stop() -> bool:
+                return self.stopping() or beat.lost.is_set()
+
             try:
-                result = self.train(config, out_dir, on_epoch=on_epoch,
-                                    should_stop=lambda: self.stopping() or beat.lost.is_set(),
-                                    may_write=lambda: not beat.lost.is_set())
+                copied = guard.acquire(stop) if guard is not None else None
+                if copied is not None:  # trained elsewhere under the same key
+                    result = copied
+                elif guard is not None and not guard.held:  # stopped while waiting
+                    result = {"interrupted": True}
+                else:
+                    result = self.train(config, out_dir, on_epoch=on_epoch, should_stop=stop,
+                                        may_write=lambda: not beat.lost.is_set())
             except (RunAbandoned, LeaseLost):
                 result = None
             except Exception as err:  # one bad trial must not stop the worker
@@ -204,6 +215,20 @@ class Worker:
             self.stats.completed.append(key)
         else:
             self.stats.abandoned.append(key)
+
+    @contextlib.contextmanager
+    def _reference_guard(self, trial: Trial, beat: Heartbeat) -> Iterator[ReferenceGuard | None]:
+        """For a reference run, the guard that reuses or locks its key (renewed with the
+        lease, released at the end); None for a search trial."""
+        if trial.reference is None:
+            yield None
+            return
+        guard = ReferenceGuard(self.store, trial, self.worker_id, self.lease_seconds, self._wake)
+        beat.also.append(guard.renew)
+        try:
+            yield guard
+        finally:
+            guard.release()
 
     def _write(self, method: Callable[..., None], trial: Trial, *args: Any) -> bool:
         """A fenced write; False (and nothing written) if the lease has passed on. With the
