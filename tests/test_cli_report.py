@@ -83,7 +83,7 @@ def test_importance_ranks_the_planted_parameter_first(store_url, tmp_path, capsy
     ("importance", ["--experiment", "empty", "--top-fraction", "1.5"],
      "--top-fraction must be in (0, 1]"),
     ("progress", ["--experiment", "nope"], "no experiment 'nope'"),
-    ("progress", ["--experiment", "empty"], "experiment 'empty' has no trials yet"),
+    ("progress", ["--experiment", "empty"], "experiment 'empty' has no search trials yet"),
     ("progress", ["--experiment", "empty", "--experiment", "empty"], "--experiment repeated"),
 ])
 def test_report_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, report, args, message):

@@ -161,7 +161,7 @@ def test_experiment_name_reused_with_another_space_or_budget_is_refused(store):
     _controller(store, "e1", "wm")
     with pytest.raises(ValueError, match="space 'wm', not 'ia'"):
         _controller(store, "e1", "ia")
-    with pytest.raises(ValueError, match="epochs 4 → 5"):
+    with pytest.raises(ValueError, match="epochs 10 → 5"):
         _controller(store, "e1", "wm", budget=default_budget("digits", epochs=5))
     # Resuming with other search settings updates them.
     c = _controller(store, "e1", "wm", max_trials=50)

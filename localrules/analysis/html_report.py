@@ -12,11 +12,12 @@ import base64
 import datetime as dt
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from localrules import __version__
 from localrules.analysis.importance import ImportanceReport
 from localrules.store.documents import counts_text
+from localrules.store.references import References
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -57,10 +58,34 @@ def _importance_table(report: ImportanceReport) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _references_html(references: References, best: float | None) -> str:
+    """The reference runs and the best trial's gap closed (or why there is none)."""
+    if not references.levels:
+        return ("<h2>References</h2><p class='note'>This experiment trains no reference runs "
+                "(--references none), so no gap closed is reported.</p>")
+    rows = "".join(
+        f"<tr><td>{html.escape(rule)}</td><td class='num'>{_num(level.objective)}"
+        f"{'' if level.sem is None else ' ± ' + _num(level.sem)}</td>"
+        f"<td class='num'>{level.n}</td><td class='num'>{level.pending}</td></tr>"
+        for rule, level in references.levels.items())
+    gap = references.gap_closed(best)
+    reason = references.gap_reason()
+    closed = (f"<p>Best trial: objective {_num(best)}, <b>gap closed {_num(gap, 3)}</b> "
+              "(0 at feedback alignment, 1 at backprop: (objective − fa) / (bp − fa)).</p>"
+              if gap is not None else
+              f"<p class='note'>No gap closed: {html.escape(reason or 'no finished trial')}.</p>")
+    return ("<h2>References</h2><p>Rules trained under the experiment's budget and seed "
+            "(mean ± SEM over replicates):</p><table><thead><tr><th>rule</th>"
+            "<th>objective</th><th>n</th><th>pending</th></tr></thead><tbody>" + rows
+            + "</tbody></table>" + closed)
+
+
 def importance_html(report: ImportanceReport, figures: Mapping[str, bytes | None],
-                    store_url: str) -> str:
+                    store_url: str, references: References | None = None,
+                    best_so_far: Sequence[float | None] = ()) -> str:
     """The report page. ``figures`` maps "importance" and "progress" to PNG bytes (None when a
-    figure could not be drawn, e.g. nothing estimable yet: the page says so)."""
+    figure could not be drawn, e.g. nothing estimable yet: the page says so); ``references``
+    and the best-so-far curve give the references section and the best trial's gap closed."""
     counts = counts_text(report.counts)
     scope = ("all finished trials" if report.top_fraction is None
              else f"the best {report.top_fraction:g} of finished trials")
@@ -71,7 +96,10 @@ def importance_html(report: ImportanceReport, figures: Mapping[str, bytes | None
         f"localrules {html.escape(__version__)}</p>",
         f"<p>Trials: {html.escape(counts)}; {report.diverged} diverged (counted at chance "
         f"level); {report.analysed} analysed ({html.escape(scope)}). Failed and unfinished "
-        "trials have no objective and are not analysed.</p>",
+        "trials have no objective and are not analysed; reference runs are not search trials "
+        "and are not analysed either.</p>",
+        _references_html(references or References({}, ()),
+                         next((b for b in reversed(best_so_far) if b is not None), None)),
         _figure("Importance of categorical metaparameters", figures.get("importance"),
                 "No parameter has an estimable importance yet: each needs two levels with two "
                 "or more finished trials."),

@@ -162,10 +162,11 @@ def experiment_data(store, experiment: str) -> ExperimentData:
     gives what has finished so far). ValueError for an unknown or empty experiment."""
     from localrules.spaces import Budget, space_from_source
     from localrules.store.documents import state_counts
+    from localrules.store.references import search_trials
 
     found = store.require_experiment(experiment)
     space = space_from_source(found.space_source, Budget.from_dict(found.budget))
-    trials = store.trials(experiment)  # one read: the counts and the rows agree
+    trials = search_trials(store.trials(experiment))  # one read: counts and rows agree
     rows = [{"params": t.params, "objective": t.objective}
             for t in trials if t.state == "done" and t.objective is not None]
     if not rows:

@@ -87,12 +87,16 @@ def importance_figure(parameters: Sequence[ParameterImportance], title: str = ""
 def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
     """Each trial's objective (dots) and the best so far (a step line) against trial number;
     the random startup phase shaded; failed or unfinished trials as crosses on the bottom edge
-    and diverged ones as hollow markers. Several experiments share the axes, one colour each."""
+    and diverged ones as hollow markers; a warm start as a star; each experiment's reference
+    runs (bp, fa, …) as dashed horizontal lines. Several experiments share the axes, one colour
+    each."""
     if not progress:
         raise ValueError("no experiment to plot")
     fig = _figure(8, 4.5)
     ax = fig.subplots()
     scored = [p.objective for s in progress for p in s.points if p.objective is not None]
+    scored += [level.objective for s in progress for level in s.references.levels.values()
+               if level.objective is not None]
     bottom = min(scored, default=0.0)
     top = max(scored, default=1.0)
     pad = max((top - bottom) * 0.08, 0.01)
@@ -120,6 +124,19 @@ def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
         if missing:
             ax.scatter(missing, [floor] * len(missing), marker="x", s=18, color=colour,
                        zorder=2, label=f"{s.experiment}: no objective ({len(missing)})")
+        warm = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
+                if p.warm_start is not None and p.objective is not None]
+        if warm:
+            ax.scatter(*zip(*warm, strict=True), marker="*", s=90, color=colour, zorder=4,
+                       edgecolors="black", linewidths=0.5,
+                       label=f"{s.experiment}: warm start ({s.points[warm[0][0] - 1].warm_start})")
+        for n, (rule, level) in enumerate(s.references.levels.items()):
+            if level.objective is None:
+                continue
+            sem = f" ± {level.sem:.3f}" if level.sem is not None else ""
+            ax.axhline(level.objective, color=colour, linestyle=("--", ":", "-.")[n % 3],
+                       linewidth=1.0, zorder=1,
+                       label=f"{s.experiment}: {rule} reference ({level.objective:.4g}{sem})")
         best = s.best_so_far
         steps = [(x, b) for x, b in zip(xs, best, strict=True) if b is not None]
         if steps:

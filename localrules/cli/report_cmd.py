@@ -164,8 +164,9 @@ def _write_importance(out: Path, report, as_json, progress, url: str) -> None:
     if figures["importance"] is not None:
         (out / "importance.png").write_bytes(figures["importance"])
     (out / "progress.png").write_bytes(figures["progress"])
-    (out / "report.html").write_text(importance_html(report, figures, redact(url)),
-                                     encoding="utf-8")
+    (out / "report.html").write_text(
+        importance_html(report, figures, redact(url), progress.references, progress.best_so_far),
+        encoding="utf-8")
     log.info("wrote the importance report to %s", out / "report.html")
 
 
@@ -219,8 +220,13 @@ def _progress_table(progress) -> str:
     for p in progress:
         best = [b for b in p.best_so_far if b is not None]
         startup = [t.objective for t in p.points if t.startup and t.objective is not None]
+        warm = [t.objective for t in p.points if t.warm_start and t.objective is not None]
         counts = counts_text(p.counts())
+        top = best[-1] if best else None
         rows.append([p.experiment, len(p.points), counts, p.diverged, p.startup_trials,
-                     max(startup, default=None), best[-1] if best else None])
-    return table(["experiment", "trials", "states", "diverged", "random startup",
-                  "best in startup", "best"], rows)
+                     max(startup, default=None), max(warm, default=None), top,
+                     p.references.gap_closed(top)])
+    lines = [table(["experiment", "trials", "states", "diverged", "random startup",
+                    "best in startup", "warm start", "best", "gap closed"], rows)]
+    lines += [f"{p.experiment} references: {p.references.describe()}" for p in progress]
+    return "\n".join(lines)

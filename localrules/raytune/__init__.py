@@ -1,12 +1,12 @@
 """The Ray Tune engine: the same searches on a Ray cluster (``localrules search --engine ray``).
 
 Ray Tune schedules the trials (resources per trial, retries from checkpoints, ASHA early
-stopping); hyperopt's TPE suggests them through Ray's ``HyperOptSearch`` over the same space
-(conditional branches included); and every trial lands in the localrules store in the same
-schema as the store-queue engine, so ``localrules trials`` and every report work unchanged.
+stopping); the store engine's own trial factory suggests them (reference runs, warm starts, then
+hyperopt's TPE over the store's history); and every trial lands in the localrules store in the
+same schema as the store-queue engine, so ``localrules trials`` and every report work unchanged.
 
-- ``searcher.py``: the searcher that turns each TPE sample into a validated trial config with a
-  store trial id (so seeds and ids follow the default engine's rules).
+- ``searcher.py``: the searcher that hands Tune the store engine's trials (ids, seeds and
+  suggestions follow the default engine's rules).
 - ``trainable.py``: the function trainable — the same trainer, per-epoch reports, checkpoints
   through Ray's checkpoint API, restore on retry.
 - ``callback.py``: writes trials, progress and results into the store from the driver.
@@ -21,6 +21,8 @@ call Ray's API at module level and are imported only once Ray is known to be the
 from __future__ import annotations
 
 INSTALL_HINT = "the Ray engine needs Ray Tune: pip install 'localrules[ray]'"
+METRIC, MODE = "objective", "max"
+"""What Tune (and ASHA) optimise: a search trial's objective, maximised."""
 
 
 def require_ray() -> None:

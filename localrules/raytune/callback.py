@@ -33,11 +33,13 @@ from typing import Any
 
 from ray.tune import Callback
 
-from localrules.raytune.searcher import LOCK_ENV, META, driver_setting, store_url
+from localrules.raytune.searcher import META, driver_lock, store_url
 
 log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("objective", "top1", "top5", "eval_loss", "chance", "steps", "weight_angle_deg")
+REFERENCE_OBJECTIVE = "reference_objective"
+"""What a reference run reports instead of ``objective`` (ASHA ranks on the objective)."""
 RAY_RETRIES = "retries"
 LOCK_RENEW_SECONDS = 10.0
 
@@ -109,8 +111,8 @@ class StoreCallback(Callback):
         if stored is None:
             stored = Trial(experiment=self.experiment, trial_id=meta["trial_id"],
                            config=meta["config"], params=meta["params"], misc=meta["misc"],
-                           state=RUNNING, attempt=1, worker=f"ray:{trial.trial_id}",
-                           started_at=now())
+                           reference=meta.get("reference"), state=RUNNING, attempt=1,
+                           worker=f"ray:{trial.trial_id}", started_at=now())
             self.store.add_trials([stored])
         return None if stored.state in FINISHED else stored
 
@@ -132,21 +134,26 @@ class StoreCallback(Callback):
         if not self._reconciled:
             self._reconcile(trials)
         if time.monotonic() - self._renewed >= LOCK_RENEW_SECONDS:
-            self._renew_lock()
+            self._renew_lock(trials)
 
     @staticmethod
-    def _lock() -> tuple[str, str, float]:
-        """This run's experiment lock (name, owner, seconds), from the driver."""
-        import json
+    def _reference_key(trial) -> str | None:
+        reference = trial.config[META].get("reference")
+        return None if reference is None else reference["key"]
 
-        name, owner, seconds = json.loads(driver_setting(LOCK_ENV))
-        return name, owner, float(seconds)
-
-    def _renew_lock(self) -> None:
+    def _renew_lock(self, trials: list) -> None:
+        """Renew the experiment's lock and the key locks of the reference runs Tune is
+        training (``store.references.claim``: no other process trains them meanwhile)."""
         from localrules.store import StoreError
+        from localrules.store.references import claim
 
+        name, owner, seconds = driver_lock()
         try:
-            held = self.store.acquire_lock(*self._lock())
+            held = self.store.acquire_lock(name, owner, seconds)
+            for trial in trials:
+                key = self._reference_key(trial)
+                if key is not None and not trial.is_finished():
+                    claim(self.store, key, owner, seconds)
         except StoreError as err:
             log.warning("experiment lock not renewed: %s", err)
             return
@@ -196,6 +203,14 @@ class StoreCallback(Callback):
 
         self._write("a retry", trial, write)
 
+    def _release_reference(self, trial) -> None:
+        from localrules.store.references import release
+
+        key = self._reference_key(trial)
+        if key is not None:
+            self._write("its reference lock's release", trial,
+                        lambda: release(self.store, key, driver_lock()[1]))
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         from localrules import __version__
 
@@ -203,6 +218,8 @@ class StoreCallback(Callback):
         epoch = int(last.get("epoch") or 0)
         diverged = bool(last.get("diverged"))
         result = {k: last.get(k) for k in RESULT_KEYS}
+        if self._reference_key(trial) is not None:  # reported apart, so that ASHA ignores it
+            result["objective"] = last.get(REFERENCE_OBJECTIVE)
         result.update(
             diverged=diverged, epochs=epoch, interrupted=False,
             seconds=last.get("time_total_s"), code_version=__version__,
@@ -215,6 +232,7 @@ class StoreCallback(Callback):
                 self.store.complete(self.experiment, self._id(trial), 1, result)
 
         self._write("its result", trial, write)
+        self._release_reference(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = f"Ray trial {trial.trial_id} failed after its retries: {error_text(trial)}"
@@ -224,6 +242,7 @@ class StoreCallback(Callback):
                 self.store.fail(self.experiment, self._id(trial), 1, text[:4000])
 
         self._write("its failure", trial, write)
+        self._release_reference(trial)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._store is not None:

@@ -1,9 +1,9 @@
 """Build (or restore) and run the Ray Tune search of one experiment.
 
-The Tuner: ``ConcurrencyLimiter(StoreSearcher(HyperOptSearch(space.to_hyperopt())))`` at the
-experiment's concurrency, seeded with its seed, random for its ``n_startup_jobs`` trials and with
-its γ (Ray's HyperOptSearch exposes no other TPE knob: the EI candidates and prior weight are
-hyperopt's defaults); the function trainable with the requested resources per trial; a
+The Tuner: ``ConcurrencyLimiter(StoreSearcher(...))`` at the experiment's concurrency — the
+store engine's own trial factory (reference runs, warm starts, then TPE with every setting of the
+experiment, seeded per trial id), so both engines suggest the same trials from the same history;
+the function trainable with the requested resources per trial; a
 ``FailureConfig`` retrying a failed trial from its last checkpoint; optionally ASHA on the
 objective (time in epochs: grace period 1, reduction factor 3, up to the trial's epochs); the
 store callback. The experiment's files (Ray's experiment state and every trial's checkpoints)
@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from localrules.raytune import require_ray
+from localrules.raytune import METRIC, MODE, require_ray
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("none", "asha")
 ASHA_GRACE_PERIOD = 1
 ASHA_REDUCTION_FACTOR = 3
-METRIC, MODE = "objective", "max"
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -152,27 +151,15 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.hyperopt import HyperOptSearch
 
     from localrules.raytune.callback import StoreCallback
     from localrules.raytune.searcher import StoreSearcher
 
-    tpe = settings.tpe
-    defaults = type(tpe)()
-    if (tpe.n_ei_candidates, tpe.prior_weight) != (defaults.n_ei_candidates,
-                                                   defaults.prior_weight):
-        log.warning("Ray's HyperOptSearch uses hyperopt's EI candidates and prior weight (%d, "
-                    "%g); the experiment's %d and %g apply to the store engine only",
-                    defaults.n_ei_candidates, defaults.prior_weight, tpe.n_ei_candidates,
-                    tpe.prior_weight)
-    tpe_search = HyperOptSearch(space.to_hyperopt(), metric=METRIC, mode=MODE,
-                                n_initial_points=tpe.n_startup_jobs,
-                                random_state_seed=settings.seed, gamma=tpe.gamma)
     searcher = ConcurrencyLimiter(
-        StoreSearcher(tpe_search, experiment=experiment.name,
-                      space_source=experiment.space_source, budget=experiment.budget,
-                      seed=settings.seed, n_startup=tpe.n_startup_jobs),
+        StoreSearcher(experiment=experiment.name, space_source=experiment.space_source,
+                      budget=experiment.budget, settings=settings.to_dict()),
         max_concurrent=settings.concurrency)
+    references = len(settings.references) * settings.reference_seeds
     scheduler = None
     if options.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
@@ -180,8 +167,10 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
                                   reduction_factor=ASHA_REDUCTION_FACTOR)
     return tune.Tuner(
         trainable,
+        # At most this many: references reused from elsewhere are never handed to Tune, and
+        # the searcher says when it is finished.
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=settings.max_trials,
+                                    num_samples=settings.max_trials + references,
                                     trial_name_creator=ray_trial_dirname,
                                     trial_dirname_creator=ray_trial_dirname),
         run_config=tune.RunConfig(
@@ -201,7 +190,10 @@ def _driver_environment(url: str, lock: tuple[str, str, float]) -> Iterator[None
 
     from localrules.raytune.searcher import LOCK_ENV, STORE_URL_ENV
 
-    values = {STORE_URL_ENV: url, LOCK_ENV: json.dumps(list(lock))}
+    # A reference run reports ``reference_objective``, not the metric ASHA ranks on, so ASHA
+    # never stops one; Tune would otherwise refuse a result without the scheduler's metric.
+    values = {STORE_URL_ENV: url, LOCK_ENV: json.dumps(list(lock)),
+              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

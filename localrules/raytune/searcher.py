@@ -1,28 +1,36 @@
-"""The Ray Tune searcher: TPE samples from ``HyperOptSearch``, made into localrules trials.
+"""The Ray Tune searcher: the store engine's trial factory, handing Tune one trial at a time.
 
-``HyperOptSearch`` suggests an evaluated sample of the space's hyperopt expression; this wrapper
-decodes it into the space's flat params, allocates the trial's id in the store, and builds the
-validated trial config with the default engine's seed rule (``trial_seed(experiment seed,
-id)``), in the driver, before anything is scheduled. The trial's Ray config is ``{META:
-{experiment, trial_id, config, params, misc}}``: the trainable trains ``config``, the store
-callback records the rest. ``misc`` is hyperopt's idxs/vals with the store's id, as a store-
-queue trial's. A sample that makes no valid config is reported to TPE as an error and drawn
-again.
+Every suggestion is made exactly as the store-queue controller makes it (``search.suggest``):
+the reference runs the experiment still needs come first (``search.references``: a run that
+finished elsewhere under the same key is copied into the store, never trained twice; one that
+another process is training right now is left for a later suggestion), then the space's warm
+starts, then hyperopt's TPE over the history the store holds, seeded per trial id from the
+experiment's seed. The searcher keeps no model of its own: the history is the store's (the
+store callback writes every trial when Ray starts it and its result when it ends), plus the
+trials it has handed Tune that the callback has not recorded yet, which join the history as
+pending. So the two engines suggest the same trials from the same history, and nothing private
+to Ray or hyperopt is touched.
 
-The wrapper is pickled with the Tuner (for ``Tuner.restore``): it keeps the space's source and
-rebuilds the space lazily; the store's URL is not pickled at all (it may hold a password, and the
-experiment's storage may be a shared bucket): the driver passes it in the process environment
-(``STORE_URL_ENV``), so a resume uses the database the command names.
+A trial's Ray config is ``{META: {experiment, trial_id, config, params, misc, reference}}``: the
+trainable trains ``config``, the store callback records the rest. A reference run reports its
+objective as ``reference_objective``, so ASHA never stops one.
+
+The searcher is pickled with the Tuner (for ``Tuner.restore``) without the database URL (it may
+hold a password, and the experiment's storage may be a shared bucket): the driver passes it in
+the process environment (``STORE_URL_ENV``), so a resume uses the database the command names.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from ray.tune.search import Searcher
+
+from localrules.raytune import METRIC, MODE
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +40,6 @@ STORE_URL_ENV = "LOCALRULES_RAY_STORE_URL"
 """How the driver hands the database URL to the searcher and the callback it runs."""
 LOCK_ENV = "LOCALRULES_RAY_LOCK"
 """How the driver hands its experiment lock (JSON: name, owner, seconds) to the callback."""
-INVALID_SAMPLE_RETRIES = 10
 
 
 def driver_setting(name: str) -> str:
@@ -48,41 +55,29 @@ def store_url() -> str:
     return driver_setting(STORE_URL_ENV)
 
 
-def hyperopt_misc(vals: Mapping[str, list[Any]], trial_id: int) -> dict[str, Any]:
-    """hyperopt's misc (idxs, vals) of a trial: every label, [id] where active."""
-    return {"idxs": {label: [trial_id] if v else [] for label, v in vals.items()},
-            "vals": dict(vals)}
+def driver_lock() -> tuple[str, str, float]:
+    """The run's experiment lock (name, owner, seconds), from the driver."""
+    name, owner, seconds = json.loads(driver_setting(LOCK_ENV))
+    return name, owner, float(seconds)
 
 
 class StoreSearcher(Searcher):
-    """Wraps a searcher over ``space.to_hyperopt()``; every suggestion becomes a store trial
-    id and a validated config."""
+    """Suggests one experiment's trials (references, warm starts, TPE) from the store."""
 
-    def __init__(self, inner: Searcher, *, experiment: str,
-                 space_source: Mapping[str, Any], budget: Mapping[str, Any], seed: int,
-                 n_startup: int) -> None:
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner = inner
+    def __init__(self, *, experiment: str, space_source: Mapping[str, Any],
+                 budget: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
         self.experiment = experiment
         self.space_source = dict(space_source)
         self.budget = dict(budget)
-        self.seed = seed
-        self.n_startup = n_startup
-        self._space = None
+        self.settings = dict(settings)
+        self.handed: dict[int, dict[str, Any]] = {}
+        """Trials handed to Tune that the store may not hold yet, by id (their META)."""
         self._store = None
+        self._suggester = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_space"] = state["_store"] = None
-        return state
-
-    @property
-    def space(self):
-        if self._space is None:
-            from localrules.spaces import Budget, space_from_source
-
-            self._space = space_from_source(self.space_source, Budget.from_dict(self.budget))
-        return self._space
+        return {**self.__dict__, "_store": None, "_suggester": None}
 
     @property
     def store(self):
@@ -92,48 +87,94 @@ class StoreSearcher(Searcher):
             self._store = open_store(store_url(), create=False)
         return self._store
 
+    @property
+    def suggester(self):
+        if self._suggester is None:
+            from localrules.search.settings import SearchSettings
+            from localrules.search.suggest import Suggester
+            from localrules.spaces import Budget, space_from_source
+
+            space = space_from_source(self.space_source, Budget.from_dict(self.budget))
+            self._suggester = Suggester(self.store, self.experiment, space,
+                                        SearchSettings.from_dict(self.settings))
+        return self._suggester
+
     # --- Searcher -----------------------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:
-        return self.inner.set_search_properties(metric, mode, config, **spec)
+        return True
+
+    def _history(self) -> list:
+        """The store's history plus the trials handed to Tune it does not hold yet (pending)."""
+        from localrules.store import RUNNING, HistoryEntry
+
+        stored = self.store.history(self.experiment)
+        known = {t.trial_id for t in stored}
+        self.handed = {i: m for i, m in self.handed.items() if i not in known}
+        return [*stored, *(HistoryEntry(i, RUNNING, m["misc"], None, m.get("reference"))
+                           for i, m in self.handed.items())]
+
+    def _hand(self, trial) -> dict:
+        meta = {"experiment": trial.experiment, "trial_id": trial.trial_id,
+                "config": dict(trial.config), "params": dict(trial.params),
+                "misc": dict(trial.misc), "reference": trial.reference}
+        self.handed[trial.trial_id] = meta
+        return {META: meta}
+
+    def _reference(self, history: list):
+        """The next reference run to hand Tune, or None. Finished copies go straight into the
+        store; a run that another process holds the key of waits for a later suggestion."""
+        from localrules.search.references import missing, planned, reference_trial
+        from localrules.store import DONE
+        from localrules.store.references import claim, finished_run
+
+        suggester = self.suggester
+        owner, seconds = driver_lock()[1:]
+        for run in missing(history, planned(suggester.space.budget, suggester.settings)):
+            if finished_run(self.store, run.key) is None \
+                    and not claim(self.store, run.key, owner, seconds):
+                log.info("reference %s is being trained elsewhere; it waits", run.rule)
+                continue
+            (trial_id,) = self.store.allocate_trial_ids(self.experiment, 1)
+            trial = reference_trial(self.experiment, trial_id, run, self.store)
+            if trial.state == DONE:
+                self.store.add_trials([trial])
+                log.info("reference %s reused from trial %d of %r", run.rule,
+                         trial.result["reused_from"]["trial_id"],
+                         trial.result["reused_from"]["experiment"])
+                continue
+            return trial
+        return None
 
     def suggest(self, trial_id: str) -> dict | None:
-        from localrules.search.controller import trial_seed
+        from localrules.search.references import missing, planned
+        from localrules.store import CANCELLED
+        from localrules.store.references import search_trials
 
-        for _ in range(INVALID_SAMPLE_RETRIES):
-            history = getattr(self.inner, "_hpopt_trials", None)
-            before = None if history is None else len(history.trials)
-            sample = self.inner.suggest(trial_id)
-            if sample is None or sample == Searcher.FINISHED:
-                return sample
-            params = self.space.params_from_sample(sample)
-            try:  # checked before an id is spent (the seed only sets the config's seed)
-                self.space.config(params)
-            except ValueError as err:
-                log.warning("TPE suggested a sample with no valid config, drawing again: %s",
-                            err)
-                self.inner.on_trial_complete(trial_id, error=True)
-                continue
-            (store_id,) = self.store.allocate_trial_ids(self.experiment, 1)
-            config = self.space.config(params, seed=trial_seed(self.seed, store_id))
-            misc = hyperopt_misc(self.space.vals_from_params(params), store_id)
-            if before is not None:  # hyperopt is random while it holds fewer than n_startup
-                misc["startup"] = before < self.n_startup
-            log.info("Ray trial %s is trial %d of %r", trial_id, store_id, self.experiment)
-            return {META: {"experiment": self.experiment, "trial_id": store_id,
-                           "config": config.to_dict(), "params": params, "misc": misc}}
-        raise ValueError(f"{INVALID_SAMPLE_RETRIES} samples in a row gave no valid trial "
-                         f"config in experiment {self.experiment!r}'s space")
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.inner.on_trial_result(trial_id, result)
+        history = self._history()
+        reference = self._reference(history)
+        if reference is not None:
+            log.info("Ray trial %s is reference %s, trial %d of %r", trial_id,
+                     reference.reference["rule"], reference.trial_id, self.experiment)
+            return self._hand(reference)
+        made = sum(t.state != CANCELLED for t in search_trials(history))
+        if made >= self.suggester.settings.max_trials:
+            waiting = missing(self._history(), planned(self.suggester.space.budget,
+                                                       self.suggester.settings))
+            return None if waiting else Searcher.FINISHED
+        (trial,) = self.suggester.suggest(history, 1)
+        log.info("Ray trial %s is trial %d of %r", trial_id, trial.trial_id, self.experiment)
+        return self._hand(trial)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        self.inner.on_trial_complete(trial_id, result=result, error=error)
+        """Nothing to learn here: the store callback records the result, and the next
+        suggestion reads it from the store."""
 
     def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path)
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump({"handed": {str(i): m for i, m in self.handed.items()}}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path)
+        with open(checkpoint_path, encoding="utf-8") as f:
+            self.handed = {int(i): m for i, m in json.load(f)["handed"].items()}

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from localrules import runs
+from localrules.raytune import METRIC
+from localrules.raytune.callback import REFERENCE_OBJECTIVE
 from localrules.raytune.searcher import META
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ def train_ray_trial(config: dict[str, Any]) -> None:
     def on_epoch(record: dict[str, Any]) -> None:
         metrics = {**epoch_metrics(record), "epochs": trial_config.run.epochs,
                    "resumed_from_epoch": resumed_from}
+        if meta.get("reference") is not None:  # not a search trial: ASHA must not rank it
+            metrics[REFERENCE_OBJECTIVE] = metrics.pop(METRIC, None)
         with tempfile.TemporaryDirectory() as stage:
             stage_checkpoint(run_dir, Path(stage))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(stage))
