@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from localrules.cli.tables import artifacts_location, fmt, table, terminal_width
+from localrules.cli.tables import artifacts_location, fmt
 from localrules.store import FINISHED
 from localrules.store.urls import add_db_argument
 
@@ -372,8 +372,7 @@ def _search(args: argparse.Namespace, space) -> int:
         previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             procs += start_local_workers(spec, args.workers) if args.workers else []
-            status = controller.run(poll_seconds=args.poll, on_status=display,
-                                    should_stop=should_stop)
+            controller.run(poll_seconds=args.poll, on_status=display, should_stop=should_stop)
         except KeyboardInterrupt:
             stop["exit"] = EXIT_INTERRUPTED
         finally:

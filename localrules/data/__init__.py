@@ -43,9 +43,9 @@ def load_dataset(
     ``data_dir`` is required by ``cifar10`` and ``imagenet`` (a local path or, through
     ``tf.io.gfile``, a ``gs://`` URL) and refused by the built-in ones. ``image_size`` is the side
     of the square images the model sees (ImageNet: 224 by default, 299 for v2 models; synthetic:
-    any; digits: 8, or larger by bilinear upsampling; CIFAR-10: only its native 32). ``seed`` fixes the shuffling and the
-    augmentation of every epoch. ``options`` are per dataset (see each module's ``OPTIONS``), e.g.
-    ``train_examples`` for ImageNet.
+    any; digits: 8, or larger by bilinear upsampling; CIFAR-10: only its native 32). ``seed``
+    fixes the shuffling and the augmentation of every epoch. ``options`` are per dataset (see
+    each module's ``OPTIONS``), e.g. ``train_examples`` for ImageNet.
     """
     check_choice("dataset", name, DATASETS)
     check_int("seed", seed, minimum=0)
