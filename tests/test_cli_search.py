@@ -28,36 +28,55 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
     run = cli(*args)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "trial" in run.stdout and "objective" in run.stdout and "best trial" in run.stdout
+    # the references and the gap closed are in the output, the warm start is named
+    assert "references: bp " in run.stdout and ", fa " in run.stdout
+    assert "gap closed" in run.stdout and "warm start wm-ad-tpe" in run.stdout
 
     out = cli("trials", "--experiment", "e2e", "--db", db, "--format", "json")
     assert out.returncode == 0, out.stderr
     trials = json.loads(out.stdout)
-    assert [t["trial_id"] for t in trials] == [0, 1, 2, 3]
+    # two reference runs (bp, fa) beside the 4 search trials, the first the published rule
+    assert [t["trial_id"] for t in trials] == [0, 1, 2, 3, 4, 5]
+    assert [(t["reference"] or {}).get("rule") for t in trials] == ["bp", "fa", *[None] * 4]
+    assert trials[2]["warm_start"] == "wm-ad-tpe"
+    assert [t["warm_start"] for t in trials[3:]] == [None] * 3
     for t in trials:
         assert t["experiment"] == "e2e" and t["state"] == "done" and t["attempt"] == 1
         assert {"objective", "top1", "diverged", "epochs"} <= set(t["result"])
         assert t["result"]["epochs"] == 1
         assert 0.0 <= t["result"]["objective"] <= 1.0
-        assert "decay" in t["params"] and "batch_size" in t["params"]
         assert t["created_at"].endswith("+00:00") and t["finished_at"]
         assert (tmp_path / "art" / "e2e" / f"trial-{t['trial_id']:05d}" / "config.json").is_file()
+        # after one epoch at width 4 bp and fa are too close for a gap: null, with the reason
+        assert t["gap_closed"] is None and "too close" in t["gap_closed_reason"]
+    for t in trials[2:]:
+        assert "decay" in t["params"] and "batch_size" in t["params"]
+    # the references train under the search's budget and have no params
+    assert trials[0]["config"]["run"]["epochs"] == 1 and trials[0]["params"] == {}
+    assert trials[0]["config"]["rule"]["kind"] == "backprop"
     # Two workers shared the work.
     assert len({t["worker"] for t in trials}) == 2
 
     table = cli("trials", "--experiment", "e2e", "--db", db, "--sort", "objective",
                 "--limit", "2")
-    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 4
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 5
+    assert table.stdout.startswith("references: bp")
     csv = cli("trials", "--experiment", "e2e", "--db", db, "--format", "csv")
-    assert csv.stdout.splitlines()[0].startswith("experiment,trial_id,state")
+    header = csv.stdout.splitlines()[0].split(",")
+    assert header[:3] == ["experiment", "trial_id", "state"]
+    assert {"reference", "warm_start", "gap_closed"} <= set(header)
     exps = cli("experiments", "--db", db, "--format", "json")
     (exp,) = json.loads(exps.stdout)
-    assert exp["name"] == "e2e" and exp["counts"]["done"] == 4 and exp["space"] == "wm-ad"
+    assert exp["name"] == "e2e" and exp["counts"]["done"] == 6 and exp["space"] == "wm-ad"
+    assert set(exp["references"]) == {"bp", "fa"} and exp["references"]["bp"]["n"] == 1
+    assert exp["references"]["fa"]["objective"] == trials[1]["result"]["objective"]
+    assert exp["reading"] == "appendix" and "too close" in exp["gap_reason"]
 
     # Re-running the finished search resumes it: nothing new is trained.
     again = cli(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     with open_store(db) as store:
-        assert len(store.trials("e2e")) == 4
+        assert len(store.trials("e2e")) == 6
 
 
 @pytest.mark.parametrize(
@@ -75,21 +94,37 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
         (["--space", "wm", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["--space", "wm", "--dataset", "cifar10"], "needs --data-dir"),
         (["--space", "wm", "--experiment", "bad name!"], "invalid experiment name"),
+        (["--space", "wm", "--references", "bp,xx"],
+         "unknown reference rule 'xx'; valid: none, or presets among bp, fa, sa"),
+        (["--space", "wm", "--references", "bp,bp"], "a reference rule is repeated"),
+        (["--space", "wm", "--reference-seeds", "0"], "--reference-seeds must be positive"),
+        (["--space", "wm", "--batch-sizes", "16,x"], "--batch-sizes must be a list"),
+        (["--space", "wm", "--batch-sizes", "32,16"], "increasing"),
+        (["--space", "wm", "--image-size", "0"], "--image-size must be positive"),
+        (["--space", "{warm_malformed}"], "warm_start[0] must be a mapping of parameter names"),
+        (["--space", "{warm_outside}"],
+         "warm start 'warm_start[0]': parameter 'run.alignment_lr' must be a number in"),
+        (["--space", "{warm_unknown}"], "warm start 'warm_start[0]': parameter 'sigma' is not"),
     ],
 )
 def test_search_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, args,
                                                      message):
     monkeypatch.chdir(tmp_path)
-    bad_yaml = tmp_path / "bad.yaml"
-    bad_yaml.write_text("parameters: [unclosed\n")
-    args = [a.replace("{yaml}", str(bad_yaml)) for a in args]
+    files = {"yaml": "parameters: [unclosed\n"}
+    space = "parameters:\n  run.alignment_lr: {loguniform: [1.0e-4, 1.0e-2]}\nwarm_start:\n"
+    files["warm_malformed"] = space + "  - 0.001\n"
+    files["warm_outside"] = space + "  - {run.alignment_lr: 0.5}\n"
+    files["warm_unknown"] = space + "  - {run.alignment_lr: 0.001, sigma: 0.5}\n"
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+        args = [a.replace(f"{{{name}}}", str(tmp_path / f"{name}.yaml")) for a in args]
     if "--experiment" not in args:
         args += ["--experiment", "x"]
     assert main(["search", *args, "--workers", "0"] if "--workers" not in args
                 else ["search", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "secret" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.yaml" for n in files)
 
 
 def test_experiment_reused_with_another_space_exits_2_and_adds_nothing(tmp_path, capsys):
@@ -104,7 +139,7 @@ def test_experiment_reused_with_another_space_exits_2_and_adds_nothing(tmp_path,
     assert main(["search", "--space", "ia", *common]) == 2
     assert "created with space 'wm', not 'ia'" in capsys.readouterr().err
     assert main(["search", "--space", "wm", "--epochs", "7", *common]) == 2
-    assert "epochs 4 → 7" in capsys.readouterr().err
+    assert "epochs 10 → 7" in capsys.readouterr().err
     with open_store(db) as store:
         assert store.trials("e") == []
 
@@ -185,6 +220,13 @@ def test_a_resume_keeps_the_stored_settings_unless_a_flag_changes_them():
     assert more.tpe.n_startup_jobs == 20
     fresh = search_settings(settings(), None)
     assert fresh.max_trials == 12 and fresh.tpe.n_startup_jobs == 4 and fresh.seed == 0
+    assert fresh.references == ("bp", "fa") and fresh.reference_seeds == 1 and fresh.warm_start
+    # references may grow on resume; --references none turns them off for a new search
+    grown = search_settings(settings("--references", "bp,fa,sa", "--reference-seeds", "3"),
+                            stored)
+    assert grown.references == ("bp", "fa", "sa") and grown.reference_seeds == 3
+    assert search_settings(settings("--references", "none"), None).references == ()
+    assert not search_settings(settings("--no-warm-start"), None).warm_start
 
 
 def test_a_yaml_search_resumes_from_the_stored_space_when_the_file_is_gone(tmp_path, capsys):

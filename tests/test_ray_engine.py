@@ -19,6 +19,7 @@ else:
     ray = pytest.importorskip("ray", reason="the Ray engine's tests need the ray extra")
 
 TESTS = Path(__file__).parent
+pytestmark = pytest.mark.slow  # a local Ray instance and Ray trials: minutes
 ASHA_SPACE = """\
 name: lr-good-bad
 description: a good and a hopeless learning rate, for early stopping
@@ -70,13 +71,27 @@ def test_a_ray_search_fills_the_store_like_the_default_engine(local_ray, mongodb
     db = mongodb_database_url
     assert search(db, tmp_path / "ray", "r", "--max-trials", "3", "--concurrency", "2",
                   "--startup-trials", "2") == 0
-    assert "experiment r (Ray): 3 done (0 stopped early), 0 failed of 3" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "experiment r (Ray; 0 stopped early): 3 done, 0 failed of 3" in out
+    assert "references: bp " in out and "warm start wm-tpe" in out
     with open_store(db, create=False) as store:
         experiment = store.require_experiment("r")
-        trials = store.trials("r")
+        every = store.trials("r")
     space = space_from_source(experiment.space_source, Budget.from_dict(experiment.budget))
     assert experiment.settings["engine"] == "ray"
-    assert [t.trial_id for t in trials] == [0, 1, 2]
+    # the reference runs first (trained by Ray, reported apart from the objective ASHA ranks),
+    # then the published rule, then TPE: the store engine's own trial factory
+    assert [t.trial_id for t in every] == [0, 1, 2, 3, 4]
+    references, trials = every[:2], every[2:]
+    assert [t.reference["rule"] for t in references] == ["bp", "fa"]
+    for t in references:
+        assert t.state == "done" and t.worker.startswith("ray:") and t.params == {}
+        assert t.result["objective"] == t.result["top1"] and t.result["epochs"] == 2
+        assert t.config["run"]["epochs"] == 2 and t.config["width"] == 4
+    assert "weight_angle_deg" in references[1].result and references[0].result[
+        "weight_angle_deg"] == {}  # bp has no B of its own
+    assert trials[0].misc["warm_start"] == "wm-tpe"
+    assert [t.misc["startup"] for t in trials] == [False, True, False]
     for t in trials:
         assert t.state == "done" and t.attempt == 1 and t.worker.startswith("ray:")
         assert set(t.result) >= worker_result_fields() and t.result["engine"] == "ray"
@@ -94,22 +109,37 @@ def test_a_ray_search_fills_the_store_like_the_default_engine(local_ray, mongodb
         assert run_dir.parent == tmp_path / "ray" / "r" / f"trial-{t.trial_id:05d}"
         assert (run_dir / "history.jsonl").is_file() and (run_dir / "weights").is_dir()
         assert t.started_at and t.finished_at
-    assert [t.misc["startup"] for t in trials] == [True, True, False]
+    # the same trials the store engine suggests from the same history (seeded per id)
+    from localrules.search import SearchSettings
+    from localrules.search.suggest import Suggester
+
+    with open_store(db, create=False) as store:
+        settings = SearchSettings.from_dict(experiment.settings)
+        again = Suggester(store, "r", space, settings)
+        (fourth,) = again.suggest(store.history("r")[:4], 1)
+    assert fourth.params == trials[2].params == space.params_from_vals(trials[2].misc["vals"])
 
     # Every reader works unchanged: trials, the reports, the weights of a trial.
     assert main(["trials", "--experiment", "r", "--db", db, "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert len(json.loads(capsys.readouterr().out)) == 5
     assert main(["report", "progress", "--experiment", "r", "--db", db]) == 0
-    assert main(["report", "weights", "--experiment", "r", "--trial", "1", "--db", db,
+    assert main(["report", "weights", "--experiment", "r", "--trial", "3", "--db", db,
                  "--out", str(tmp_path / "w")]) == 0
     assert (tmp_path / "w" / "weight_metrics.png").is_file()
-    assert main(["report", "weights", "--experiment", "r", "--trial", "2", "--db", db,
+    assert main(["report", "weights", "--experiment", "r", "--trial", "4", "--db", db,
                  "--artifacts", str(tmp_path / "ray"), "--out", str(tmp_path / "w2")]) == 0
 
     # Running it again restores the finished Ray experiment: nothing new is trained.
     assert search(db, tmp_path / "ray", "r") == 0
     with open_store(db, create=False) as store:
-        assert len(store.trials("r")) == 3
+        assert len(store.trials("r")) == 5
+    # Another Ray experiment under the same budget and seed reuses the references.
+    assert search(db, tmp_path / "ray", "r2", "--max-trials", "1", "--no-warm-start") == 0
+    with open_store(db, create=False) as store:
+        copies = [t for t in store.trials("r2") if t.reference is not None]
+    assert [(t.reference["rule"], t.result["reused_from"]) for t in copies] == [
+        ("bp", {"experiment": "r", "trial_id": 0}), ("fa", {"experiment": "r", "trial_id": 1})]
+    assert all(t.worker is None for t in copies)  # copied, never handed to Ray
     # A Ray experiment keeps its engine and its settings.
     capsys.readouterr()
     assert main(["search", "--space", "wm", "--experiment", "r", "--db", db, "--dataset",
@@ -144,14 +174,15 @@ def fail_once_after_first_epoch(config: dict) -> None:
 
 def _api_search(db: str, tmp_path: Path, name: str, space_spec: str, *, epochs: int,
                 trials: int, scheduler: str = "none", seed: int = 0, trainable=None,
-                max_failures: int = 1):
+                max_failures: int = 1, references: tuple[str, ...] = ()):
     from localrules.raytune.engine import RayOptions, run_ray_search
     from localrules.search import SearchSettings, TpeSettings, open_experiment
     from localrules.spaces import default_budget, load_space
 
     space = load_space(space_spec, default_budget("digits", width=4, epochs=epochs))
     settings = SearchSettings(max_trials=trials, concurrency=1, seed=seed, engine="ray",
-                              tpe=TpeSettings(n_startup_jobs=trials))
+                              tpe=TpeSettings(n_startup_jobs=trials), references=references,
+                              warm_start=False)
     with open_store(db) as store:
         experiment = open_experiment(store, name, space, settings)
     options = RayOptions(storage=str(tmp_path / "ray"), max_failures=max_failures,
@@ -191,9 +222,13 @@ def test_a_trial_out_of_retries_is_failed_with_rays_error(local_ray, tmp_path, c
 def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path):
     spec = tmp_path / "lr.yaml"
     spec.write_text(ASHA_SPACE)
-    # Seed 0 suggests the good rate, then the hopeless one.
-    trials = _api_search(f"sqlite:///{tmp_path}/a.db", tmp_path, "asha", str(spec), epochs=2,
-                         trials=2, scheduler="asha")
+    # Seed 0 suggests the good rate, then the hopeless one. The fa reference, far below the
+    # good rate after an epoch, is not ranked by ASHA: it trains all its epochs.
+    every = _api_search(f"sqlite:///{tmp_path}/a.db", tmp_path, "asha", str(spec), epochs=2,
+                        trials=2, scheduler="asha", references=("fa",))
+    (fa,) = [t for t in every if t.reference is not None]
+    assert fa.result["epochs"] == 2 and not fa.result["stopped_early"]
+    trials = [t for t in every if t.reference is None]
     first = trials[0]
     (hopeless,) = [t for t in trials[1:] if t.params["run.task_lr"] == 1e-7]
     assert first.params["run.task_lr"] == 0.1

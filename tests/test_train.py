@@ -17,35 +17,123 @@ import pytest
 from localrules.cli.main import main
 from localrules.config import config_from_preset
 
-# A schedule scaled to 1,438 digits: 8 task epochs, one warm-up epoch, one drop.
-SHORT = ["dataset=\"digits\"", "width=16", "run.epochs=8", "run.batch_size=64",
-         "run.warmup_epochs=1", "run.drop_epochs=[6]"]
+def _train_cli(tmp_path: Path, preset: str) -> dict:
+    """``localrules train --preset P --out DIR`` with no other flag: the default digits budget."""
+    out = tmp_path / preset
+    done = subprocess.run([sys.executable, "-m", "localrules.cli.main", "train", "--preset",
+                           preset, "--out", str(out), "--no-progress"], capture_output=True,
+                          text=True, timeout=900,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _train(preset: str, tmp_path: Path, *extra: str):
-    from localrules.train.trainer import Trainer
-
-    config = config_from_preset(preset, overrides=[*SHORT, *extra])
-    return Trainer(config, tmp_path / preset).fit()
+def _mean_angle(result: dict) -> float:
+    return float(np.mean(list(result["weight_angle_deg"].values())))
 
 
-def _mean_angle(result) -> float:
-    return float(np.mean(list(result.weight_angle_deg.values())))
+@pytest.mark.slow
+def test_rules_learn_and_align_as_the_paper_says_at_the_default_budget(tmp_path):
+    """The command a user runs, with its defaults (digits, ResNet-18 width 16, 10 epochs, batch
+    64, lr 0.1): bp learns, fa stays clearly below with B random, SA and IA align and learn.
+    ``benchmarks/bench_rules.py`` measures every preset over 3 seeds."""
+    results = {p: _train_cli(tmp_path, p) for p in ("bp", "fa", "sa", "ia-tpe")}
+    summary = {p: (r["top1"], r["weight_angle_deg"] and round(_mean_angle(r), 1))
+               for p, r in results.items()}
+    print("digits, default budget (top-1, mean weight angle):", summary)
+    bp, fa, sa, ia = (results[p] for p in ("bp", "fa", "sa", "ia-tpe"))
+    assert bp["top1"] >= 0.97 and bp["weight_angle_deg"] == {}, summary  # no B of its own
+    assert fa["top1"] <= 0.85 and 75 < _mean_angle(fa) < 105, summary  # B stays random
+    assert sa["top1"] >= 0.90 and _mean_angle(sa) < 20, summary
+    assert ia["top1"] >= 0.93 and _mean_angle(ia) < _mean_angle(fa) / 2, summary
+    assert not any(r["diverged"] for r in results.values())
 
 
-def test_rules_learn_and_align_as_the_paper_says(tmp_path):
-    bp = _train("bp", tmp_path)
-    sa = _train("sa", tmp_path, "run.alignment_lr=0.01")
-    fa = _train("fa", tmp_path)
-    ia = _train("ia-tpe", tmp_path)
-    summary = {name: (r.top1, _mean_angle(r)) for name, r in
-               (("bp", bp), ("sa", sa), ("fa", fa), ("ia-tpe", ia))}
-    print("digits, ResNet-18 width 16, 8 epochs (top-1, mean weight angle):", summary)
-    assert bp.top1 >= 0.95 and sa.top1 >= 0.95, summary
-    assert 75 < _mean_angle(fa) < 105, summary  # B stays random: ~90°
-    assert _mean_angle(sa) < 20 and _mean_angle(sa) < _mean_angle(fa) / 2, summary
-    assert _mean_angle(ia) < _mean_angle(fa) / 2, summary
-    assert not any(r.diverged for r in (bp, sa, fa, ia))
+def _config(*argv: str):
+    from localrules.cli.main import build_parser
+    from localrules.cli.train_cmd import build_config
+
+    return build_config(build_parser().parse_args(["train", "--out", "x", *argv]))
+
+
+def test_train_defaults_to_the_search_budget():
+    from localrules.spaces import default_budget
+
+    config = _config("--preset", "bp")
+    run = config.run
+    assert (config.dataset, config.model, config.width, config.image_size) == (
+        "digits", "resnet18", 16, None)
+    assert (run.epochs, run.batch_size, run.effective_task_lr) == (10, 64, 0.1)
+    assert run.warmup_epochs == pytest.approx(10 * 6 / 45, abs=1e-6)
+    assert run.drop_epochs == pytest.approx((10 * 30 / 45,), abs=1e-6)
+    # the same config a search's reference bp trains with
+    assert config == default_budget("digits").preset_config("bp")
+    assert _config() == config  # bp is the default
+
+
+def test_epochs_stretch_the_schedule_and_the_batch_moves_the_rate():
+    run = _config("--preset", "ia-tpe", "--epochs", "20", "--batch-size", "128").run
+    assert run.epochs == 20 and run.warmup_epochs == pytest.approx(20 * 6 / 45, abs=1e-6)
+    assert run.drop_epochs == pytest.approx((20 * 30 / 45,), abs=1e-6)
+    assert run.delay_epochs == pytest.approx(20 / 45, abs=1e-6)  # ia-tpe's one paper epoch
+    assert run.effective_task_lr == pytest.approx(0.2)
+    assert run.alternate and run.alignment_lr == pytest.approx(0.009785729149984566)
+    # the preset's own (appendix) schedule, stretched the same way
+    paper = _config("--preset", "sa", "--schedule", "preset").run
+    assert (paper.epochs, paper.batch_size, paper.effective_task_lr) == (90, 256, 0.1)
+    short = _config("--preset", "sa", "--schedule", "preset", "--epochs", "9").run
+    assert short.drop_epochs == (3, 6, 8) and short.warmup_epochs == 0.5
+    upsampled = _config("--preset", "ia-tpe", "--image-size", "16")
+    assert upsampled.image_size == 16
+
+
+def test_bp_reports_no_backward_weights(tmp_path):
+    """bp sends errors through Wᵀ: no B–W angles, norm ratios or weight snapshots."""
+    result = _trainer(tmp_path, "bp", "run.epochs=1").fit()
+    assert result.weight_angle_deg == {}
+    record = json.loads((tmp_path / "t" / "history.jsonl").read_text().splitlines()[-1])
+    assert "layers" not in record and record["top1"] is not None
+    assert not (tmp_path / "t" / "weights").exists()
+    from localrules.analysis.weight_report import weight_history
+
+    with pytest.raises(ValueError, match="no separate backward weights"):
+        weight_history(str(tmp_path / "t"))
+
+
+def test_joint_optimizer_trains_b_with_the_task_sgd(tmp_path):
+    """``run.optimizer: joint``: no Adam; on an R step B moves by Nesterov SGD on R at the task
+    rate (first step: −(1 + momentum)·lr·∂R/∂B), and W by momentum only."""
+    import tensorflow as tf
+
+    from localrules.train.trainer import _BatchStream
+
+    trainer = _trainer(tmp_path, "wm-tpe", "run.optimizer=\"joint\"", "run.alternate=true",
+                       "run.warmup_epochs=0", "rule.noise=null")
+    assert trainer.alignment_optimizer is None
+    layer = trainer.layers[2]
+    assert any(v is layer.backward_kernel for v in trainer.task_variables)
+    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    x, _ = next(iter(trainer.dataset.train(64, 0)))
+    with tf.GradientTape() as tape:
+        trainer.model(x, training=True)
+        r = tf.add_n([lay.last_alignment_loss for lay in trainer.layers])
+    grad = tape.gradient(r, layer.backward_kernel).numpy()
+    before = layer.backward_kernel.numpy().copy()
+    w_before = layer.forward_kernel.numpy().copy()
+    lr = trainer.plan.task_lr(0)
+    assert trainer.plan.kind(0) == "align" and lr > 0
+    assert trainer.plan.alignment_lr(0) == lr
+    trainer._run_step(0, stream)
+    np.testing.assert_allclose(layer.backward_kernel.numpy() - before, -1.9 * lr * grad,
+                               rtol=2e-3, atol=1e-7)
+    np.testing.assert_array_equal(layer.forward_kernel.numpy(), w_before)  # no momentum yet
+    out = trainer._run_step(1, stream)  # a J step: B gets a zero gradient, W its own
+    assert out["kind"] == "task" and not np.allclose(layer.forward_kernel.numpy(), w_before)
+
+
+def test_joint_optimizer_refuses_a_delay():
+    with pytest.raises(ValueError, match="delay_epochs must be 0"):
+        config_from_preset("ia-tpe", overrides=["run.optimizer=\"joint\""])
 
 
 def _trainer(tmp_path: Path, preset: str, *extra: str):
@@ -181,7 +269,10 @@ print(json.dumps([trainer.strategy.num_replicas_in_sync, result.top1, result.div
         (["--rule", "fa", "--dataset", "mnist"], "unknown dataset 'mnist'; valid:"),
         (["--rule", "fa", "--set", "run.lr=0.1"], "unknown config key 'run.lr'"),
         (["--rule", "fa", "--set", "run.epochs=two"], "run.epochs must be an integer"),
-        (["--rule", "fa", "--epochs", "0"], "epochs must be >= 1"),
+        (["--rule", "fa", "--epochs", "0"], "--epochs must be >= 1"),
+        (["--rule", "fa", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--rule", "fa", "--image-size", "4"], "image_size must be >= 8"),
+        (["--rule", "fa", "--seed", "-1"], "--seed must be >= 0"),
         (["--rule", "fa", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
          "/nonexistent/cifar"),
     ],

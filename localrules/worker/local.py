@@ -37,6 +37,8 @@ def worker_main(spec: LocalWorkerSpec, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level,
                         format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
+    if spec.log_level > logging.DEBUG:  # TensorFlow's absl chatter, as in the CLI
+        logging.getLogger("absl").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
