@@ -34,7 +34,9 @@ def run_search(engine: str, tmp: str, tag: str, trials: int, epochs: int, width:
     cmd = [sys.executable, "-m", "localrules.cli.main", "search", "--engine", engine,
            "--space", "wm", "--experiment", tag, "--db", db, "--max-trials", str(trials),
            "--concurrency", "2", "--epochs", str(epochs), "--width", str(width),
-           "--artifacts", f"{tmp}/{tag}-artifacts", "--poll", "0.5"]
+           "--artifacts", f"{tmp}/{tag}-artifacts", "--poll", "0.5",
+           # the engines are compared on search trials alone
+           "--references", "none"]
     if engine == "store":
         cmd += ["--workers", "2"]
     started = time.perf_counter()

@@ -8,12 +8,15 @@ defaults:
   layers of the final B–W angle and of ‖B‖/‖W‖ (none for bp, which has no B of its own), and the
   median wall seconds per run (the whole command: start-up, TensorFlow import, tracing, training,
   validation).
+- ``localrules train --preset bp --batch-size B --out DIR`` at every batch-size choice of the
+  budget (the learning rate moves linearly with B): bp must learn at each.
 - ``localrules search --space ia --experiment ia-digits`` (the README's main job, no other flag)
   in a fresh directory: its wall time, best objective, the best trial's gap closed and the
   references it trained.
 
 Goals (issue 14, 2 cores): bp ≥ 0.97 in ≤ 120 s; fa ≤ 0.85 (reported, never tuned toward); sa ≥
-0.92 and ia-tpe ≥ 0.95 as means over 3 seeds; the README search ≤ 600 s with its best ≥ 0.95.
+0.92 and ia-tpe ≥ 0.95 as means over 3 seeds; bp ≥ 0.95 at every batch choice; the README search
+≤ 600 s with its best ≥ 0.95. ``--parts`` runs some of it (presets, batches, search).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from typing import Any
 log = logging.getLogger("bench_rules")
 
 CLI = [sys.executable, "-m", "localrules.cli.main"]
+PARTS = ("presets", "batches", "search")
 GOALS = {"bp_top1": 0.97, "bp_seconds": 120.0, "fa_top1_max": 0.85, "sa_top1": 0.92,
-         "ia-tpe_top1": 0.95, "search_seconds": 600.0, "search_best": 0.95}
+         "ia-tpe_top1": 0.95, "bp_by_batch_top1": 0.95, "search_seconds": 600.0,
+         "search_best": 0.95}
 
 
 def run(cmd: list[str], cwd: str) -> tuple[str, float]:
@@ -56,10 +61,10 @@ def mean_sem(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), sem
 
 
-def train_preset(preset: str, seed: int, tmp: str) -> dict[str, Any]:
-    out = Path(tmp, f"{preset}-seed{seed}")
+def train_preset(preset: str, seed: int, tmp: str, *flags: str) -> dict[str, Any]:
+    out = Path(tmp, f"{preset}-seed{seed}{''.join(flags)}")
     stdout, seconds = run([*CLI, "train", "--preset", preset, "--seed", str(seed), "--out",
-                           str(out), "--no-progress"], tmp)
+                           str(out), "--no-progress", *flags], tmp)
     result = json.loads(stdout.strip().splitlines()[-1])
     records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()
                if line.strip()]
@@ -117,8 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--presets", default=",".join(PRESETS),
                    help="comma-separated presets (default: all)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per preset (0..N-1)")
-    p.add_argument("--skip-search", action="store_true", help="leave out the README search")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"what to run, comma-separated (default: {','.join(PARTS)})")
     args = p.parse_args(argv)
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
+    if not parts or parts - set(PARTS):
+        raise SystemExit(f"--parts takes some of {', '.join(PARTS)}, got {args.parts!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     presets = [name.strip() for name in args.presets.split(",") if name.strip()]
@@ -127,14 +136,24 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown presets {unknown}; valid: {', '.join(PRESETS)}")
     out: dict[str, Any] = {"dataset": "digits", "budget": "default", "seeds": args.seeds}
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in presets:
+        for preset in presets if "presets" in parts else ():
             runs = []
             for seed in range(args.seeds):
                 runs.append(train_preset(preset, seed, tmp))
                 log.info("%s seed %d: top-1 %.4f in %.0f s", preset, seed, runs[-1]["top1"],
                          runs[-1]["seconds"])
             out[preset] = summarise(runs)
-        if not args.skip_search:
+        if "batches" in parts:
+            from localrules.spaces import default_budget
+
+            out["bp_by_batch"] = {}
+            for batch in default_budget("digits").batch_sizes:
+                r = train_preset("bp", 0, tmp, "--batch-size", str(batch))
+                out["bp_by_batch"][str(batch)] = {"top1": _round(r["top1"]),
+                                                  "seconds": _round(r["seconds"], 1)}
+                log.info("bp at batch %d: top-1 %.4f in %.0f s", batch, r["top1"],
+                         r["seconds"])
+        if "search" in parts:
             out.update(readme_search(tmp))
             log.info("README search: best %.4f (gap closed %s) in %.0f s", out["search_best"],
                      out["search_best_gap_closed"], out["search_seconds"])

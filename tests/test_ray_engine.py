@@ -288,18 +288,11 @@ def test_a_store_experiment_is_not_taken_over_by_ray(local_ray, tmp_path, capsys
     with open_store(db) as store:
         open_experiment(store, "lost", space, SearchSettings(engine="ray", ray={
             "resources": {"cpu": 1.0}, "max_failures": 2, "scheduler": "none"}))
-        params = space.check_params(space.params_from_sample(space_sample(space)))
+        params = space.warm_starts[0][1]
         store.add_trials([Trial("lost", 0, space.config(params).to_dict(), params,
                                 {"idxs": {}, "vals": {}})])
     assert search(db, tmp_path / "elsewhere", "lost") == 2
     assert "has 1 trial(s) in the store but no Ray experiment" in capsys.readouterr().err
-
-
-def space_sample(space) -> dict:
-    import numpy as np
-    from hyperopt.pyll import stochastic
-
-    return stochastic.sample(space.to_hyperopt(), rng=np.random.default_rng(0))
 
 
 def test_resources_parse_to_rays_form():

@@ -225,6 +225,7 @@ def test_each_paper_search_starts_from_its_published_rule(store, space_name, pre
     space = load_space(space_name, BUDGET)
     controller = Controller(store, experiment, space, settings)
     controller.step()
+    controller.release_lock()
     first, second = store.trials("e")
     assert first.misc["warm_start"] == preset and first.misc["startup"] is False
     assert "warm_start" not in second.misc and second.misc["startup"] is True

@@ -731,28 +731,3 @@ def test_sampling_never_changes_the_space():
     off = {k: v for k, v in params.items() if k != "sigma"} | {"noise": False}
     assert space.config(off).rule.noise is None
     assert space.fingerprint() == before
-
-
-@pytest.mark.parametrize("name", PAPER_SPACES)
-def test_evaluated_samples_decode_to_the_params_of_their_vals(name):
-    """What Ray Tune's HyperOptSearch hands a trial (the evaluated expression) decodes to the
-    same params as hyperopt's vals for that draw."""
-    import hyperopt
-    import numpy as np
-    from hyperopt.pyll import stochastic
-
-    from localrules.spaces.nodes import plain
-
-    space = paper_space(name, BUDGET)
-    domain = hyperopt.base.Domain(lambda p: 0.0, space.to_hyperopt())
-    trials = hyperopt.Trials()
-    for seed in range(20):
-        (doc,) = hyperopt.rand.suggest([seed], domain, trials, seed)
-        vals = {k: [plain(x) for x in v] for k, v in doc["misc"]["vals"].items()}
-        sample = hyperopt.space_eval(space.to_hyperopt(), {k: v[0] for k, v in vals.items()
-                                                          if v})
-        assert space.params_from_sample(sample) == space.params_from_vals(vals)
-    sample = stochastic.sample(space.to_hyperopt(), rng=np.random.default_rng(0))
-    broken = {k: v for k, v in sample.items() if k != "decay"}
-    with pytest.raises(ValueError, match="no value for active parameter 'decay'"):
-        space.params_from_sample(broken)

@@ -17,6 +17,7 @@ import pytest
 from localrules.cli.main import main
 from localrules.config import config_from_preset
 
+
 def _train_cli(tmp_path: Path, preset: str) -> dict:
     """``localrules train --preset P --out DIR`` with no other flag: the default digits budget."""
     out = tmp_path / preset

@@ -412,11 +412,12 @@ def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings,
     from localrules.raytune.engine import run_ray_search
     from localrules.store import FINISHED
     from localrules.store.documents import state_counts
+    from localrules.store.references import search_trials
 
     run_ray_search(args.db, experiment, space, settings, ray_options(args, settings.ray),
                    lock=controller.lock)
     trials = store.trials(experiment.name)
-    counts = state_counts(trials)
+    counts = state_counts(search_trials(trials))
     if sum(counts[s] for s in FINISHED) < settings.max_trials:
         print(f"search stopped before its {settings.max_trials} trials finished; run the same "
               f"command to resume experiment {experiment.name!r}", file=sys.stderr)

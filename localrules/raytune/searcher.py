@@ -73,6 +73,9 @@ class StoreSearcher(Searcher):
         self.settings = dict(settings)
         self.handed: dict[int, dict[str, Any]] = {}
         """Trials handed to Tune that the store may not hold yet, by id (their META)."""
+        self.references_handed: set[tuple[str, int]] = set()
+        """(rule, replicate) of the reference runs handed to Tune in this run: one that fails
+        is not handed again until the search is run again (as the store engine does)."""
         self._store = None
         self._suggester = None
 
@@ -121,16 +124,24 @@ class StoreSearcher(Searcher):
         self.handed[trial.trial_id] = meta
         return {META: meta}
 
+    def _waiting_references(self, history: list) -> list:
+        """The planned reference runs the experiment lacks that were not handed to Tune yet."""
+        from localrules.search.references import missing, planned
+
+        suggester = self.suggester
+        return [run for run in missing(history, planned(suggester.space.budget,
+                                                          suggester.settings))
+                if (run.rule, run.replicate) not in self.references_handed]
+
     def _reference(self, history: list):
         """The next reference run to hand Tune, or None. Finished copies go straight into the
         store; a run that another process holds the key of waits for a later suggestion."""
-        from localrules.search.references import missing, planned, reference_trial
+        from localrules.search.references import reference_trial
         from localrules.store import DONE
         from localrules.store.references import claim, finished_run
 
-        suggester = self.suggester
         owner, seconds = driver_lock()[1:]
-        for run in missing(history, planned(suggester.space.budget, suggester.settings)):
+        for run in self._waiting_references(history):
             if finished_run(self.store, run.key) is None \
                     and not claim(self.store, run.key, owner, seconds):
                 log.info("reference %s is being trained elsewhere; it waits", run.rule)
@@ -143,11 +154,11 @@ class StoreSearcher(Searcher):
                          trial.result["reused_from"]["trial_id"],
                          trial.result["reused_from"]["experiment"])
                 continue
+            self.references_handed.add((run.rule, run.replicate))
             return trial
         return None
 
     def suggest(self, trial_id: str) -> dict | None:
-        from localrules.search.references import missing, planned
         from localrules.store import CANCELLED
         from localrules.store.references import search_trials
 
@@ -159,9 +170,8 @@ class StoreSearcher(Searcher):
             return self._hand(reference)
         made = sum(t.state != CANCELLED for t in search_trials(history))
         if made >= self.suggester.settings.max_trials:
-            waiting = missing(self._history(), planned(self.suggester.space.budget,
-                                                       self.suggester.settings))
-            return None if waiting else Searcher.FINISHED
+            # finished once no reference waits (read again: one may have been copied just now)
+            return None if self._waiting_references(self._history()) else Searcher.FINISHED
         (trial,) = self.suggester.suggest(history, 1)
         log.info("Ray trial %s is trial %d of %r", trial_id, trial.trial_id, self.experiment)
         return self._hand(trial)
@@ -176,5 +186,8 @@ class StoreSearcher(Searcher):
             json.dump({"handed": {str(i): m for i, m in self.handed.items()}}, f)
 
     def restore(self, checkpoint_path: str) -> None:
+        """A rerun of the experiment: the trials handed before it that the store may not hold;
+        a reference that failed is tried again, as the store engine does on a rerun."""
         with open(checkpoint_path, encoding="utf-8") as f:
             self.handed = {int(i): m for i, m in json.load(f)["handed"].items()}
+        self.references_handed = set()

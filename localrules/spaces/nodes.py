@@ -265,33 +265,6 @@ def params_from_vals(nodes: Sequence[Node], vals: Mapping[str, Sequence[Any]]) -
     return out
 
 
-def params_from_sample(nodes: Sequence[Node], sample: Mapping[str, Any]) -> dict[str, Scalar]:
-    """Flat params from an evaluated hyperopt sample of ``to_hyperopt(nodes)`` (what Ray Tune's
-    HyperOptSearch hands a trial): a choice is ``{"option": index, child: value, ...}``."""
-    out: dict[str, Scalar] = {}
-
-    def visit(level: Sequence[Node], values: Mapping[str, Any]) -> None:
-        for node in level:
-            if node.name not in values:
-                raise ValueError(f"the sample has no value for active parameter {node.name!r}")
-            value = values[node.name]
-            if isinstance(node, Choice):
-                if not isinstance(value, Mapping) or "option" not in value:
-                    raise ValueError(f"the sample's choice {node.name!r} is not an option "
-                                     f"record: {value!r}")
-                index = int(plain(value["option"]))
-                if not 0 <= index < len(node.options):
-                    raise ValueError(f"the sample's choice {node.name!r} has no option {index}")
-                option = node.options[index]
-                out[node.name] = option.value
-                visit(option.children, value)
-            else:
-                out[node.name] = node.check(f"parameter {node.name!r}", plain(value))
-
-    visit(nodes, sample)
-    return out
-
-
 def vals_from_params(nodes: Sequence[Node], params: Mapping[str, Any]) -> dict[str, list[Any]]:
     """hyperopt's ``vals`` for params: every label of the tree, [] where inactive."""
     vals: dict[str, list[Any]] = {n.name: [] for n in walk(nodes)}

@@ -27,7 +27,6 @@ from localrules.spaces.nodes import (
     active,
     check_params,
     check_tree,
-    params_from_sample,
     params_from_vals,
     to_hyperopt,
     vals_from_params,
@@ -80,9 +79,6 @@ class Space:
 
     def vals_from_params(self, params: Mapping[str, Any]) -> dict[str, list[Any]]:
         return vals_from_params(self.nodes, params)
-
-    def params_from_sample(self, sample: Mapping[str, Any]) -> dict[str, Scalar]:
-        return params_from_sample(self.nodes, sample)
 
     # --- configs ------------------------------------------------------------------------------
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Scalar]:

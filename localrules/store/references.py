@@ -80,7 +80,7 @@ class References:
     def gap_reason(self) -> str | None:
         """Why ``gap_closed`` is not available (None when it is)."""
         for rule in GAP_RULES:
-            if rule not in self.requested:
+            if rule not in self.levels:
                 return f"no {rule} reference in this experiment (--references)"
         for rule in GAP_RULES:
             level = self.levels.get(rule)
