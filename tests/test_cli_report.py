@@ -33,14 +33,24 @@ def planted(params) -> float:
 
 
 def fill(url: str, n: int = 40, name: str = "imp", startup: int | None = None,
-         keep=lambda params: True) -> None:
+         keep=lambda params: True, references: dict[str, float] | None = None,
+         warm_start: bool = False) -> None:
     """A stored search of ``n`` trials: the first fails, the second diverges, the last two are
-    still running, the rest score ``planted`` (or fail, where ``keep(params)`` is false)."""
+    still running, the rest score ``planted`` (or fail, where ``keep(params)`` is false). With
+    ``references`` ({rule: objective}), those reference runs finished beside them."""
     space = load_space("wm-ad", default_budget("digits"))
-    settings = SearchSettings(max_trials=n, concurrency=n,
-                              tpe=TpeSettings(n_startup_jobs=startup or n))
+    settings = SearchSettings(max_trials=n, concurrency=n, warm_start=warm_start,
+                              tpe=TpeSettings(n_startup_jobs=startup or n),
+                              references=tuple(references or ()))
     with open_store(url) as store:
         c = Controller(store, open_experiment(store, name, space, settings), space, settings)
+        if references:
+            from localrules.search.references import new_reference_trials
+
+            store.add_trials(new_reference_trials(store, name, space.budget, settings))
+            while (ref := store.reserve("w", 60)) is not None:
+                store.complete(name, ref.trial_id, ref.attempt,
+                               {"objective": references[ref.reference["rule"]]})
         c.step()
         for i in range(n):
             t = store.reserve("w", 60)
@@ -123,7 +133,7 @@ def test_model_importance_report(tmp_path, capsys):
 
 def test_html_report_renders_in_headless_chromium(tmp_path, capsys, render_html):
     url = f"sqlite:///{tmp_path}/h.db"
-    fill(url)
+    fill(url, references={"bp": 0.7, "fa": 0.3})
     out = tmp_path / "report"
     assert main(["report", "importance", "--experiment", "imp", "--db", url, "--out",
                  str(out)]) == 0
@@ -131,9 +141,44 @@ def test_html_report_renders_in_headless_chromium(tmp_path, capsys, render_html)
     assert page["errors"] == []
     assert len(page["images"]) == 2 and all(ok and width > 400 for ok, width in page["images"])
     n_choices = len(json.loads((out / "importance.json").read_text()))
-    assert page["tables"] == [n_choices]
+    assert page["tables"] == [2, n_choices]  # the references, then the importance table
     assert "Experiment imp" in page["text"] and "1 failed" in page["text"]
     assert "2 running" in page["text"] and "1 diverged" in page["text"]
+    # the best trial (planted 0.61) closes (0.61 − 0.3) / (0.7 − 0.3) of the gap
+    assert "gap closed 0.775" in page["text"] and "References" in page["text"]
+
+
+def test_references_and_the_warm_start_in_the_reports(store_url, tmp_path, capsys):
+    """Reference runs are lines beside the search, not trials in it; the warm start is a
+    star; the importance leaves the references out."""
+    fill(store_url, n=10, references={"bp": 0.7, "fa": 0.3}, warm_start=True)
+    assert main(["report", "progress", "--experiment", "imp", "--db", store_url, "--format",
+                 "json", "--out", str(tmp_path / "p")]) == 0
+    (progress,) = json.loads(capsys.readouterr().out)
+    trials = progress["trials"]
+    assert len(trials) == 10 and trials[0]["warm_start"] == "wm-ad-tpe"
+    assert progress["references"]["rules"]["bp"]["objective"] == 0.7
+    assert progress["references"]["gap"] == pytest.approx(0.4)
+    scored = [t for t in trials if t["objective"] is not None and not t["diverged"]]
+    for t in scored:
+        assert t["gap_closed"] == pytest.approx((t["objective"] - 0.3) / 0.4)
+    assert trials[-1]["best_gap_closed"] == pytest.approx((trials[-1]["best_so_far"] - 0.3)
+                                                          / 0.4)
+    with open_store(store_url, create=False) as store:
+        fig = progress_figure([experiment_progress(store, "imp")])
+        report = experiment_importance(store, "imp")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "imp: bp reference (0.7)" in legend and "imp: fa reference (0.3)" in legend
+    from localrules.analysis.progress import SearchProgress, TrialPoint
+
+    started = SearchProgress("x", (TrialPoint(0, "done", 0.9, False, False, "ia-tpe"),
+                                   TrialPoint(1, "done", 0.6, False, True)), 1)
+    legend = [t.get_text() for t in progress_figure([started]).axes[0].get_legend().get_texts()]
+    assert "x: warm start (ia-tpe)" in legend
+    assert report.analysed == 7 and sum(report.counts.values()) == 10  # no reference in it
+    assert main(["report", "progress", "--experiment", "imp", "--db", store_url]) == 0
+    text = capsys.readouterr().out
+    assert "imp references: bp 0.7000, fa 0.3000; gap bp − fa 0.4000" in text
 
 
 def test_figures_have_the_expected_axes(tmp_path):
@@ -216,7 +261,8 @@ def test_the_startup_phase_outlasts_its_trial_count_when_trials_fail(tmp_path):
     go on past n_startup_jobs trial numbers — and the report follows what was recorded."""
     url = f"sqlite:///{tmp_path}/s.db"
     space = load_space("wm", default_budget("digits"))
-    settings = SearchSettings(max_trials=6, concurrency=3, tpe=TpeSettings(n_startup_jobs=3))
+    settings = SearchSettings(max_trials=6, concurrency=3, tpe=TpeSettings(n_startup_jobs=3),
+                              warm_start=False)
     with open_store(url) as store:
         c = Controller(store, open_experiment(store, "s", space, settings), space, settings)
         c.step()  # trials 0-2: random

@@ -118,8 +118,8 @@ def test_table4_presets(name, weights):
     assert (run.warmup_epochs, run.epochs) == (5, 90)
     assert run.drop_epochs == (30, 60, 80) and run.alignment_lr == 1e-3
     assert run.momentum == 0.9 and run.weight_decay == 1e-4
-    # B.3 drops the SA/AA η with the task rate; B.2 is silent
-    assert not run.alternate and run.delay_epochs == 0 and run.alignment_schedule == "drops"
+    # B.2 is silent on η's schedule: constant, the code default (B.3's drops are selectable)
+    assert not run.alternate and run.delay_epochs == 0 and run.alignment_schedule == "constant"
     assert preset.reading == "code"
 
 

@@ -200,6 +200,31 @@ def test_a_store_from_before_lapses_were_counted_is_upgraded(tmp_path):
         assert store.reserve("w", 60.0).lapses == 0
 
 
+def test_a_store_from_before_reference_runs_is_upgraded(tmp_path):
+    """A schema-1 store (no reference columns) opens, gains them, and keeps its old trials."""
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    with open_store(f"sqlite:///{path}") as store:
+        store.create_experiment(experiment("exp"))
+        store.add_trials([Trial(experiment="exp", trial_id=0, config={}, params={}, misc={},
+                                schema_version=1)])
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX trials_reference")
+    db.execute("ALTER TABLE trials DROP COLUMN reference")
+    db.execute("ALTER TABLE trials DROP COLUMN reference_key")
+    db.commit()
+    db.close()
+    with open_store(f"sqlite:///{path}") as store:
+        (old,) = store.trials("exp")
+        assert old.reference is None and old.schema_version == 1
+        marker = {"rule": "bp", "replicate": 0, "key": "k1"}
+        store.add_trials([Trial(experiment="exp", trial_id=1, config={}, params={}, misc={},
+                                reference=marker)])
+        assert [t.trial_id for t in store.reference_runs("k1")] == [1]
+        assert [h.reference for h in store.history("exp")] == [None, marker]
+
+
 @pytest.mark.parametrize(("url", "password"), [
     ("mongodb://u:p/ss@h/db", "p/ss"), ("mongodb://u:p#s?s@h:1/db?x=1", "p#s?s"),
     ("postgres://u:se@cret@h/db", "se@cret"), ("see mongodb://u:pw1@h/db: refused", "pw1")])

@@ -252,11 +252,12 @@ def _build() -> dict[str, Preset]:
             short,
             f"{kind.capitalize()} alignment, Table 4 (non-local)",
             Rule(kind, weights, table4_ops),
-            dataclasses.replace(TABLE4_RUN, alignment_lr=1e-3, alignment_schedule="drops"),
+            dataclasses.replace(TABLE4_RUN, alignment_lr=1e-3),
             "Appendix B.2: α = 1e-3, β = 2e-3 in the code's reading (α on decay/sparse), the "
             "only one under which these numbers pull B exactly to Wᵀ; biases on both paths, no "
-            "ReLU. B.2 does not say whether η drops; B.3 drops the SA/AA η with the task rate "
-            "(at 30/60), so η follows the task rate's drops, without warmup.",
+            "ReLU. B.2 does not say whether η drops: constant, the code default. B.3's "
+            "noisy-update runs drop the SA/AA η with the task rate: run.alignment_schedule="
+            "drops gives that schedule.",
             reading="code",
         ))
 
