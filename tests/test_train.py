@@ -90,7 +90,11 @@ def test_epochs_stretch_the_schedule_and_the_batch_moves_the_rate():
 
 def test_bp_reports_no_backward_weights(tmp_path):
     """bp sends errors through Wᵀ: no B–W angles, norm ratios or weight snapshots."""
-    result = _trainer(tmp_path, "bp", "run.epochs=1").fit()
+    from localrules.train.trainer import write_config
+
+    trainer = _trainer(tmp_path, "bp", "run.epochs=1")
+    write_config(trainer.config, str(tmp_path / "t"))  # as the CLI and the workers do
+    result = trainer.fit()
     assert result.weight_angle_deg == {}
     record = json.loads((tmp_path / "t" / "history.jsonl").read_text().splitlines()[-1])
     assert "layers" not in record and record["top1"] is not None
@@ -128,8 +132,24 @@ def test_joint_optimizer_trains_b_with_the_task_sgd(tmp_path):
     np.testing.assert_allclose(layer.backward_kernel.numpy() - before, -1.9 * lr * grad,
                                rtol=2e-3, atol=1e-7)
     np.testing.assert_array_equal(layer.forward_kernel.numpy(), w_before)  # no momentum yet
+    stem = trainer.layers[0]  # (a residual branch's W has no gradient yet: zero-γ last BN)
+    stem_w = stem.forward_kernel.numpy().copy()
     out = trainer._run_step(1, stream)  # a J step: B gets a zero gradient, W its own
-    assert out["kind"] == "task" and not np.allclose(layer.forward_kernel.numpy(), w_before)
+    assert out["kind"] == "task" and not np.allclose(stem.forward_kernel.numpy(), stem_w)
+
+
+def test_joint_optimizer_in_simultaneous_mode_moves_both(tmp_path):
+    """One update on J + R: W by J's gradient, B by R's, in the same SGD step."""
+    from localrules.train.trainer import _BatchStream
+
+    trainer = _trainer(tmp_path, "wm-tpe", "run.optimizer=\"joint\"", "run.warmup_epochs=0")
+    assert not trainer.config.run.alternate and trainer.plan.kind(0) == "both"
+    stem = trainer.layers[0]
+    w, b = stem.forward_kernel.numpy().copy(), stem.backward_kernel.numpy().copy()
+    out = trainer._run_step(0, _BatchStream(trainer.dataset, 64, trainer.strategy, 0))
+    assert out["kind"] == "both" and np.isfinite(out["loss"])
+    assert not np.allclose(stem.forward_kernel.numpy(), w)
+    assert not np.allclose(stem.backward_kernel.numpy(), b)
 
 
 def test_joint_optimizer_refuses_a_delay():

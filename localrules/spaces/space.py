@@ -149,6 +149,9 @@ class Space:
         visit(self.nodes, 0)
         if self.derived:
             lines.append(f"derived: {self.derived}")
+        for label, params in self.warm_starts:
+            lines.append(f"warm start {label} (the first trial unless --no-warm-start): "
+                         f"{json.dumps(params)}")
         return "\n".join(lines)
 
 

@@ -150,8 +150,9 @@ class TrainSteps:
             loss, ce, correct = self._task_loss(x, y)
             per_layer = self._recorded_alignment()
             r = tf.reduce_sum(per_layer) / self.replicas
+            total = loss + r  # on the tape: the joint optimizer's one loss
         if self.joint_optimizer:
-            self._apply(self.task_optimizer, tape.gradient(loss + r, self.task_variables),
+            self._apply(self.task_optimizer, tape.gradient(total, self.task_variables),
                         self.task_variables)
             del tape
             return loss, ce, correct, per_layer / self.replicas
