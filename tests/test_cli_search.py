@@ -177,6 +177,7 @@ def test_show_space_prints_the_tree(capsys):
     assert "null: log-uniform" in out and "when noise = true" in out and "digits" in out
 
 
+@pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path, wait_for_epoch):
     import signal
 

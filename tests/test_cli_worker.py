@@ -50,6 +50,7 @@ def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp
     assert "2 done, 0 failed" in err
 
 
+@pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_database_url,
                                                                      tmp_path, wait_for_epoch):
     url, art = mongodb_database_url, str(tmp_path / "art")
@@ -111,6 +112,7 @@ def test_worker_with_an_unknown_scheme_or_a_dead_database(capsys):
     assert "database error" in err and "pw-456" not in err
 
 
+@pytest.mark.slow
 def test_one_controller_feeds_remote_workers_through_mongodb(mongodb_database_url, tmp_path):
     """The cluster path: `search --workers 0` only queues; two `localrules worker` processes
     (standing in for two VMs) drain the queue; every trial is done exactly once."""
@@ -138,7 +140,9 @@ def test_one_controller_feeds_remote_workers_through_mongodb(mongodb_database_ur
     assert all(w.returncode == 0 for w in workers), worker_logs
     with open_store(url) as store:
         trials = store.trials("cluster")
-    assert [t.trial_id for t in trials] == [0, 1, 2, 3]
+    # the bp and fa reference runs are trained by the remote workers too
+    assert [t.trial_id for t in trials] == [0, 1, 2, 3, 4, 5]
+    assert [(t.reference or {}).get("rule") for t in trials[:2]] == ["bp", "fa"]
     assert all(t.state == "done" and t.attempt == 1 for t in trials)
     assert {t.worker for t in trials} <= {"vm-0", "vm-1"}
-    assert "best trial" in out
+    assert "best trial" in out and "references: bp " in out

@@ -235,6 +235,7 @@ RESUME_ARGS = ["train", "--preset", "ia-tpe", "--width", "8", "--epochs", "4",
                "--set", "run.warmup_epochs=1", "--set", "run.drop_epochs=[3]"]
 
 
+@pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     whole = _cli([*RESUME_ARGS, "--out", str(tmp_path / "whole")])
     cut = _cli([*RESUME_ARGS, "--out", str(tmp_path / "cut")])
@@ -259,6 +260,7 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert epochs == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     code = f"""
 import json, tensorflow as tf

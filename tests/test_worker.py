@@ -137,11 +137,13 @@ def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_pa
     assert trial.result["objective"] == pytest.approx(0.1)  # digits: 10 classes
 
 
+@pytest.mark.slow
 def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, tmp_path, caplog,
                                                                     capsys, wait_for_epoch):
     db, artifacts = store_url, str(tmp_path / "art")  # on every store backend
-    with open_store(db) as store:
-        add(store, tiny_config("run.epochs=6", "run.batch_size=32"))
+    with open_store(db) as store:  # fa: a rule with backward weights for the weights report
+        add(store, config_from_preset("fa", overrides=[*TINY, "run.epochs=6",
+                                                       "run.batch_size=32"]).to_dict())
     spec = LocalWorkerSpec(url=db, artifacts=artifacts, experiments=("exp",), lease_seconds=3.0)
     (proc,) = start_local_workers(spec, 1)
     try:

@@ -89,6 +89,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_for_epoch):
     if os.environ.get("LOCALRULES_TEST_MONGODB_URI"):
         pytest.skip("stops and restarts its own server; cannot do that to an external mongod")

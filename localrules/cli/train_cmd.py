@@ -62,7 +62,7 @@ def build_config(args: argparse.Namespace):
     """The run's TrialConfig: the preset (or rule) on the dataset's budget, or on its own
     schedule, then the flags, then ``--set``."""
     from localrules.config import TrialConfig, apply_overrides, set_keys
-    from localrules.rules.presets import rule_preset
+    from localrules.rules.presets import get_preset, rule_preset
     from localrules.spaces import default_budget
     from localrules.validation import check_int
 
@@ -71,7 +71,7 @@ def build_config(args: argparse.Namespace):
             check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
     if args.seed is not None:
         check_int("--seed", args.seed, minimum=0)
-    preset = rule_preset(args.rule or args.preset or "bp")
+    preset = get_preset(args.preset) if args.preset else rule_preset(args.rule or "bp")
     budget = default_budget(args.dataset, model=args.model, width=args.width,
                             image_size=args.image_size, data_dir=args.data_dir,
                             epochs=args.epochs)
