@@ -88,6 +88,10 @@ class TrialConfig:
             raise ValueError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
         # Model and dataset names are checked against their registries by the code that loads
         # them (models/, data/), which this module must not import.
+        if self.run.optimizer == "joint" and self.update_noise.alignment_variance > 0:
+            raise ValueError("update_noise.alignment_variance needs the separate alignment "
+                             "optimizer; under run.optimizer 'joint' B is in the task optimizer: "
+                             "use update_noise.task_variance")
         if self.run.alignment_lr is None and self.rule.has_alignment_loss \
                 and self.run.optimizer == "separate":
             raise ValueError(

@@ -262,7 +262,7 @@ def test_the_startup_phase_outlasts_its_trial_count_when_trials_fail(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     space = load_space("wm", default_budget("digits"))
     settings = SearchSettings(max_trials=6, concurrency=3, tpe=TpeSettings(n_startup_jobs=3),
-                              warm_start=False)
+                              warm_start=False, references=())
     with open_store(url) as store:
         c = Controller(store, open_experiment(store, "s", space, settings), space, settings)
         c.step()  # trials 0-2: random

@@ -221,7 +221,7 @@ def test_the_controller_keeps_references_out_of_tpe_and_max_trials(store):
                                                 ("ia", "ia-tpe")])
 def test_each_paper_search_starts_from_its_published_rule(store, space_name, preset):
     experiment, settings = _open(store, "e", space=space_name, max_trials=3, concurrency=2,
-                                 tpe=TpeSettings(n_startup_jobs=2))
+                                 tpe=TpeSettings(n_startup_jobs=2), references=())
     space = load_space(space_name, BUDGET)
     controller = Controller(store, experiment, space, settings)
     controller.step()
@@ -345,3 +345,27 @@ def test_search_trials_are_not_guarded(store, tmp_path):
     Worker(store, tmp_path, experiments=["e"], trainer=_trainer(calls), max_trials=1).run()
     assert calls == ["weight_mirror"]
     assert dataclasses.asdict(store.trials("e")[0])["reference"] is None
+
+
+def test_the_dataframe_keeps_the_gap_closed_whatever_states_it_shows(store):
+    _, settings = _open(store, "e", max_trials=2, concurrency=2)
+    experiment = store.get_experiment("e")
+    controller = Controller(store, experiment, load_space("wm-ad", BUDGET), settings)
+    controller.step()  # the references, then (their workers busy) no search trial yet
+    assert [t.reference["rule"] for t in store.trials("e")] == ["bp", "fa"]
+    scores = {"bp": 0.9, "fa": 0.5}
+    _finish(store, "e", lambda t: scores[t.reference["rule"]])
+    controller.step()
+    _finish(store, "e", lambda t: 0.8)
+    frame = store.to_dataframe("e", states=["done"])
+    search = frame[frame["reference"].isna()]
+    assert len(search) == 2 and list(search["gap_closed"]) == pytest.approx([0.75, 0.75])
+    assert store.to_dataframe("e", states=["running"]).empty
+
+
+def test_joint_optimizer_refuses_alignment_update_noise():
+    from localrules.config import config_from_preset
+
+    with pytest.raises(ValueError, match="alignment_variance needs the separate"):
+        config_from_preset("wm-tpe", overrides=["run.optimizer=\"joint\"",
+                                                "update_noise.alignment_variance=0.1"])

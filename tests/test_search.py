@@ -23,8 +23,9 @@ def store(tmp_path):
 
 
 def _controller(store, name="exp", space_name="wm-ad", budget=None, **settings):
+    """A controller over TPE alone: no reference runs (tests/test_references.py has those)."""
     space = load_space(space_name, budget or default_budget("digits"))
-    settings = SearchSettings(**settings)
+    settings = SearchSettings(**{"references": (), **settings})
     experiment = open_experiment(store, name, space, settings)
     return Controller(store, experiment, space, settings)
 
@@ -199,9 +200,10 @@ from localrules.store import open_store
 build_parser()
 space = load_space("ia", default_budget("digits"))
 with open_store("sqlite:///{tmp_path}/c.db") as store:
-    settings = SearchSettings(max_trials=2)
+    settings = SearchSettings(max_trials=2, concurrency=4)
     c = Controller(store, open_experiment(store, "e", space, settings), space, settings)
-    assert c.step() == 2
+    assert c.step() == 2  # beside the bp and fa references it queued
+    assert len(store.trials("e")) == 4
 heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
 assert not heavy, heavy
 """

@@ -348,7 +348,6 @@ def _search(args: argparse.Namespace, space) -> int:
                 return _run_on_ray(args, store, experiment, space, settings, controller)
             finally:
                 controller.release_lock()
-        queue_references(store, experiment.name, space.budget, settings)
         controller.step()
         spec = LocalWorkerSpec(url=args.db, artifacts=artifacts_location(args.artifacts),
                                experiments=(experiment.name,), lease_seconds=args.lease,
@@ -387,22 +386,6 @@ def _search(args: argparse.Namespace, space) -> int:
         return stop["exit"]
     print(summary(experiment, space, settings, trials))
     return 0
-
-
-def queue_references(store, experiment: str, budget, settings) -> None:
-    """Queue the reference runs the experiment still needs (finished ones elsewhere under the
-    same key are copied, not queued)."""
-    from localrules.search.references import new_reference_trials
-
-    trials = new_reference_trials(store, experiment, budget, settings)
-    if trials:
-        store.add_trials(trials)
-        for t in trials:
-            log.info("reference %s (replicate %d): trial %d, %s", t.reference["rule"],
-                     t.reference["replicate"], t.trial_id,
-                     f"reused from trial {t.result['reused_from']['trial_id']} of "
-                     f"{t.result['reused_from']['experiment']!r}" if t.state == "done"
-                     else "queued")
 
 
 def _run_on_ray(args: argparse.Namespace, store, experiment, space, settings,

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int,
                    help="task epochs; the whole schedule (warmup, drops, delay) stretches")
     p.add_argument("--batch-size", type=int,
-                   help="global batch size; the learning rate scales linearly with it")
+                   help="global batch size; on the budget the learning rate scales linearly "
+                        "with it (under --schedule preset, as the preset says)")
     p.add_argument("--schedule", choices=SCHEDULES, default="budget",
                    help="budget: the dataset's budget, as a search trial (default); preset: "
                         "the preset's own run from the appendix")

@@ -17,7 +17,7 @@ from typing import Any
 from localrules.cli.tables import fmt, iso, table, terminal_width
 from localrules.store import STATES, Experiment, Trial, TrialStore
 from localrules.store.documents import best_objective, state_counts
-from localrules.store.references import GAP_RULES, References, references_of
+from localrules.store.references import GAP_RULES, References, references_of, search_trials
 from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
@@ -189,7 +189,8 @@ def run_experiments(args: argparse.Namespace) -> int:
             objective = None if best is None else best.result["objective"]
             references = references_of(history, requested_references(e))
             rows.append({
-                "name": e.name, "space": e.space_name, "counts": state_counts(history),
+                "name": e.name, "space": e.space_name,
+                "counts": state_counts(search_trials(history)),  # references: their own field
                 "best_objective": objective,
                 "best_gap_closed": references.gap_closed(objective),
                 "references": {rule: {k: v for k, v in level.to_dict().items()

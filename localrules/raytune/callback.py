@@ -218,6 +218,7 @@ class StoreCallback(Callback):
         epoch = int(last.get("epoch") or 0)
         diverged = bool(last.get("diverged"))
         result = {k: last.get(k) for k in RESULT_KEYS}
+        result["weight_angle_deg"] = last.get("weight_angle_deg") or {}  # bp: none, as a worker's
         if self._reference_key(trial) is not None:  # reported apart, so that ASHA ignores it
             result["objective"] = last.get(REFERENCE_OBJECTIVE)
         result.update(

@@ -159,7 +159,6 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
         StoreSearcher(experiment=experiment.name, space_source=experiment.space_source,
                       budget=experiment.budget, settings=settings.to_dict()),
         max_concurrent=settings.concurrency)
-    references = len(settings.references) * settings.reference_seeds
     scheduler = None
     if options.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
@@ -167,10 +166,9 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
                                   reduction_factor=ASHA_REDUCTION_FACTOR)
     return tune.Tuner(
         trainable,
-        # At most this many: references reused from elsewhere are never handed to Tune, and
-        # the searcher says when it is finished.
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=settings.max_trials + references,
+        # Until the searcher says it is finished (max_trials search trials and the references
+        # not reused from elsewhere): how many Tune gets is not known in advance.
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
                                     trial_name_creator=ray_trial_dirname,
                                     trial_dirname_creator=ray_trial_dirname),
         run_config=tune.RunConfig(

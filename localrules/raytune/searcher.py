@@ -186,8 +186,9 @@ class StoreSearcher(Searcher):
             json.dump({"handed": {str(i): m for i, m in self.handed.items()}}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        """A rerun of the experiment: the trials handed before it that the store may not hold;
-        a reference that failed is tried again, as the store engine does on a rerun."""
+        """A rerun of an unfinished experiment: the trials handed before it that the store may
+        not hold; a reference that failed is handed again, as the store engine queues it again
+        on a rerun. (A Ray experiment that finished stays finished: Tune restores that too.)"""
         with open(checkpoint_path, encoding="utf-8") as f:
             self.handed = {int(i): m for i, m in json.load(f)["handed"].items()}
         self.references_handed = set()

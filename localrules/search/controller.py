@@ -8,8 +8,8 @@ experiment, and trial ids come from the store's counter, so none is ever used tw
 
 Trials come from ``search.suggest`` (warm starts, then TPE seeded per trial id: the same seed
 and the same completion order give the same suggestions). Reference runs (``store.references``)
-sit beside the search: queued before the first round, they are not counted in ``max_trials``
-and never enter TPE's history, but the search is finished only once they are.
+sit beside the search: queued in the controller's first round, they are not counted in
+``max_trials`` and never enter TPE's history, but the search is finished only once they are.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from localrules.search.references import new_reference_trials
 from localrules.search.settings import SearchSettings
 from localrules.search.suggest import Suggester, suggestion_seed, trial_seed
 from localrules.spaces import Space
@@ -81,6 +82,7 @@ class Controller:
         self.lock_seconds = lock_seconds
         self.lock_name = f"controller:{experiment.name}"
         self._history: list[HistoryEntry] = []
+        self._references_queued = False
 
     @property
     def domain(self):
@@ -113,6 +115,8 @@ class Controller:
             log.warning("trial %d of %r: lease expired on attempt %d, %s", trial.trial_id,
                         trial.experiment, trial.attempt,
                         "failed" if trial.state == FAILED else "back in the queue")
+        if not self._references_queued:
+            self.queue_references()
         stored = self.store.history(self.experiment.name)
         self._history = stored
         counted = [t for t in search_trials(stored) if t.state != CANCELLED]
@@ -127,6 +131,22 @@ class Controller:
         log.info("queued trial%s %s", "s" if len(new) > 1 else "",
                  ", ".join(str(t.trial_id) for t in new))
         return len(new)
+
+    def queue_references(self) -> list[Trial]:
+        """Add the reference runs the experiment still needs (once per controller, under its
+        lock): finished ones elsewhere under the same key are copied, the rest queued."""
+        trials = new_reference_trials(self.store, self.experiment.name, self.space.budget,
+                                      self.settings)
+        if trials:
+            self.store.add_trials(trials)
+        for t in trials:
+            source = (t.result or {}).get("reused_from")
+            log.info("reference %s (replicate %d): trial %d, %s", t.reference["rule"],
+                     t.reference["replicate"], t.trial_id,
+                     "queued" if source is None else
+                     f"reused from trial {source['trial_id']} of {source['experiment']!r}")
+        self._references_queued = True
+        return trials
 
     def suggest(self, stored: Sequence[Trial | HistoryEntry], n: int) -> list[Trial]:
         """``n`` new queued trials: warm starts, then TPE on top of the stored history."""

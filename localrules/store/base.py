@@ -82,8 +82,9 @@ class TrialStore(abc.ABC):
 
     @abc.abstractmethod
     def add_trials(self, trials: Sequence[Trial]) -> None:
-        """Insert queued trials; ``TrialExists`` if an (experiment, trial_id) is taken (then
-        none of them is inserted)."""
+        """Insert trials as given (queued ones; a reference run reused from elsewhere arrives
+        done); ``TrialExists`` if an (experiment, trial_id) is taken (then none of them is
+        inserted)."""
 
     # --- the worker's side --------------------------------------------------------------------
     @abc.abstractmethod
@@ -171,7 +172,11 @@ class TrialStore(abc.ABC):
     # --- derived ------------------------------------------------------------------------------
     def to_dataframe(self, experiment: str, states: Iterable[str] | None = None):
         """The trials as a pandas DataFrame: one row per trial, ``params.<name>`` and
-        ``result.<key>`` columns, timestamps as UTC datetimes."""
+        ``result.<key>`` columns, ``gap_closed`` (from every reference run of the experiment,
+        whichever states are asked for), timestamps as UTC datetimes."""
         from localrules.store.frame import trials_frame
+        from localrules.store.references import references_of
 
-        return trials_frame(self.trials(experiment, states))
+        every = self.trials(experiment)
+        chosen = every if states is None else [t for t in every if t.state in set(states)]
+        return trials_frame(chosen, references_of(every))

@@ -34,11 +34,12 @@ def trial_row(trial: Trial, references: References | None = None) -> dict[str, A
     return row
 
 
-def trials_frame(trials: Sequence[Trial]):
-    """One experiment's trials (reference runs included, which give ``gap_closed``)."""
+def trials_frame(trials: Sequence[Trial], references: References | None = None):
+    """Trials of one experiment; ``references`` (by default those among ``trials``) give each
+    row its ``gap_closed``."""
     import pandas as pd
 
-    references = references_of(trials)
+    references = references_of(trials) if references is None else references
     frame = pd.DataFrame([trial_row(t, references) for t in trials])
     if frame.empty:
         return pd.DataFrame(columns=[*BASE_COLUMNS, *TIME_COLUMNS])

@@ -158,8 +158,6 @@ class Worker:
             self.stats.released.append((trial.experiment, trial.trial_id))
 
     def run_trial(self, trial: Trial) -> None:
-        from localrules.train.trainer import RunAbandoned
-
         key = (trial.experiment, trial.trial_id)
         ident = f"trial {trial.trial_id} of {trial.experiment!r} (attempt {trial.attempt})"
         try:
@@ -171,9 +169,21 @@ class Worker:
             return
         log.info("%s: training %s/%s on %s", ident, config.rule.kind, config.model,
                  config.dataset)
+        with self._reference_guard(trial) as guard:  # released after the final write
+            self._train_and_report(trial, config, guard, ident)
+
+    def _train_and_report(self, trial: Trial, config, guard: ReferenceGuard | None,
+                          ident: str) -> None:
+        """Train under a heartbeat (a reference run first reuses or locks its key), then make
+        the final write."""
+        from localrules.train.trainer import RunAbandoned
+
+        key = (trial.experiment, trial.trial_id)
         out_dir = trial_dir(self.artifacts, trial)
-        with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat, \
-                self._reference_guard(trial, beat) as guard:
+        with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
+            if guard is not None:
+                beat.also.append(guard.renew)
+
             def on_epoch(record: dict[str, Any]) -> None:
                 try:
                     self.store.report_progress(
@@ -217,14 +227,15 @@ class Worker:
             self.stats.abandoned.append(key)
 
     @contextlib.contextmanager
-    def _reference_guard(self, trial: Trial, beat: Heartbeat) -> Iterator[ReferenceGuard | None]:
-        """For a reference run, the guard that reuses or locks its key (renewed with the
-        lease, released at the end); None for a search trial."""
+    def _reference_guard(self, trial: Trial) -> Iterator[ReferenceGuard | None]:
+        """For a reference run, the guard that reuses or locks its key, released once the
+        trial's final write is made (so nobody else takes the key before the result is in);
+        None for a search trial."""
         if trial.reference is None:
             yield None
             return
-        guard = ReferenceGuard(self.store, trial, self.worker_id, self.lease_seconds, self._wake)
-        beat.also.append(guard.renew)
+        guard = ReferenceGuard(self.store, trial, self.worker_id, self.lease_seconds, self._wake,
+                               poll_seconds=self.poll_seconds)
         try:
             yield guard
         finally:
