@@ -4,8 +4,8 @@ For each requested rule (a preset) and replicate: the preset on the experiment's
 (``Budget.preset_config``) with the replicate's seed. A run the experiment already holds (not
 failed or cancelled) is left alone; one that finished elsewhere under the same key is copied as
 finished (``result.reused_from``), never trained twice; the rest are new queued trials. The
-store engine queues them before the controller's first round; the Ray engine's searcher hands
-them to Tune before its first TPE trial.
+store-queue controller queues them in its first round; the Ray engine's searcher hands them to
+Tune before its first TPE trial.
 """
 
 from __future__ import annotations
