@@ -33,8 +33,9 @@ from localrules.validation import check_finite, check_int, check_str, dataclass_
 
 PAPER_TRIAL_EPOCHS = 45
 """Epochs of one trial of the paper's searches (appendix B.1)."""
-PAPER_WARMUP_EPOCHS = 6.0
-PAPER_DROP_EPOCHS: tuple[int, ...] = (30, 60, 80)
+PAPER_TRIAL = RunParams(epochs=PAPER_TRIAL_EPOCHS, warmup_epochs=6.0, drop_epochs=(30.0,))
+"""The +AD schedule as a 45-epoch trial saw it: 6 warm-up epochs, the drop at 30 (60 and 80 fall
+after the trial). A budget stretches it to its own epochs (``RunParams.stretched``)."""
 PAPER_BATCH_SIZES: tuple[int, ...] = (256, 1024, 2048, 4096)
 
 
@@ -90,12 +91,11 @@ class Budget:
         return self.epochs / PAPER_TRIAL_EPOCHS
 
     def warmup_epochs(self) -> float:
-        return epoch_count(PAPER_WARMUP_EPOCHS * self.time_scale)
+        return PAPER_TRIAL.stretched(self.epochs).warmup_epochs
 
     def drop_epochs(self) -> tuple[float, ...]:
-        """The paper's drops that fall inside a trial (30 of 45), scaled to the budget."""
-        return tuple(epoch_count(d * self.time_scale) for d in PAPER_DROP_EPOCHS
-                     if d < PAPER_TRIAL_EPOCHS)
+        """The paper's drop that falls inside a trial (30 of 45), scaled to the budget."""
+        return PAPER_TRIAL.stretched(self.epochs).drop_epochs
 
     def delay_epochs(self, paper_epochs: float) -> float:
         """A delay of ``paper_epochs`` (of a 45-epoch trial) on this budget."""
@@ -113,11 +113,11 @@ class Budget:
         and learning-rate rule; the rule's own η, η schedule, optimizer, alternation, momentum
         and weight decay; its delay scaled as a paper trial's (``base.delay_epochs`` paper
         epochs)."""
-        return dataclasses.replace(
-            base, epochs=self.epochs, warmup_epochs=self.warmup_epochs(),
-            drop_epochs=self.drop_epochs(), batch_size=self.batch_size, task_lr=self.lr,
-            lr_reference_batch=self.batch_size,
-            delay_epochs=self.delay_epochs(base.delay_epochs))
+        trial = dataclasses.replace(
+            base, epochs=PAPER_TRIAL.epochs, warmup_epochs=PAPER_TRIAL.warmup_epochs,
+            drop_epochs=PAPER_TRIAL.drop_epochs, batch_size=self.batch_size, task_lr=self.lr,
+            lr_reference_batch=self.batch_size)
+        return trial.stretched(self.epochs)
 
     def settings(self) -> dict[str, Any]:
         """Config keys the budget fixes (dotted, for ``config.set_keys``): dataset, model and
