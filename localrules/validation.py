@@ -10,6 +10,23 @@ import math
 from collections.abc import Iterable, Mapping
 
 
+class ParameterError(ValueError):
+    """A bad value of one named parameter of a Python API (``resources``, ``max_failures``).
+
+    The library names the parameter; the CLI, which knows which flag set it, names the flag
+    instead (``cli.main``), so only the CLI speaks of flags."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        self.parameter = parameter
+        self.detail = detail
+        super().__init__(self.naming(parameter))
+
+    def naming(self, name: str) -> str:
+        """The message naming ``name`` (a flag): at the detail's ``{}``, else before it."""
+        return self.detail.replace("{}", name, 1) if "{}" in self.detail \
+            else f"{name}: {self.detail}"
+
+
 def _listing(valid: Iterable[str]) -> str:
     return ", ".join(sorted(valid))
 

@@ -205,7 +205,11 @@ def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path, wai
 
 def test_a_resume_keeps_the_stored_settings_unless_a_flag_changes_them():
     from localrules.cli.main import build_parser
-    from localrules.cli.search_cmd import search_settings
+    from localrules.cli.search_cmd import settings_changes
+    from localrules.search import resolve_settings
+
+    def search_settings(args, stored):  # what `localrules search` resolves (2 local workers)
+        return resolve_settings(stored, settings_changes(args), default_concurrency=2)
 
     def settings(*flags):
         args = build_parser().parse_args(["search", "--space", "wm", "--experiment", "e",

@@ -168,22 +168,22 @@ def fail_once_after_first_epoch(config: dict) -> None:
 def _api_search(db: str, tmp_path: Path, name: str, space_spec: str, *, epochs: int,
                 trials: int, scheduler: str = "none", seed: int = 0, trainable=None,
                 max_failures: int = 1, references: tuple[str, ...] = ()):
-    from localrules.raytune.engine import RayOptions, run_ray_search
-    from localrules.search import SearchSettings, TpeSettings, open_experiment
+    """A search through the API the CLI uses: a session run on the Ray engine."""
+    from localrules.raytune.engine import RayEngine, RayOptions
+    from localrules.search import SearchSession, SearchSettings, TpeSettings
     from localrules.spaces import default_budget, load_space
 
     space = load_space(space_spec, default_budget("digits", width=4, epochs=epochs))
-    settings = SearchSettings(max_trials=trials, concurrency=1, seed=seed, engine="ray",
-                              tpe=TpeSettings(n_startup_jobs=trials), references=references,
-                              warm_start=False)
-    with open_store(db) as store:
-        experiment = open_experiment(store, name, space, settings)
     options = RayOptions(storage=str(tmp_path / "ray"), max_failures=max_failures,
                          scheduler=scheduler)
-    run_ray_search(db, experiment, space, settings, options,
-                   lock=(f"controller:{name}", "test", 60.0), trainable=trainable)
-    with open_store(db, create=False) as store:
-        return store.trials(name)
+    settings = SearchSettings(max_trials=trials, concurrency=1, seed=seed, engine="ray",
+                              ray=options.settings(), tpe=TpeSettings(n_startup_jobs=trials),
+                              references=references, warm_start=False)
+    engine = RayEngine(options, trainable=trainable)
+    with engine, SearchSession.open(db, name, space, settings, engine) as session:
+        outcome = session.run(engine)
+    assert outcome.finished and outcome.note.startswith("Ray; ")
+    return outcome.trials
 
 
 def test_a_failed_trial_is_retried_from_its_checkpoint(local_ray, tmp_path):

@@ -1,8 +1,10 @@
 """Entry point: parse, dispatch to a subcommand, map bad input to exit status 2.
 
 A subcommand module exposes ``register(subparsers)``, which adds its parser and sets
-``handler=run`` where ``run(args) -> int``. A ``ValueError`` raised by a handler is bad input: its
-message goes to stderr and the exit status is 2 (argparse's own usage errors exit 2 too). A
+``handler=run`` where ``run(args) -> int`` (and ``flags``, the flag of each library parameter
+whose name differs). A ``ValueError`` raised by a handler is bad input: its message goes to
+stderr and the exit status is 2 (argparse's own usage errors exit 2 too); a ``ParameterError``
+names the flag that set the parameter. A
 ``StoreError`` (database unreachable or refusing) is reported the same way with status 1.
 """
 
@@ -54,10 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # TensorFlow's absl chatter (tf.data sharding timings) is not ours
         logging.getLogger("absl").setLevel(logging.WARNING)
+    from localrules.cli.arguments import flag_of
     from localrules.store.base import StoreError
+    from localrules.validation import ParameterError
 
     try:
         return int(args.handler(args) or 0)
+    except ParameterError as err:  # the library names a parameter; the user set a flag
+        message = err.naming(flag_of(err.parameter, getattr(args, "flags", {})))
+        print(f"localrules {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ValueError as err:
         print(f"localrules {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

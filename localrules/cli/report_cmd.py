@@ -17,9 +17,9 @@ import json
 import logging
 from pathlib import Path
 
+from localrules.cli.arguments import add_db_argument
 from localrules.cli.tables import check_out_dir, dict_csv, print_report, table
 from localrules.store.documents import counts_text
-from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
 

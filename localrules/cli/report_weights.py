@@ -13,8 +13,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from localrules.cli.arguments import add_db_argument
 from localrules.cli.tables import table
-from localrules.store.urls import add_db_argument
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from localrules.cli.arguments import add_db_argument
 from localrules.cli.tables import fmt, iso, table, terminal_width
 from localrules.store import STATES, Experiment, Trial, TrialStore
 from localrules.store.documents import best_objective, state_counts
 from localrules.store.references import GAP_RULES, References, references_of, search_trials
-from localrules.store.urls import add_db_argument
 
 FORMATS = ("table", "csv", "json")
 DESCENDING = frozenset({"objective", "top1", "top5"})

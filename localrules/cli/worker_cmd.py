@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from localrules.store.urls import add_db_argument
+from localrules.cli.arguments import add_db_argument
 from localrules.worker.spool import DEFAULT_SPOOL
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,18 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrules.raytune import METRIC, MODE, require_ray
+from localrules.search.engine import INTERRUPTED, Engine, SearchOutcome, StatusCallback, StopCheck
+from localrules.validation import ParameterError
+
+if TYPE_CHECKING:
+    from localrules.search.session import SearchSession
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +43,8 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, amount = part.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--resources-per-trial: {part!r} is not NAME=AMOUNT (e.g. "
-                             "cpu=2,gpu=1 or TPU=4)")
+            raise ParameterError("resources", f"{part!r} is not NAME=AMOUNT (e.g. cpu=2,gpu=1 "
+                                              "or TPU=4)")
         pairs.append((name.strip(), amount))
     return pairs
 
@@ -52,17 +59,16 @@ def check_resources(resources: str | Mapping[str, Any]) -> dict[str, float]:
         try:
             value = float(amount)
         except (TypeError, ValueError):
-            raise ValueError(f"--resources-per-trial: {name}={amount!r} is not a number") \
-                from None
+            raise ParameterError("resources", f"{name}={amount!r} is not a number") from None
         if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"--resources-per-trial: {name} must be a finite number > 0, "
-                             f"got {amount}")
+            raise ParameterError("resources", f"{name} must be a finite number > 0, got "
+                                              f"{amount}")
         key = name.lower() if name.lower() in ("cpu", "gpu") else name
         if key in out:
-            raise ValueError(f"--resources-per-trial: {key} given twice")
+            raise ParameterError("resources", f"{key} given twice")
         out[key] = value
     if not out:
-        raise ValueError("--resources-per-trial is empty; e.g. cpu=2,gpu=1 or TPU=4")
+        raise ParameterError("resources", "none given; e.g. cpu=2,gpu=1 or TPU=4")
     return out
 
 
@@ -87,13 +93,13 @@ class RayOptions:
                              f"{', '.join(SCHEDULERS)}")
         if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) \
                 or self.max_failures < 0:
-            raise ValueError(f"--max-failures must be an integer >= 0, got "
-                             f"{self.max_failures!r}")
+            raise ParameterError("max_failures", f"{{}} must be an integer >= 0, got "
+                                                 f"{self.max_failures!r}")
         if self.address is not None and self.address.startswith("ray://"):
-            raise ValueError("--ray-address ray://… (Ray Client) would run the search's driver "
-                             "on the head node, away from this machine's database and files; "
-                             "run the command on the cluster (ray job submit -- localrules "
-                             "search --engine ray --ray-address auto …)")
+            raise ParameterError("address", "ray://… (Ray Client) would run the search's "
+                                            "driver on the head node, away from this machine's "
+                                            "database and files; run the search on the cluster "
+                                            "(ray job submit) with address auto")
         object.__setattr__(self, "resources", check_resources(self.resources))
 
     def settings(self) -> dict[str, Any]:
@@ -115,8 +121,8 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise ValueError(f"cannot reach Ray at --ray-address {options.address}: "
-                             f"{str(err).splitlines()[0]}") from None
+            raise ParameterError("address", f"cannot reach Ray at {options.address}: "
+                                            f"{str(err).splitlines()[0]}") from None
     try:
         offered = ray.cluster_resources()
         names = {"cpu": "CPU", "gpu": "GPU"}
@@ -125,9 +131,10 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         if short:
             have = ", ".join(f"{k}={v:g}" for k, v in sorted(offered.items())
                              if not k.startswith(("node:", "memory", "object_store")))
-            raise ValueError(f"the Ray cluster cannot give a trial "
-                             f"{', '.join(f'{k}={v:g}' for k, v in short.items())}; it has "
-                             f"{have} (resource names are case-sensitive: TPU, not tpu)")
+            wanted = ", ".join(f"{k}={v:g}" for k, v in short.items())
+            raise ParameterError("resources", f"the Ray cluster cannot give a trial {wanted}; "
+                                              f"it has {have} (resource names are "
+                                              "case-sensitive: TPU, not tpu)")
         yield
     finally:
         if started:
@@ -228,9 +235,95 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
             with open_store(url, create=False) as store:
                 stored = len(store.history(experiment.name))
             if stored:
-                raise ValueError(
-                    f"experiment {experiment.name!r} has {stored} trial(s) in the store but "
-                    f"no Ray experiment in {path}; point --artifacts at its Ray storage or "
-                    "choose a new --experiment name")
+                raise ParameterError(
+                    "storage", f"experiment {experiment.name!r} has {stored} trial(s) in the "
+                               f"store but no Ray experiment in {path}; give the storage it "
+                               "ran with, or choose a new experiment name")
             tuner = _new_tuner(runnable, experiment, space, settings, options)
         return tuner.fit()
+
+
+@contextlib.contextmanager
+def _interrupt_when(should_stop: StopCheck | None, every: float = 0.5) -> Iterator[None]:
+    """While Tune runs in this (main) thread: once ``should_stop()``, interrupt it as Ctrl-C
+    would (SIGINT to this process, which Tune turns into a saved, resumable stop)."""
+    if should_stop is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            if should_stop():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=watch, name="localrules-ray-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+@dataclass
+class RayEngine(Engine):
+    """Ray Tune runs the trials (``run_ray_search``). Entering it connects to Ray (or starts a
+    local instance) and checks the cluster offers a trial's resources, before anything of the
+    experiment is written. ``trainable`` replaces the localrules trainable (tests inject
+    failures with it)."""
+
+    options: RayOptions
+    trainable: Callable[[dict[str, Any]], None] | None = None
+
+    name = "ray"
+
+    @classmethod
+    def resolve(cls, storage: str, address: str | None = None,
+                given: Mapping[str, Any] | None = None,
+                recorded: Mapping[str, Any] | None = None,
+                trainable: Callable[[dict[str, Any]], None] | None = None) -> RayEngine:
+        """The options ``given`` (None: not given), else those the experiment ``recorded`` (on
+        resume), else the defaults. ParameterError naming a bad one."""
+        chosen = {**dict(recorded or {}),
+                  **{k: v for k, v in dict(given or {}).items() if v is not None}}
+        return cls(RayOptions(storage=storage, address=address, **chosen), trainable)
+
+    @classmethod
+    def for_experiment(cls, url: str, name: str, storage: str, address: str | None = None,
+                       given: Mapping[str, Any] | None = None) -> RayEngine:
+        """``resolve`` with what experiment ``name`` recorded, if it exists (read only), after
+        checking Ray is installed."""
+        from localrules.search.session import read_experiment
+
+        require_ray()
+        stored = read_experiment(url, name)
+        return cls.resolve(storage, address, given,
+                           None if stored is None else stored.settings.get("ray"))
+
+    def __enter__(self) -> RayEngine:
+        self._connected = ray_session(self.options)
+        self._connected.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._connected.__exit__(*exc)
+
+    def recorded(self) -> Mapping[str, Any]:
+        return {"engine": self.name, "ray": self.options.settings()}
+
+    def run(self, session: SearchSession, on_status: StatusCallback | None = None,
+            should_stop: StopCheck | None = None) -> SearchOutcome:
+        """Tune's run (new or restored); ``INTERRUPTED`` when it stopped before every trial
+        finished (Ctrl-C or ``should_stop``), to be resumed by running the search again."""
+        with _interrupt_when(should_stop):
+            run_ray_search(session.url, session.experiment, session.space, session.settings,
+                           self.options, lock=session.controller.lock, trainable=self.trainable)
+        status = session.controller.status()
+        if on_status is not None:
+            on_status(status)
+        trials = session.trials()
+        stopped = sum(bool((t.result or {}).get("stopped_early")) for t in trials)
+        return SearchOutcome(status, None if status.finished else INTERRUPTED, trials,
+                             note=f"Ray; {stopped} stopped early")

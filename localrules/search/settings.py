@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localrules.spaces import Space
-from localrules.store import Experiment, TrialStore
+from localrules.store import Experiment
 from localrules.validation import check_bool, check_finite, check_int, dataclass_from_dict
 
 
@@ -152,19 +152,3 @@ def settings_update(existing: Experiment, settings: SearchSettings) -> dict[str,
                          + ", ".join(f"{k}={v!r}" for k, v in update.items())
                          + " or choose a new --experiment name")
     return update
-
-
-def open_experiment(store: TrialStore, name: str, space: Space,
-                    settings: SearchSettings) -> Experiment:
-    """Create the experiment, or check that the stored one is the same search and return it
-    with its settings updated. Raises ValueError on any mismatch (nothing is written then).
-
-    A controller that must not touch a running experiment's settings before it holds the lock
-    uses the parts: ``check_same_search``, ``new_experiment``, ``settings_update``."""
-    existing = store.get_experiment(name)
-    if existing is None:
-        # Another process may create it first: the stored one is what counts.
-        existing = store.create_experiment(new_experiment(name, space, settings))
-    check_same_search(existing, space, store.url)
-    update = settings_update(existing, settings)
-    return store.update_settings(name, update) if update else existing

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from localrules.store.base import TrialStore
+from localrules.validation import ParameterError
 
 DEFAULT_URL = "sqlite:///localrules.db"
 URL_ENV = "LOCALRULES_DB"
@@ -17,16 +18,6 @@ def redact(url: str) -> str:
     """The URL (or any text holding one) with passwords replaced by ``***``: everything between
     ``scheme://user:`` and the last ``@`` before the hosts, whatever characters it holds."""
     return re.sub(r"([A-Za-z0-9+.-]+://[^:/@\s]*):[^\s]*@", r"\1:***@", url)
-
-
-def add_db_argument(parser) -> None:
-    """The ``--db`` option every command that opens a store shares."""
-    import os
-
-    parser.add_argument(
-        "--db", default=os.environ.get(URL_ENV) or DEFAULT_URL,
-        help=f"database URL: sqlite:///PATH.db or mongodb://[USER:PASSWORD@]HOST[:PORT]/DB "
-             f"(default: ${URL_ENV}, else {DEFAULT_URL})")
 
 
 def sqlite_path(url: str) -> str:
@@ -52,8 +43,8 @@ def open_store(url: str = DEFAULT_URL, create: bool = True) -> TrialStore:
 
         path = sqlite_path(url)
         if not create and path != ":memory:" and not Path(path).expanduser().is_file():
-            raise ValueError(f"no database at {path!r} (from {url}); run `localrules search` "
-                             "first or pass the right --db")
+            raise ParameterError("url", f"no database at {path!r} (from {url}); run a search "
+                                        "first or give the right database URL")
         return SQLiteStore(path, url=url)
     if scheme in ("mongodb", "mongodb+srv"):
         from localrules.store.mongo import MongoStore

@@ -1,0 +1,117 @@
+"""The store-queue engine: the controller queues trials in the database; worker processes on this
+machine (and any started elsewhere with ``localrules worker``) reserve and train them.
+
+Stopping is safe at any moment: Ctrl-C, SIGTERM or ``should_stop`` ends the controller's loop and
+SIGTERMs the local workers, whose running trials checkpoint and go back to the queue; running the
+search again resumes it. When every local worker has exited with trials left, the run stops
+(``WORKERS_EXITED``) rather than wait for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from localrules.search.engine import (
+    INTERRUPTED,
+    TERMINATED,
+    WORKERS_EXITED,
+    Engine,
+    SearchOutcome,
+    StatusCallback,
+    StopCheck,
+)
+
+if TYPE_CHECKING:
+    from localrules.search.session import SearchSession
+
+log = logging.getLogger(__name__)
+
+MAX_POLL = 30.0
+"""Longest wait between controller rounds: the controller's lock (60 s) must outlive it."""
+QUEUE_ONLY_CONCURRENCY = 4
+"""Trials queued at once when no local worker runs (remote workers take them)."""
+
+
+@dataclass
+class StoreEngine(Engine):
+    """``workers`` local worker processes (0: queue only, for remote workers) writing trial
+    files under ``artifacts``; a controller round every ``poll_seconds``."""
+
+    artifacts: str
+    workers: int = 2
+    lease_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    log_level: int = logging.INFO
+
+    name = "store"
+
+    def __post_init__(self) -> None:
+        from localrules.validation import ParameterError, check_int
+
+        try:
+            check_int("{}", self.workers, minimum=0)
+        except ValueError as err:
+            raise ParameterError("workers", str(err)) from None
+        for name in ("lease_seconds", "poll_seconds"):
+            if not getattr(self, name) > 0:
+                raise ParameterError(name, f"{{}} must be positive, got {getattr(self, name)!r}")
+        if self.poll_seconds > MAX_POLL:
+            raise ParameterError("poll_seconds", f"{{}} must be at most {MAX_POLL:g} s (the "
+                                                 f"controller's lock lasts {2 * MAX_POLL:g} s "
+                                                 f"between rounds), got {self.poll_seconds}")
+
+    @property
+    def default_concurrency(self) -> int:
+        return self.workers if self.workers > 0 else QUEUE_ONLY_CONCURRENCY
+
+    def run(self, session: SearchSession, on_status: StatusCallback | None = None,
+            should_stop: StopCheck | None = None) -> SearchOutcome:
+        from localrules.worker.local import (
+            LocalWorkerSpec,
+            start_local_workers,
+            stop_local_workers,
+            threads_per_worker,
+        )
+
+        controller = session.controller
+        controller.step()  # the first trials are queued before the workers start
+        spec = LocalWorkerSpec(url=session.url, artifacts=self.artifacts,
+                               experiments=(session.experiment.name,),
+                               lease_seconds=self.lease_seconds,
+                               threads=threads_per_worker(self.workers),
+                               log_level=self.log_level)
+        stopped: dict[str, str | None] = {"why": None}
+        procs: list[Any] = []
+
+        def on_sigterm(*_: Any) -> None:
+            stopped["why"] = TERMINATED
+
+        def stop_now() -> bool:
+            if procs and not any(p.is_alive() for p in procs):
+                log.error("every local worker has exited (exit codes %s); stopping",
+                          ", ".join(str(p.exitcode) for p in procs))
+                stopped["why"] = WORKERS_EXITED
+            elif stopped["why"] is None and should_stop is not None and should_stop():
+                stopped["why"] = INTERRUPTED
+            return stopped["why"] is not None
+
+        status = None
+        main = threading.current_thread() is threading.main_thread()  # signals go to it only
+        previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
+        try:
+            procs += start_local_workers(spec, self.workers) if self.workers else []
+            status = controller.run(poll_seconds=self.poll_seconds, on_status=on_status,
+                                    should_stop=stop_now)
+        except KeyboardInterrupt:
+            stopped["why"] = INTERRUPTED
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+            stop_local_workers(procs)
+        if status is None or stopped["why"] is not None:
+            status = controller.status()  # after the workers handed their trials back
+        return SearchOutcome(status, stopped["why"], session.trials())
