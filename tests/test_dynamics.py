@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from localrules.analysis import dynamics
 from localrules.cli.main import main
+from localrules.rules import dynamics
 
 D1_CASES = [(2.0, 1.0), (0.5, 3.0), (-1.5, 0.2), (0.0, 0.7), (1.0, 1.0)]
 

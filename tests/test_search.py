@@ -114,15 +114,16 @@ def test_a_second_controller_is_locked_out_and_a_restarted_one_continues(store):
     first = _controller(store, max_trials=6, concurrency=2)
     first.lock_seconds = 0.5
     first.step()
-    second = _controller(store, max_trials=6, concurrency=2)
+    # Opening the search takes the lock, before a resume may touch the settings.
     with pytest.raises(ControllerLocked, match="another controller"):
-        second.step()
+        _controller(store, max_trials=6, concurrency=2)
     # The first controller dies without releasing its lock; once it expires, a new one takes
     # over and continues with fresh ids.
     import time
 
     time.sleep(0.6)
     drain(store, "exp")
+    second = _controller(store, max_trials=6, concurrency=2)
     assert second.step() == 2
     ids = [t.trial_id for t in store.trials("exp")]
     assert ids == sorted(set(ids)) == [0, 1, 2, 3]

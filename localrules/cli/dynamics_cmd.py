@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             "(D.2), or both"
         )
 
-    from localrules.analysis import dynamics
+    from localrules.rules import dynamics
 
     result: dict = {}
     texts = []

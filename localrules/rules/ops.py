@@ -5,7 +5,7 @@ The forward pass uses W. The gradient sent to the input uses B (dense: ``dy·B``
 usual gradient. B gets a zero task gradient, or W's gradient in B's layout under Kolen–Pollack
 (``tied=True``). The gradient functions are plain TF ops and can be differentiated again, but
 note that an outer tape also sees the forward op through its custom gradient: a derivative of the
-op's *output* with respect to its input is taken through B, not W (see analysis/dynamics.py).
+op's *output* with respect to its input is taken through B, not W (see rules/dynamics.py).
 
 Kernels must be passed as tensors, not variables: ``tf.custom_gradient`` otherwise demands a
 ``variables=`` argument in the gradient function (DESIGN.md, measured facts).
