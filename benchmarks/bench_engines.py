@@ -1,6 +1,7 @@
 """The Ray engine's overhead: the same small search run end to end by the store-queue engine
 (controller + 2 local worker processes) and by Ray Tune (a local Ray instance, 2 trials at a
-time, 1 CPU each), alternating, through the CLI as a user would run it.
+time, 1 CPU each), alternating, each in a fresh process through the search API the CLI uses
+(``SearchSession`` on a ``StoreEngine`` or a ``RayEngine``).
 
 Both engines train the same kind of trials with the same trainer, so the difference is what
 each adds around them: process and Ray start-up, a TensorFlow import per Ray trial (each runs
@@ -26,25 +27,43 @@ from typing import Any
 log = logging.getLogger("bench_engines")
 
 
+def search(engine_name: str, tmp: str, tag: str, trials: int, epochs: int, width: int) -> None:
+    """One search through the API (in this process): 2 trials at a time, no references (the
+    engines are compared on search trials alone)."""
+    from localrules.search import SearchSession
+    from localrules.spaces import default_budget, load_space
+
+    space = load_space("wm", default_budget("digits", epochs=epochs, width=width))
+    artifacts = f"{tmp}/{tag}-artifacts"
+    if engine_name == "store":
+        from localrules.worker.engine import StoreEngine
+
+        engine = StoreEngine(artifacts, workers=2, poll_seconds=0.5)
+    else:
+        from localrules.raytune.engine import RayEngine
+
+        engine = RayEngine.resolve(artifacts)
+    settings = {"max_trials": trials, "concurrency": 2, "references": []}
+    with engine, SearchSession.open(f"sqlite:///{tmp}/{tag}.db", tag, space, settings,
+                                    engine) as session:
+        outcome = session.run(engine)
+    if not outcome.finished:
+        raise SystemExit(f"{engine_name} search stopped: {outcome.stopped}")
+
+
 def run_search(engine: str, tmp: str, tag: str, trials: int, epochs: int, width: int) -> dict:
-    """Wall seconds of one search, and its trials' median training seconds."""
+    """Wall seconds of one search in a fresh process, and its trials' median training
+    seconds."""
     from localrules.store import open_store
 
-    db = f"sqlite:///{tmp}/{tag}.db"
-    cmd = [sys.executable, "-m", "localrules.cli.main", "search", "--engine", engine,
-           "--space", "wm", "--experiment", tag, "--db", db, "--max-trials", str(trials),
-           "--concurrency", "2", "--epochs", str(epochs), "--width", str(width),
-           "--artifacts", f"{tmp}/{tag}-artifacts", "--poll", "0.5",
-           # the engines are compared on search trials alone
-           "--references", "none"]
-    if engine == "store":
-        cmd += ["--workers", "2"]
+    cmd = [sys.executable, __file__, "--one", engine, "--tmp", tmp, "--tag", tag,
+           "--trials", str(trials), "--epochs", str(epochs), "--width", str(width)]
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{engine} search failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    with open_store(db, create=False) as store:
+    with open_store(f"sqlite:///{tmp}/{tag}.db", create=False) as store:
         results = [t.result for t in store.trials(tag)]
     if len(results) != trials or any(r is None for r in results):
         raise SystemExit(f"{engine}: expected {trials} finished trials")
@@ -57,8 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2, help="runs per engine, alternating")
+    p.add_argument("--one", choices=("store", "ray"), help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--tag", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.one:  # one timed search, in the process run_search started
+        search(args.one, args.tmp, args.tag, args.trials, args.epochs, args.width)
+        return
 
     runs: dict[str, list[dict]] = {"store": [], "ray": []}
     with tempfile.TemporaryDirectory() as tmp:
