@@ -52,12 +52,6 @@ def test_registry_names_and_unknown_dataset():
     assert str(e.value) == "unknown dataset 'x'; valid: cifar10, digits, imagenet, synthetic"
 
 
-def test_importing_the_package_does_not_import_tensorflow():
-    code = "import sys, localrules.data; print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_options_are_checked():
     with pytest.raises(ValueError, match="unknown synthetic option 'colour'"):
         load_dataset("synthetic", colour=True)

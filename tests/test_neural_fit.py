@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -238,16 +236,6 @@ def test_bad_settings_are_value_errors(rng):
         neural_fit({"l": data}, data, categories, pca=-1)
     with pytest.raises(ValueError, match="no layers to fit"):
         neural_fit({}, data, categories)
-
-
-def test_analysis_and_cli_modules_do_not_import_tensorflow():
-    code = ("import sys; import localrules.analysis.neural_fit, localrules.analysis."
-            "plots, localrules.data.stimuli, localrules.cli.neural_fit_cmd, "
-            "localrules.analysis.progress, localrules.analysis.html_report, "
-            "localrules.analysis.weight_report, localrules.cli.report_weights; "
-            "print('tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 # --- end to end with TensorFlow -----------------------------------------------------------------

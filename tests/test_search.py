@@ -188,30 +188,6 @@ def test_tpe_beats_random_search_on_a_toy_objective(tmp_path):
     assert np.sum(np.array(tpe) > np.array(rnd)) >= 3, (tpe, rnd)
 
 
-def test_the_controller_never_imports_tensorflow(tmp_path):
-    import subprocess
-    import sys
-
-    code = f"""
-import sys
-from localrules.cli.main import build_parser
-from localrules.search import Controller, SearchSettings, open_experiment
-from localrules.spaces import default_budget, load_space
-from localrules.store import open_store
-build_parser()
-space = load_space("ia", default_budget("digits"))
-with open_store("sqlite:///{tmp_path}/c.db") as store:
-    settings = SearchSettings(max_trials=2, concurrency=4)
-    c = Controller(store, open_experiment(store, "e", space, settings), space, settings)
-    assert c.step() == 2  # beside the bp and fa references it queued
-    assert len(store.trials("e")) == 4
-heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
-assert not heavy, heavy
-"""
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-
-
 def test_the_controller_runs_unchanged_on_every_backend(store_url):
     with open_store(store_url) as s:
         c = _controller(s, max_trials=8, concurrency=3, seed=5, tpe=TpeSettings(n_startup_jobs=3))

@@ -1,6 +1,6 @@
 """Search spaces: paper spaces sampled through hyperopt, params ↔ vals, budgets, YAML spaces.
 
-Everything here runs without TensorFlow (checked in a subprocess at the end).
+Everything here runs without TensorFlow (tests/test_layers.py checks it).
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ import functools
 import json
 import math
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -681,34 +678,6 @@ def test_nodes_reject_bad_definitions():
 
 
 # --- no TensorFlow ---------------------------------------------------------------------------
-
-def test_spaces_never_import_tensorflow():
-    code = textwrap.dedent(f"""
-        import sys
-        import localrules.spaces as spaces
-        from hyperopt import Trials, rand
-        from hyperopt.base import Domain
-
-        budget = spaces.default_budget("digits")
-        for name in spaces.PAPER_SPACES:
-            space = spaces.load_space(name, budget)
-            domain = Domain(lambda p: 0, space.to_hyperopt())
-            (doc,) = rand.suggest([0], domain, Trials(), 1)
-            space.config(space.params_from_vals(doc["misc"]["vals"]))
-            space.describe()
-        space = spaces.space_from_source({{"yaml": {VALID_YAML!r}}}, budget)
-        space.config({{"run.batch_size": 16, "run.alignment_lr": 1e-3, "run.delay_epochs": 0,
-                      "noise": False}})
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
-        assert "tensorflow" not in sys.modules, heavy
-        assert not heavy, heavy
-        print("ok")
-    """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
-
 
 def test_log_uniform_samples_stay_within_tolerance():
     # exp(log(x)) may leave the bounds by a few ulps; check accepts that, not more
