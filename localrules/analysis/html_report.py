@@ -62,7 +62,7 @@ def _references_html(references: References, best: float | None) -> str:
     """The reference runs and the best trial's gap closed (or why there is none)."""
     if not references.levels:
         return ("<h2>References</h2><p class='note'>This experiment trains no reference runs "
-                "(--references none), so no gap closed is reported.</p>")
+                "(references: none), so no gap closed is reported.</p>")
     rows = "".join(
         f"<tr><td>{html.escape(rule)}</td><td class='num'>{_num(level.objective)}"
         f"{'' if level.sem is None else ' ± ' + _num(level.sem)}</td>"

@@ -150,7 +150,7 @@ class Space:
         if self.derived:
             lines.append(f"derived: {self.derived}")
         for label, params in self.warm_starts:
-            lines.append(f"warm start {label} (the first trial unless --no-warm-start): "
+            lines.append(f"warm start {label} (the first trial unless warm_start is off): "
                          f"{json.dumps(params)}")
         return "\n".join(lines)
 

@@ -81,7 +81,7 @@ class References:
         """Why ``gap_closed`` is not available (None when it is)."""
         for rule in GAP_RULES:
             if rule not in self.levels:
-                return f"no {rule} reference in this experiment (--references)"
+                return f"no {rule} reference in this experiment (its references setting)"
         for rule in GAP_RULES:
             level = self.levels.get(rule)
             if level is None or level.objective is None:
