@@ -12,10 +12,9 @@ With ``weight_samples`` 0 a snapshot keeps only the per-layer metrics (the initi
 norm ratio of Fig. S4), no pairs.
 
 A neutral module, NumPy only, shared by the trainer that writes snapshots and the analysis that
-reads them (which must not import TensorFlow): reading a remote path (gs://) goes through
-``tf.io.gfile``, imported only then; writing (the trainer's side) always uses ``tf.io.gfile``.
-Files are written to a temporary name and renamed, so a report reading a running trial never
-sees half a file.
+reads them (which must not import TensorFlow): files go through ``runs`` (the run directory's
+layout and file access; ``tf.io.gfile`` only for a remote path). Files are written to a temporary
+name and renamed, so a report reading a running trial never sees half a file.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from localrules import runs
+from localrules.runs import RunDirectory, listdir, makedirs, read_bytes, write_bytes_atomic
 
-SNAPSHOT_DIR = runs.WEIGHTS
 _NAME = re.compile(r"^epoch-(\d{4,})\.npz$")
 
 
@@ -100,41 +98,18 @@ def unpack_snapshot(data: bytes, source: str = "snapshot") -> Snapshot:
 
 def list_snapshots(run_dir: str) -> dict[int, str]:
     """{epoch: path} of the snapshots a run has written (empty if none)."""
-    folder = f"{run_dir.rstrip('/')}/{SNAPSHOT_DIR}"
-    found = {int(m.group(1)): f"{folder}/{n}" for n in runs.listdir(folder)
+    folder = RunDirectory(run_dir).weights
+    found = {int(m.group(1)): f"{folder}/{n}" for n in listdir(folder)
              if (m := _NAME.match(n))}
     return dict(sorted(found.items()))
 
 
-def read_bytes(path: str) -> bytes:
-    """A file's bytes, local or remote; FileNotFoundError if it is not there, ValueError if it
-    cannot be read."""
-    if runs.is_remote(path):
-        import tensorflow as tf
-
-        try:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                return f.read()
-        except tf.errors.NotFoundError:
-            raise FileNotFoundError(path) from None
-        except tf.errors.OpError as err:
-            raise ValueError(f"cannot read {path}: {err.message}") from None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except (IsADirectoryError, PermissionError) as err:
-        raise ValueError(f"cannot read {path}: {err.strerror}") from None
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (local or remote) under a temporary name, then rename it, so
-    a reader sees the old file or the new one, never a part."""
-    import tensorflow as tf
-
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+def write_snapshot(run_dir: RunDirectory, epoch: int, step: int,
+                   layers: Sequence[LayerSample]) -> None:
+    """``weights/epoch-NNNN.npz`` of the run: every layer's metrics and sampled pairs."""
+    makedirs(run_dir.weights)
+    write_bytes_atomic(f"{run_dir.weights}/{snapshot_name(epoch)}",
+                       pack_snapshot(epoch, step, layers))
 
 
 def read_snapshot(path: str) -> Snapshot:

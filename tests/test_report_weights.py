@@ -43,9 +43,9 @@ def test_snapshots_hold_the_same_sampled_pairs_at_every_validation(sa_run):
     assert list(found) == [0, 1, 2, 3]
     first, last = read_snapshot(found[0]), read_snapshot(found[3])
     assert first.step == 0 and last.step == int(trainer.step)
-    assert list(last.layers) == [layer.name for layer in trainer.layers]
+    assert list(last.layers) == [layer.name for layer in trainer.state.layers]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    for i, layer in enumerate(trainer.layers):
+    for i, layer in enumerate(trainer.state.layers):
         a, b = first.layers[layer.name], last.layers[layer.name]
         w = layer.forward_kernel.numpy()
         assert b.shape == w.shape
@@ -64,7 +64,7 @@ def test_weight_history_starts_at_initialisation_and_sa_aligns(sa_run):
     out, trainer = sa_run
     h = weight_history(str(out))
     assert h.epochs == [0, 1, 2, 3]
-    assert h.layers == [layer.name for layer in trainer.layers]
+    assert h.layers == [layer.name for layer in trainer.state.layers]
     initial = np.array([h.angles[n][0] for n in h.layers])
     final = np.array([h.angles[n][-1] for n in h.layers])
     assert np.all(np.abs(initial - 90) < 25)  # independent draws: about orthogonal
@@ -89,7 +89,7 @@ def test_figures_have_the_papers_axes(sa_run):
 
 def test_report_weights_cli_writes_figures_and_csv(sa_run, tmp_path, capsys):
     out, trainer = sa_run
-    layer = trainer.layers[0].name
+    layer = trainer.state.layers[0].name
     dest = tmp_path / "fig"
     assert main(["report", "weights", "--run", str(out), "--layer", layer, "--epochs", "0", "3",
                  "--out", str(dest)]) == 0
@@ -99,7 +99,7 @@ def test_report_weights_cli_writes_figures_and_csv(sa_run, tmp_path, capsys):
     assert png_shape(dest / f"weight_scatter_{layer}.png")[1] > 300
     rows = (dest / "weight_metrics.csv").read_text().splitlines()
     assert rows[0] == "epoch,layer,depth,weight_angle_deg,norm_ratio"
-    assert len(rows) == 1 + 4 * len(trainer.layers)
+    assert len(rows) == 1 + 4 * len(trainer.state.layers)
 
 
 @pytest.mark.parametrize(("args", "message"), [

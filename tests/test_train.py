@@ -90,10 +90,10 @@ def test_epochs_stretch_the_schedule_and_the_batch_moves_the_rate():
 
 def test_bp_reports_no_backward_weights(tmp_path):
     """bp sends errors through Wᵀ: no B–W angles, norm ratios or weight snapshots."""
-    from localrules.train.trainer import write_config
+    from localrules.runs import RunDirectory
 
     trainer = _trainer(tmp_path, "bp", "run.epochs=1")
-    write_config(trainer.config, str(tmp_path / "t"))  # as the CLI and the workers do
+    RunDirectory(tmp_path / "t").write_config(trainer.config)  # as the CLI and the workers do
     result = trainer.fit()
     assert result.weight_angle_deg == {}
     record = json.loads((tmp_path / "t" / "history.jsonl").read_text().splitlines()[-1])
@@ -110,43 +110,43 @@ def test_joint_optimizer_trains_b_with_the_task_sgd(tmp_path):
     rate (first step: −(1 + momentum)·lr·∂R/∂B), and W by momentum only."""
     import tensorflow as tf
 
-    from localrules.train.trainer import _BatchStream
+    from localrules.train.stream import BatchStream
 
     trainer = _trainer(tmp_path, "wm-tpe", "run.optimizer=\"joint\"", "run.alternate=true",
                        "run.warmup_epochs=0", "rule.noise=null")
-    assert trainer.alignment_optimizer is None
-    layer = trainer.layers[2]
-    assert any(v is layer.backward_kernel for v in trainer.task_variables)
-    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    assert trainer.state.alignment_optimizer is None
+    layer = trainer.state.layers[2]
+    assert any(v is layer.backward_kernel for v in trainer.state.task_variables)
+    stream = BatchStream(trainer.dataset, 64, trainer.strategy, 0)
     x, _ = next(iter(trainer.dataset.train(64, 0)))
     with tf.GradientTape() as tape:
-        trainer.model(x, training=True)
-        r = tf.add_n([lay.last_alignment_loss for lay in trainer.layers])
+        trainer.state.model(x, training=True)
+        r = tf.add_n([lay.last_alignment_loss for lay in trainer.state.layers])
     grad = tape.gradient(r, layer.backward_kernel).numpy()
     before = layer.backward_kernel.numpy().copy()
     w_before = layer.forward_kernel.numpy().copy()
     lr = trainer.plan.task_lr(0)
     assert trainer.plan.kind(0) == "align" and lr > 0
     assert trainer.plan.alignment_lr(0) == lr
-    trainer._run_step(0, stream)
+    trainer.run_step(0, stream)
     np.testing.assert_allclose(layer.backward_kernel.numpy() - before, -1.9 * lr * grad,
                                rtol=2e-3, atol=1e-7)
     np.testing.assert_array_equal(layer.forward_kernel.numpy(), w_before)  # no momentum yet
-    stem = trainer.layers[0]  # (a residual branch's W has no gradient yet: zero-γ last BN)
+    stem = trainer.state.layers[0]  # (a residual branch's W has no gradient yet: zero-γ last BN)
     stem_w = stem.forward_kernel.numpy().copy()
-    out = trainer._run_step(1, stream)  # a J step: B gets a zero gradient, W its own
+    out = trainer.run_step(1, stream)  # a J step: B gets a zero gradient, W its own
     assert out["kind"] == "task" and not np.allclose(stem.forward_kernel.numpy(), stem_w)
 
 
 def test_joint_optimizer_in_simultaneous_mode_moves_both(tmp_path):
     """One update on J + R: W by J's gradient, B by R's, in the same SGD step."""
-    from localrules.train.trainer import _BatchStream
+    from localrules.train.stream import BatchStream
 
     trainer = _trainer(tmp_path, "wm-tpe", "run.optimizer=\"joint\"", "run.warmup_epochs=0")
     assert not trainer.config.run.alternate and trainer.plan.kind(0) == "both"
-    stem = trainer.layers[0]
+    stem = trainer.state.layers[0]
     w, b = stem.forward_kernel.numpy().copy(), stem.backward_kernel.numpy().copy()
-    out = trainer._run_step(0, _BatchStream(trainer.dataset, 64, trainer.strategy, 0))
+    out = trainer.run_step(0, BatchStream(trainer.dataset, 64, trainer.strategy, 0))
     assert out["kind"] == "both" and np.isfinite(out["loss"])
     assert not np.allclose(stem.forward_kernel.numpy(), w)
     assert not np.allclose(stem.backward_kernel.numpy(), b)
@@ -168,50 +168,51 @@ def _trainer(tmp_path: Path, preset: str, *extra: str):
 def test_inactive_optimizer_applies_a_zero_update(tmp_path):
     """Decision 3: on an R step momentum still moves W; on a J step Adam's state still moves."""
     trainer = _trainer(tmp_path, "wm-ad-tpe", "run.delay_epochs=0", "run.warmup_epochs=0")
-    from localrules.train.trainer import _BatchStream
+    from localrules.train.stream import BatchStream
 
-    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
-    kernel = trainer.layers[1].forward_kernel
+    stream = BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    kernel = trainer.state.layers[1].forward_kernel
     assert trainer.plan.kind(0) == "align" and trainer.plan.kind(1) == "task"
-    trainer._run_step(1, stream)  # a J step: W moves by its gradient, Adam takes a zero step
-    assert int(trainer.alignment_optimizer.iterations) == 1
+    trainer.run_step(1, stream)  # a J step: W moves by its gradient, Adam takes a zero step
+    assert int(trainer.state.alignment_optimizer.iterations) == 1
     before = kernel.numpy().copy()
-    trainer._run_step(2, stream)  # an R step: no task gradient, but momentum carries W on
+    trainer.run_step(2, stream)  # an R step: no task gradient, but momentum carries W on
     assert np.abs(before - kernel.numpy()).max() > 0
-    assert int(trainer.task_optimizer.iterations) == 2
+    assert int(trainer.state.task_optimizer.iterations) == 2
 
 
 def test_noise_only_alignment_step_reads_no_data(tmp_path):
     trainer = _trainer(tmp_path, "ia-tpe")
-    from localrules.train.trainer import _BatchStream
+    from localrules.train.stream import BatchStream
 
-    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
-    out = trainer._run_step(0, stream)  # inside the delay: R only, from noise
+    stream = BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    out = trainer.run_step(0, stream)  # inside the delay: R only, from noise
     assert out["kind"] == "align" and stream.consumed == 0
-    assert np.all(np.isfinite(out["alignment"])) and len(out["alignment"]) == len(trainer.layers)
+    assert np.all(np.isfinite(out["alignment"]))
+    assert len(out["alignment"]) == len(trainer.state.layers)
 
 
 def test_kolen_pollack_trains_b_with_the_task_optimizer(tmp_path):
     trainer = _trainer(tmp_path, "bp", "rule={\"kind\": \"kp\"}", "run.alignment_lr=0.001")
-    assert any(v is trainer.layers[0].backward_kernel for v in trainer.task_variables)
-    from localrules.train.trainer import _BatchStream
+    assert any(v is trainer.state.layers[0].backward_kernel for v in trainer.state.task_variables)
+    from localrules.train.stream import BatchStream
 
-    before = trainer.layers[3].backward_kernel.numpy().copy()
-    trainer.task_optimizer.learning_rate = 0.1
-    trainer._run_step(5, _BatchStream(trainer.dataset, 64, trainer.strategy, 0))
-    assert not np.allclose(before, trainer.layers[3].backward_kernel.numpy())
+    before = trainer.state.layers[3].backward_kernel.numpy().copy()
+    trainer.state.task_optimizer.learning_rate = 0.1
+    trainer.run_step(5, BatchStream(trainer.dataset, 64, trainer.strategy, 0))
+    assert not np.allclose(before, trainer.state.layers[3].backward_kernel.numpy())
 
 
 def test_task_update_noise_scales_with_the_learning_rate_and_reaches_b(tmp_path):
     trainer = _trainer(tmp_path, "fa", "update_noise.task_variance=0.01", "run.warmup_epochs=1")
-    from localrules.train.trainer import _BatchStream
+    from localrules.train.stream import BatchStream
 
-    layer = trainer.layers[2]
+    layer = trainer.state.layers[2]
     b0 = layer.backward_kernel.numpy().copy()
-    stream = _BatchStream(trainer.dataset, 64, trainer.strategy, 0)
-    trainer._run_step(0, stream)  # warm-up starts at lr 0: no noise
+    stream = BatchStream(trainer.dataset, 64, trainer.strategy, 0)
+    trainer.run_step(0, stream)  # warm-up starts at lr 0: no noise
     np.testing.assert_array_equal(b0, layer.backward_kernel.numpy())
-    trainer._run_step(10, stream)  # lr > 0: B is perturbed through the task optimizer's list
+    trainer.run_step(10, stream)  # lr > 0: B is perturbed through the task optimizer's list
     assert not np.allclose(b0, layer.backward_kernel.numpy())
 
 
@@ -221,6 +222,25 @@ def test_divergence_stops_early_and_is_reported(tmp_path):
     lines = (tmp_path / "t" / "history.jsonl").read_text().splitlines()
     history = [json.loads(line) for line in lines]
     assert history[-1]["diverged"] is True
+
+
+def test_an_epoch_is_reported_once_it_is_written_and_checkpointed(tmp_path):
+    """The callbacks' order: the history line, the checkpoint, the weight snapshot, then the
+    caller's ``on_epoch`` (an epoch reported is one a restart resumes from)."""
+    from localrules.runs import RunDirectory
+    from localrules.snapshots import list_snapshots
+
+    trainer = _trainer(tmp_path, "fa", "eval_every=1")
+    run = RunDirectory(tmp_path / "t")
+    seen = []
+
+    def on_epoch(record: dict) -> None:
+        seen.append((record["epoch"], [r["epoch"] for r in run.read_history()],
+                     Path(trainer.checkpoints.latest).name, list(list_snapshots(run.path))))
+
+    trainer.fit(on_epoch=on_epoch)
+    end = trainer.plan.epoch_end
+    assert seen == [(1, [1], f"ckpt-{end(0)}", [0, 1]), (2, [1, 2], f"ckpt-{end(1)}", [0, 1, 2])]
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
@@ -313,3 +333,13 @@ def test_existing_run_needs_resume(tmp_path, capsys):
     (out / "config.json").write_text(config_from_preset("fa").to_json())
     assert main(["train", "--rule", "fa", "--out", str(out), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_with_another_config_is_refused_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    text = config_from_preset("fa").to_json()
+    (out / "config.json").write_text(text)
+    assert main(["train", "--rule", "fa", "--out", str(out), "--no-progress", "--resume"]) == 2
+    assert f"--resume with a different config than the run in {out}" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == text and os.listdir(out) == ["config.json"]

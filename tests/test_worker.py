@@ -3,18 +3,22 @@ training (a diverged trial, a killed worker whose trial is resumed from its chec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from localrules.cli.main import main
 from localrules.config import config_from_preset
+from localrules.results import TrialResult
+from localrules.runs import RunDirectory, trial_dir
 from localrules.store import Experiment, LeaseLost, Trial, open_store
-from localrules.worker import Worker, trial_dir
+from localrules.worker import Worker
 from localrules.worker.local import LocalWorkerSpec, start_local_workers
 
 TINY = ["width=4", "run.epochs=2", "run.batch_size=128", "run.warmup_epochs=0", "eval_every=1"]
@@ -135,6 +139,24 @@ def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_pa
     assert trial.state == "done", trial.error
     assert trial.result["diverged"] is True
     assert trial.result["objective"] == pytest.approx(0.1)  # digits: 10 classes
+    # the one result type's document, which the Ray engine writes too (plus its own fields)
+    assert set(trial.result) == ({f.name for f in dataclasses.fields(TrialResult)}
+                                 - set(TrialResult.ENGINE_FIELDS))
+
+
+def test_a_trial_directory_holding_another_run_is_not_overwritten(db, tmp_path):
+    """The one resume policy (``RunDirectory.resumes``): a worker resumes its trial's own run
+    and refuses one of another config, failing the trial instead of starting over on it."""
+    with open_store(db) as store:
+        add(store, tiny_config())
+        other = RunDirectory(trial_dir(tmp_path / "art", store.get_trial("exp", 0)))
+        other.write_config(config_from_preset("fa"))
+        written = Path(other.config).read_text()
+        stats = Worker(store, tmp_path / "art", idle_exit=0).run()
+        trial = store.get_trial("exp", 0)
+    assert stats.failed == [("exp", 0)] and trial.state == "failed"
+    assert "holds a run of another config" in trial.error
+    assert Path(other.config).read_text() == written and os.listdir(other.path) == ["config.json"]
 
 
 @pytest.mark.slow
@@ -207,7 +229,7 @@ def test_a_stop_between_epochs_keeps_the_finished_epoch(tmp_path):
     result = trainer.fit(on_epoch=records.append,
                          should_stop=lambda: int(trainer.step) >= first_end)
     assert result.interrupted and [r["epoch"] for r in records] == [1]
-    assert int(trainer.step) == first_end and trainer.manager.latest_checkpoint
+    assert int(trainer.step) == first_end and trainer.checkpoints.latest
 
 
 def test_refused_writes_abandon_the_run_without_touching_its_files(tmp_path):
@@ -216,6 +238,6 @@ def test_refused_writes_abandon_the_run_without_touching_its_files(tmp_path):
     trainer = _trainer(tmp_path, "run.epochs=1")
     with pytest.raises(RunAbandoned):
         trainer.fit(may_write=lambda: False)
-    assert trainer.manager.latest_checkpoint is None
+    assert trainer.checkpoints.latest is None
     history = tmp_path / "run" / "history.jsonl"
     assert not history.exists() or history.read_text() == ""

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from localrules.snapshots import list_snapshots, read_bytes, read_snapshot
+from localrules.runs import WEIGHTS, RunDirectory, read_bytes
+from localrules.snapshots import list_snapshots, read_snapshot
 
 
 @dataclass(frozen=True)
@@ -34,27 +35,17 @@ class WeightHistory:
 
 
 def _history_records(run_dir: str) -> list[dict[str, Any]]:
-    path = f"{run_dir.rstrip('/')}/history.jsonl"
+    run = RunDirectory(run_dir)
     try:
-        text = read_bytes(path).decode("utf-8")
+        return run.read_history()
     except FileNotFoundError:
-        raise ValueError(f"{path} not found: is {run_dir!r} a run directory?") from None
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {number} is not JSON: {err}") from None
-    return records
+        raise ValueError(f"{run.history} not found: is {run_dir!r} a run directory?") from None
 
 
 def _run_rule_kind(run_dir: str) -> str | None:
-    """The rule kind in the run's config.json (None when it cannot be read)."""
-    from localrules.runs import CONFIG
-
+    """The rule kind in the run's config file (None when it cannot be read)."""
     try:
-        config = json.loads(read_bytes(f"{run_dir.rstrip('/')}/{CONFIG}").decode("utf-8"))
+        config = json.loads(read_bytes(RunDirectory(run_dir).config).decode("utf-8"))
         return config["rule"]["kind"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -99,7 +90,8 @@ def scatter_samples(run_dir: str, layer: str | None, epochs: Sequence[int] | Non
     up to four snapshots spread over training. ValueError naming what is available otherwise."""
     found = list_snapshots(run_dir)
     if not found:
-        raise ValueError(f"run {run_dir!r} has no weight snapshots (weights/epoch-*.npz)")
+        raise ValueError(f"run {run_dir!r} has no weight snapshots "
+                         f"({WEIGHTS}/epoch-*.npz)")
     wanted = list(epochs) if epochs else default_epochs(list(found))
     missing = [e for e in wanted if e not in found]
     if missing:

@@ -41,9 +41,8 @@ def register(reports: argparse._SubParsersAction) -> None:
 
 
 def _trial_run_dir(args: argparse.Namespace) -> str:
-    from localrules.runs import run_files_dir
+    from localrules.runs import is_remote, run_files_dir, trial_dir
     from localrules.store import open_store
-    from localrules.worker.loop import trial_dir
 
     with open_store(args.db, create=False) as store:
         store.require_experiment(args.experiment)
@@ -59,7 +58,7 @@ def _trial_run_dir(args: argparse.Namespace) -> str:
     if not recorded:
         raise ValueError(f"trial {args.trial} of {args.experiment!r} ({trial.state}) has no run "
                          "directory on record yet; pass --artifacts DIR or --run DIR")
-    if "://" not in recorded and not Path(recorded).is_dir():
+    if not is_remote(recorded) and not Path(recorded).is_dir():
         raise ValueError(f"trial {args.trial}'s files are at {recorded} on the worker "
                          f"{trial.worker or '?'}, not on this machine; copy them here and pass "
                          "--artifacts DIR or --run DIR")

@@ -8,7 +8,8 @@ preset's own run as the appendix gives it (ImageNet-scale epochs), for reproduci
 
 Everything is validated before anything is written: the preset or rule, every ``--set`` key and
 value, the model and dataset names, the data directory, and the output directory's state (an
-existing run needs ``--resume``; a resumed run must have the same config).
+existing run needs ``--resume``; a resumed run must have the same config: the one resume policy
+of ``runs.RunDirectory.resumes``, which workers follow too).
 """
 
 from __future__ import annotations
@@ -100,23 +101,23 @@ def run(args: argparse.Namespace) -> int:
     check_choice("model", config.model, MODELS)
     check_choice("dataset", config.dataset, DATASETS)
 
-    from localrules.train.trainer import Trainer, read_config, write_config
+    from localrules.runs import ConfigMismatch, RunExists
+    from localrules.train.trainer import start_run
 
-    existing = read_config(args.out)
-    if existing is not None and not args.resume:
-        raise ValueError(f"{args.out} already holds a run; pass --resume to continue it, "
-                         "or choose another --out")
-    if args.resume and existing is not None and existing != config:
-        raise ValueError(f"--resume with a different config than the run in {args.out}")
     run_ = config.run
     log.info("%s on %s (%s, width %d): %d epochs, batch %d at lr %.4g, warmup %g, drops at %s",
              config.rule.kind, config.dataset, config.model, config.width, run_.epochs,
              run_.batch_size, run_.effective_task_lr, run_.warmup_epochs,
              "/".join(f"{d:g}" for d in run_.drop_epochs if d < run_.epochs) or "none")
-    trainer = Trainer(config, args.out, progress=not args.no_progress and sys.stderr.isatty())
-    write_config(config, args.out)
-    if args.resume:
-        trainer.restore()
+    try:
+        trainer, _ = start_run(config, args.out, resume=args.resume,
+                               progress=not args.no_progress and sys.stderr.isatty())
+    except RunExists:
+        raise ValueError(f"{args.out} already holds a run; pass --resume to continue it, "
+                         "or choose another --out") from None
+    except ConfigMismatch:
+        raise ValueError(f"--resume with a different config than the run in {args.out}") \
+            from None
 
     def report(record: dict) -> None:
         top1 = record.get("top1")

@@ -7,7 +7,8 @@ owns it). Each epoch's checkpoint, once Ray has persisted it, becomes the trial'
 same document a worker writes, with that checkpoint as ``run_dir``); the end becomes
 ``complete`` (finished, or stopped early by ASHA: ``stopped_early``) or ``fail`` (out of
 retries). A retry Ray makes from a checkpoint is counted in the progress (``retries``). Results
-carry the default engine's fields plus ``engine: "ray"`` and the Ray trial id.
+are the default engine's ``results.TrialResult`` with its Ray fields set (``engine: "ray"``, the
+Ray trial id, ``stopped_early``).
 
 A database that is briefly away must not stop Ray's trials: a write that fails is logged and
 the next event writes the state again (progress is rewritten whole each epoch; a missing trial
@@ -37,7 +38,6 @@ from localrules.raytune.searcher import META, driver_lock, store_url
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("objective", "top1", "top5", "eval_loss", "chance", "steps", "weight_angle_deg")
 REFERENCE_OBJECTIVE = "reference_objective"
 """What a reference run reports instead of ``objective`` (ASHA ranks on the objective)."""
 RAY_RETRIES = "retries"
@@ -212,21 +212,22 @@ class StoreCallback(Callback):
                         lambda: release(self.store, key, driver_lock()[1]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        from localrules import __version__
+        from localrules.results import TrialResult
 
         last = dict(trial.last_result or {})
         epoch = int(last.get("epoch") or 0)
         diverged = bool(last.get("diverged"))
-        result = {k: last.get(k) for k in RESULT_KEYS}
-        result["weight_angle_deg"] = last.get("weight_angle_deg") or {}  # bp: none, as a worker's
-        if self._reference_key(trial) is not None:  # reported apart, so that ASHA ignores it
-            result["objective"] = last.get(REFERENCE_OBJECTIVE)
-        result.update(
-            diverged=diverged, epochs=epoch, interrupted=False,
-            seconds=last.get("time_total_s"), code_version=__version__,
-            run_dir=checkpoint_location(trial.checkpoint), engine="ray",
-            ray_trial_id=trial.trial_id,
-            stopped_early=not diverged and epoch < int(last.get("epochs") or 0))
+        reference = self._reference_key(trial) is not None  # reported apart: ASHA ignores it
+        result = TrialResult(
+            top1=last.get("top1"), top5=last.get("top5"), eval_loss=last.get("eval_loss"),
+            diverged=diverged, interrupted=False, epochs=epoch, steps=last.get("steps"),
+            objective=last.get(REFERENCE_OBJECTIVE if reference else "objective"),
+            chance=last.get("chance"), seconds=last.get("time_total_s"),
+            run_dir=checkpoint_location(trial.checkpoint),
+            weight_angle_deg=last.get("weight_angle_deg") or {},  # bp: none, as a worker's
+            engine="ray", ray_trial_id=trial.trial_id,
+            stopped_early=not diverged and epoch < int(last.get("epochs") or 0),
+        ).to_document()
 
         def write() -> None:
             if self._ensure(trial) is not None:

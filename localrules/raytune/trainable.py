@@ -21,15 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from localrules import runs
+from localrules.jsonsafe import json_safe
 from localrules.raytune import METRIC
 from localrules.raytune.callback import REFERENCE_OBJECTIVE
 from localrules.raytune.searcher import META
+from localrules.runs import RunDirectory, trial_dirname
 
 log = logging.getLogger(__name__)
-
-RUN_FILES = (runs.CONFIG, runs.HISTORY)
-RUN_DIRS = (runs.WEIGHTS,)
 
 
 def stage_checkpoint(run_dir: Path, stage: Path) -> None:
@@ -37,20 +35,20 @@ def stage_checkpoint(run_dir: Path, stage: Path) -> None:
     weight snapshots, and only the latest TensorFlow checkpoint (its index and shard files)."""
     import tensorflow as tf
 
-    for name in RUN_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, stage / name)
-    for name in RUN_DIRS:
-        if (run_dir / name).is_dir():
-            shutil.copytree(run_dir / name, stage / name)
-    latest = tf.train.latest_checkpoint(str(run_dir / runs.CHECKPOINTS))
+    source, target = RunDirectory(run_dir), RunDirectory(stage)
+    for src, dst in ((source.config, target.config), (source.history, target.history)):
+        if Path(src).is_file():
+            shutil.copy2(src, dst)
+    if Path(source.weights).is_dir():
+        shutil.copytree(source.weights, target.weights)
+    latest = tf.train.latest_checkpoint(source.checkpoints)
     if latest is None:
         return
-    (stage / runs.CHECKPOINTS).mkdir()
+    Path(target.checkpoints).mkdir()
     prefix = Path(latest).name
-    for path in (run_dir / runs.CHECKPOINTS).iterdir():
+    for path in Path(source.checkpoints).iterdir():
         if path.name == "checkpoint" or path.name.startswith(prefix + "."):
-            shutil.copy2(path, stage / runs.CHECKPOINTS / path.name)
+            shutil.copy2(path, Path(target.checkpoints, path.name))
 
 
 def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -62,13 +60,13 @@ def epoch_metrics(record: dict[str, Any]) -> dict[str, Any]:
         metrics["weight_angle_deg"] = {name: m["weight_angle_deg"]
                                        for name, m in record["layers"].items()
                                        if "weight_angle_deg" in m}
-    return runs.json_safe(metrics)
+    return json_safe(metrics)
 
 
 def scratch_dir(experiment: str, trial_id: int) -> Path:
     """The node-local run directory of a trial, emptied first: a previous attempt on this node
     may have been stopped (ASHA, a retry) before it could clean up."""
-    path = Path(tempfile.gettempdir(), "localrules-ray", experiment, runs.trial_dirname(trial_id))
+    path = Path(tempfile.gettempdir(), "localrules-ray", experiment, trial_dirname(trial_id))
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
@@ -88,8 +86,7 @@ def train_ray_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, run_dir, dirs_exist_ok=True)
-        history = (run_dir / runs.HISTORY).read_text().splitlines()
-        resumed_from = len([line for line in history if line.strip()])
+        resumed_from = len(RunDirectory(run_dir).read_history())
         log.info("trial %d resumes after epoch %d from Ray's checkpoint", meta["trial_id"],
                  resumed_from)
 

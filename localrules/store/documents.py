@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localrules import __version__
-from localrules.runs import json_safe
+from localrules.jsonsafe import json_safe
 
 SCHEMA_VERSION = 2
 """2: trials may be reference runs (``reference``). Workers leave documents of a newer schema

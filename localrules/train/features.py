@@ -30,12 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from localrules import runs
 from localrules.data.stimuli import channels, check_channels
+from localrules.runs import CHECKPOINTS, CONFIG, RunDirectory
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = runs.CHECKPOINTS
 POOL_LAYER = "pool"
 """The global average pool: the penultimate features every ResNet here ends with."""
 
@@ -48,23 +47,22 @@ def resolve_run(path: str) -> tuple[str, str]:
     path = str(path).rstrip("/") or "/"
     if not tf.io.gfile.exists(path):
         raise ValueError(f"checkpoint path {path} does not exist; give a run directory written "
-                         f"by `localrules train` or its {CHECKPOINT_DIR}/ subdirectory")
-    run_dir = path
+                         f"by `localrules train` or its {CHECKPOINTS}/ subdirectory")
+    run = RunDirectory(path)
     head, _, tail = path.rpartition("/")
-    if tail == CHECKPOINT_DIR and head and tf.io.gfile.exists(f"{head}/config.json"):
-        run_dir = head
-    if not tf.io.gfile.exists(f"{run_dir}/config.json"):
-        raise ValueError(f"{run_dir} holds no config.json; give a run directory written by "
-                         f"`localrules train` or its {CHECKPOINT_DIR}/ subdirectory")
-    checkpoint_dir = f"{run_dir}/{CHECKPOINT_DIR}"
-    if not tf.io.gfile.isdir(checkpoint_dir):
-        raise ValueError(f"{checkpoint_dir} does not exist: the run has no checkpoint yet (one "
+    if tail == CHECKPOINTS and head and tf.io.gfile.exists(RunDirectory(head).config):
+        run = RunDirectory(head)
+    if not tf.io.gfile.exists(run.config):
+        raise ValueError(f"{run} holds no {CONFIG}; give a run directory written by "
+                         f"`localrules train` or its {CHECKPOINTS}/ subdirectory")
+    if not tf.io.gfile.isdir(run.checkpoints):
+        raise ValueError(f"{run.checkpoints} does not exist: the run has no checkpoint yet (one "
                          "is written after every epoch)")
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    latest = tf.train.latest_checkpoint(run.checkpoints)
     if latest is None:
-        raise ValueError(f"no checkpoint in {checkpoint_dir} (expected a `checkpoint` index "
+        raise ValueError(f"no checkpoint in {run.checkpoints} (expected a `checkpoint` index "
                          "file and ckpt-N files written by `localrules train`)")
-    return run_dir, latest
+    return run.path, latest
 
 
 class TrainedRun:
@@ -77,13 +75,13 @@ class TrainedRun:
     def __init__(self, path: str, *, data_dir: str | None = None) -> None:
         from localrules.data import DATASETS, load_dataset
         from localrules.models import MODELS, build
-        from localrules.train.trainer import read_config
         from localrules.validation import check_choice
 
         self.run_dir, self.checkpoint = resolve_run(path)
-        config = read_config(self.run_dir)
+        run = RunDirectory(self.run_dir)
+        config = run.read_config()
         if config is None:  # resolve_run saw the file; it vanished since
-            raise ValueError(f"{self.run_dir}/config.json disappeared")
+            raise ValueError(f"{run.config} disappeared")
         if data_dir is not None:
             config = dataclasses.replace(config, data_dir=data_dir)
         check_choice("model", config.model, MODELS)
@@ -149,8 +147,9 @@ class TrainedRun:
             status.assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as err:
             first = (str(err).splitlines() or [type(err).__name__])[0][:300]
+            config = RunDirectory(self.run_dir).config
             raise ValueError(f"checkpoint {self.checkpoint} does not hold the weights of the "
-                             f"model described by {self.run_dir}/config.json: {first}") from None
+                             f"model described by {config}: {first}") from None
         changed = sum(not np.array_equal(b, v.numpy())
                       for b, v in zip(before, self.model.weights, strict=True))
         if changed == 0:

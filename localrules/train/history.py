@@ -1,7 +1,9 @@
 """The run's history: one JSON line per epoch (``history.jsonl``) and TensorBoard scalars.
 
 On resume, records past the checkpoint's step are dropped first, so the file never holds an epoch
-twice or one that the restored model never saw.
+twice or one that the restored model never saw. As a callback it writes each epoch's record
+before the checkpoint is saved: a crash between the two leaves a line that the next resume drops,
+never a checkpointed epoch without its line.
 """
 
 from __future__ import annotations
@@ -11,24 +13,31 @@ from typing import Any
 
 import tensorflow as tf
 
-from localrules.runs import json_safe
+from localrules.jsonsafe import json_safe
+from localrules.runs import RunDirectory, makedirs, write_bytes_atomic
+from localrules.train.callbacks import Callback, EpochEnd
 
 
-def read_history(out_dir: str) -> list[dict[str, Any]]:
-    path = f"{out_dir}/history.jsonl"
-    if not tf.io.gfile.exists(path):
-        return []
-    with tf.io.gfile.GFile(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+class History(Callback):
+    def __init__(self, run_dir: RunDirectory) -> None:
+        self.run_dir = run_dir
+        self.records: list[dict[str, Any]] = []
+        self.writer: Any = None
 
+    @property
+    def last(self) -> dict[str, Any]:
+        """The latest record (a run resumed after it finished reports it again); {} if none."""
+        return self.records[-1] if self.records else {}
 
-class History:
-    def __init__(self, out_dir: str, start_step: int) -> None:
-        self.path = f"{out_dir}/history.jsonl"
-        self.records = [r for r in read_history(out_dir) if r["step"] <= start_step]
-        tf.io.gfile.makedirs(out_dir)
+    def on_train_begin(self, step: int) -> None:
+        self.records = [r for r in self.run_dir.read_history(missing_ok=True)
+                        if r["step"] <= step]
+        makedirs(self.run_dir.path)
         self._flush()
-        self.writer = tf.summary.create_file_writer(f"{out_dir}/tensorboard")
+        self.writer = tf.summary.create_file_writer(self.run_dir.tensorboard)
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        self.write(end.record)
 
     def write(self, record: dict[str, Any]) -> None:
         record = json_safe(record)  # JSON has no NaN/Inf: a diverged value is written as null
@@ -48,10 +57,10 @@ class History:
     def _flush(self) -> None:
         # Rewritten whole (a few KB; appending is not supported on gs://), under a temporary
         # name and renamed, so a report reading a running trial never sees half a file.
-        from localrules.snapshots import write_bytes_atomic
-
         text = "".join(json.dumps(r) + "\n" for r in self.records)
-        write_bytes_atomic(self.path, text.encode("utf-8"))
+        write_bytes_atomic(self.run_dir.history, text.encode("utf-8"))
 
-    def close(self) -> None:
-        self.writer.close()
+    def on_train_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -6,7 +6,11 @@ exact symmetry, i.e. backprop; feedback alignment stays near 90°. The norm rati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from localrules.snapshots import LayerSample, layer_sample, sample_positions
 
 L2_EPSILON = 1e-12
 
@@ -32,3 +36,27 @@ def weight_metrics(w: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "weight_angle_deg": angle_degrees(w, b),
         "norm_ratio": float(np.linalg.norm(b) / max(np.linalg.norm(w), L2_EPSILON)),
     }
+
+
+class WeightProbe:
+    """Measures every asymmetric layer's weight metrics and its snapshot entry, one layer's
+    tensors at a time. Each layer's sampled positions are drawn once (from the seed and the
+    layer's index), so a dot in one snapshot is the same weight in the next."""
+
+    def __init__(self, layers: Sequence, samples: int, seed: int) -> None:
+        self.layers = list(layers)
+        self.samples = samples
+        self.seed = seed
+        self._positions: dict[str, np.ndarray] = {}
+
+    def measure(self) -> tuple[dict[str, dict[str, float]], list[LayerSample]]:
+        metrics: dict[str, dict[str, float]] = {}
+        samples: list[LayerSample] = []
+        for i, layer in enumerate(self.layers):
+            w, b = layer_weights(layer)
+            metrics[layer.name] = weight_metrics(w, b)
+            if layer.name not in self._positions:
+                self._positions[layer.name] = sample_positions(w.size, self.samples, self.seed, i)
+            samples.append(layer_sample(layer.name, w, b, self._positions[layer.name],
+                                        metrics[layer.name]))
+        return metrics, samples

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localrules.runs import trial_dir
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.store.documents import progress_document
 from localrules.worker.heartbeat import Heartbeat
@@ -34,13 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
 """Longest wait between attempts to reach a database that is away."""
-
-
-def trial_dir(artifacts: str, trial: Trial) -> str:
-    """Where a trial's checkpoints, history and TensorBoard files go."""
-    from localrules.runs import trial_dirname
-
-    return f"{str(artifacts).rstrip('/')}/{trial.experiment}/{trial_dirname(trial.trial_id)}"
 
 
 @dataclass
