@@ -23,29 +23,33 @@ BOTTOM = {"localrules", "validation"}
 """The package itself (``__version__``) and the input checks: importable from anywhere."""
 LAYERS: dict[str, set[str]] = {
     "validation": set(),
-    "runs": set(),
+    "jsonsafe": set(),
+    "results": {"jsonsafe"},
     "rules": set(),
     "models": {"rules"},
-    "data": {"runs"},
+    "data": set(),
     "config": {"rules"},
+    "runs": {"config", "jsonsafe"},
     "snapshots": {"runs"},
-    "train": {"config", "data", "models", "rules", "runs", "snapshots"},
+    "train": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "snapshots"},
     "spaces": {"config", "rules"},
-    "store": {"config", "runs"},
+    "store": {"config", "jsonsafe"},
     "search": {"config", "rules", "spaces", "store"},
-    "analysis": {"config", "rules", "runs", "snapshots", "spaces", "store"},
-    "worker": {"config", "data", "models", "rules", "runs", "search", "snapshots", "spaces",
-               "store", "train"},
-    "raytune": {"config", "data", "models", "rules", "runs", "search", "snapshots", "spaces",
-                "store", "train", "worker"},
-    "cli": {"analysis", "config", "data", "models", "raytune", "rules", "runs", "search",
-            "snapshots", "spaces", "store", "train", "worker"},
+    "analysis": {"config", "jsonsafe", "results", "rules", "runs", "snapshots", "spaces",
+                 "store"},
+    "worker": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "search",
+               "snapshots", "spaces", "store", "train"},
+    "raytune": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "search",
+                "snapshots", "spaces", "store", "train", "worker"},
+    "cli": {"analysis", "config", "data", "jsonsafe", "models", "raytune", "results", "rules",
+            "runs", "search", "snapshots", "spaces", "store", "train", "worker"},
 }
 """Each layer (a subpackage or a top-level module) and the layers it may import: lower ones only.
 The controller's layers (config, spaces, store, search) and analysis sit beside the TensorFlow
 stack (rules' layers, models, data, train), never on top of it."""
 
-WITHOUT_TENSORFLOW = ("validation", "config", "spaces", "store", "search", "analysis")
+WITHOUT_TENSORFLOW = ("validation", "jsonsafe", "results", "config", "spaces", "store", "search",
+                      "analysis")
 """Layers that never import TensorFlow or Keras, not even lazily: a controller on a small VM, the
 reports and the CLI's parser start in about a second and hold no accelerator."""
 HEAVY = ("tensorflow", "keras")
