@@ -10,7 +10,9 @@ sample to a validated config, insert. The floor is ``tpe.suggest`` on the contro
 define-by-run sampling of the same 21-parameter conditional tree (``optuna_sample``: a choice's
 children only under the option drawn) into a study holding the same params and objectives; its
 ``tell`` is left out, as the worker's ``complete`` is. All in one process, interleaved round by
-round, medians. A controller's first round (it reads every trial) is reported apart.
+round (the round and its floor in alternating order), medians; the round's excess over the floor
+also in process CPU time, which neighbours on a shared host do not inflate. A controller's first
+round (it reads and decodes every trial, as every round did before issue 15) is reported apart.
 
 Goals (issue 15): round ≤ floor + 0.01 s at 1,000 trials and ≤ floor + 0.05 s at 10,000; ahead of
 Optuna's SQLite storage at 10,000; ≥ 200 reserve+complete/s. Needs the bench extra (optuna).
@@ -161,27 +163,34 @@ class OptunaStudy:
 
 
 # --- the controller -----------------------------------------------------------------------------
-def controller_round(controller, store, experiment: str, rng: random.Random
-                     ) -> tuple[float, float]:
-    """Seconds of ``tpe.suggest`` alone on the controller's history, then of a whole round on
-    the same history; then the new trial is run (reserve → complete)."""
+def controller_round(controller, store, experiment: str, rng: random.Random, floor_first: bool
+                     ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(wall, CPU) seconds of a whole round and of ``tpe.suggest`` alone on the same history
+    (``floor_first``: which runs first, alternated so neither pays for the other's garbage);
+    then the new trial is run (reserve → complete)."""
     from hyperopt import tpe
 
     from localrules.search.suggest import suggestion_seed
 
     controller.history.update(store, experiment)  # the round's own read then finds nothing
     tid = max(controller.history.entries) + 1
-    started = time.perf_counter()
-    tpe.suggest([tid], controller.domain, controller.history.trials,
-                suggestion_seed(controller.settings.seed, tid), verbose=False)
-    alone = time.perf_counter() - started
-    started = time.perf_counter()
-    added = controller.step()
-    whole = time.perf_counter() - started
-    assert added == 1, added
+
+    def floor() -> None:
+        tpe.suggest([tid], controller.domain, controller.history.trials,
+                    suggestion_seed(controller.settings.seed, tid), verbose=False)
+
+    def whole() -> None:
+        assert controller.step() == 1
+
+    timed = {}
+    for name, run in ((("floor", floor), ("whole", whole)) if floor_first else
+                      (("whole", whole), ("floor", floor))):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        timed[name] = (time.perf_counter() - wall, time.process_time() - cpu)
     t = store.reserve("bench", 60.0, [experiment])
     store.complete(experiment, t.trial_id, t.attempt, {"objective": rng.random()})
-    return whole, alone
+    return timed["whole"], timed["floor"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,17 +238,16 @@ def main(argv: list[str] | None = None) -> None:
             out[f"first_round_s_{size}"] = round(time.perf_counter() - started, 4)
             t = store.reserve("bench", 60.0, [name])
             store.complete(name, t.trial_id, t.attempt, {"objective": rng.random()})
-            whole, alone, optuna_s = [], [], {storage: [] for storage in studies}
-            for _ in range(args.rounds):
-                w, a = controller_round(controller, store, name, rng)
-                whole.append(w)
-                alone.append(a)
+            pairs, optuna_s = [], {storage: [] for storage in studies}
+            for i in range(args.rounds):
+                pairs.append(controller_round(controller, store, name, rng, i % 2 == 0))
                 for storage, study in studies.items():
                     optuna_s[storage].append(study.round(space.nodes, rng))
-            out[f"round_s_{size}"] = round(statistics.median(whole), 4)
-            out[f"tpe_suggest_s_{size}"] = round(statistics.median(alone), 4)
-            out[f"round_over_tpe_s_{size}"] = round(
-                statistics.median(w - a for w, a in zip(whole, alone, strict=True)), 4)
+            out[f"round_s_{size}"] = round(statistics.median(w[0] for w, _ in pairs), 4)
+            out[f"tpe_suggest_s_{size}"] = round(statistics.median(a[0] for _, a in pairs), 4)
+            for clock, k in (("", 0), ("_cpu", 1)):  # wall time, process CPU time
+                out[f"round_over_tpe{clock}_s_{size}"] = round(
+                    statistics.median(w[k] - a[k] for w, a in pairs), 4)
             for storage, seconds in optuna_s.items():
                 out[f"optuna_{storage}_s_{size}"] = round(statistics.median(seconds), 4)
             log.info("%d trials: %s", size, {k: v for k, v in out.items() if k.endswith(
