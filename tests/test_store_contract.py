@@ -640,6 +640,68 @@ def test_history_is_the_projection_of_the_trials(store, exp):
         assert_same(h.misc, trial.misc)
     assert store.history("nope") == []
 
+# --- changes since a cursor ----------------------------------------------------------------
+# Every write to a trial, whoever makes it, and the call that makes it happen in the test.
+CHANGES = {
+    **{name: lambda s, e, t, write=write: write(s, e, t.trial_id, t.attempt)
+       for name, write in WRITES.items()},
+    "reserve": lambda s, e, t: s.reserve("w2", LEASE, [e]),
+    "requeue_expired": lambda s, e, t: s.requeue_expired(3, now=time.time() + 2 * LEASE),
+    "cancel": lambda s, e, t: s.cancel(e, [t.trial_id]),
+    "add_trials": lambda s, e, t: add_trials(s, e, 1),
+}
+
+
+def test_changes_from_zero_are_the_history(store, exp):
+    assert store.changes(exp, 0)[0] == []
+    add_trials(store, exp, 3)
+    t = store.reserve("w", LEASE, [exp])
+    store.complete(exp, t.trial_id, t.attempt, {"objective": 0.5})
+    entries, cursor = store.changes(exp, 0)
+    assert entries == store.history(exp) and [e.trial_id for e in entries] == [0, 1, 2]
+    assert cursor >= max(e.seq for e in entries) > 0
+    assert store.changes(exp, cursor)[0] == []  # nothing written since
+    assert store.changes("nope", 0)[0] == []
+
+
+@pytest.mark.parametrize("write", list(CHANGES))
+def test_every_write_to_a_trial_is_a_change(store, exp, write):
+    """Each write path numbers the trial it writes above the cursor; the other trials and
+    experiments stay out."""
+    store.create_experiment(experiment_doc("other"))
+    add_trials(store, "other", 1)
+    trial, _ = add_trials(store, exp, 2)
+    held = store.reserve("w", LEASE, [exp])
+    assert held.trial_id == trial.trial_id
+    before, cursor = store.changes(exp, 0)
+    add_trials(store, "other", 1)  # another experiment's writes are not this one's changes
+    CHANGES[write](store, exp, held)
+    entries, after = store.changes(exp, cursor)
+    want = {"reserve": [1], "add_trials": [2]}.get(write, [trial.trial_id])
+    assert [e.trial_id for e in entries] == want
+    old = {e.trial_id: e.seq for e in before}
+    assert all(e.seq > old.get(e.trial_id, 0) and e.seq <= after for e in entries)
+    assert after > cursor
+    assert entries == [e for e in store.history(exp) if e.trial_id in want]
+    assert store.changes(exp, after)[0] == []
+
+
+def test_a_refused_write_is_no_change(store, exp):
+    add_trials(store, exp, 1)
+    trial = store.reserve("w", LEASE)
+    _, cursor = store.changes(exp, 0)
+    with pytest.raises(LeaseLost):
+        store.complete(exp, trial.trial_id, trial.attempt + 1, RESULT)
+    assert store.cancel(exp, [99]) == 0
+    assert store.changes(exp, cursor)[0] == []
+
+
+@pytest.mark.parametrize("cursor", [-1, 1.5, "3", True, None])
+def test_a_malformed_cursor_is_refused(store, exp, cursor):
+    with pytest.raises(ValueError, match="cursor"):
+        store.changes(exp, cursor)
+
+
 # --- the controller lock ------------------------------------------------------------------
 def test_lock(store):
     assert store.acquire_lock("exp/suggest", "A", LEASE) is True
@@ -793,6 +855,74 @@ def _in_processes(target, url: str, name: str, n: int = 4) -> list[tuple]:
                 proc.kill()
     assert [proc.exitcode for proc in procs] == [0] * n
     return reports
+
+
+def _churn(url: str, worker: str, name: str, barrier, results) -> None:
+    """A worker process writing as fast as it can: reserve, heartbeats, progress, then complete,
+    fail or hand back (by trial id), until the queue is empty."""
+    done: list[int] = []
+    errors: list[str] = []
+    try:
+        with open_store(url) as store:
+            barrier.wait(60)
+            while (trial := store.reserve(worker, 60.0, [name])) is not None:
+                i, attempt = trial.trial_id, trial.attempt
+                for epoch in range(3):
+                    store.heartbeat(name, i, attempt, 60.0)
+                    store.report_progress(name, i, attempt, {"epoch": epoch})
+                if i % 5 == 0 and attempt == 1:
+                    store.release(name, i, attempt)
+                    continue
+                if i % 7 == 0:
+                    store.fail(name, i, attempt, f"{worker} failed it")
+                else:
+                    store.complete(name, i, attempt, {"objective": float(i), "worker": worker})
+                done.append(i)
+    except Exception as err:
+        errors.append(f"{worker}: {err!r}")
+    finally:
+        results.put((worker, done, errors))
+
+
+def test_a_reader_of_changes_misses_nothing_written_concurrently(store_url):
+    """Three processes write 40 trials about 500 times while this one reads changes after
+    changes, keeping only what they return: it ends with every trial as stored."""
+    import threading
+
+    with open_store(url := store_url) as store:
+        store.create_experiment(experiment_doc("cc"))
+        add_trials(store, "cc", 40)
+        seen: dict[int, tuple] = {}
+        reads, cursor, stop = [0], 0, threading.Event()
+
+        def read() -> None:
+            nonlocal cursor
+            entries, cursor = store.changes("cc", cursor)
+            seen.update({e.trial_id: (e.state, e.result) for e in entries})
+            reads[0] += 1
+
+        def poll() -> None:
+            while not stop.is_set():
+                read()
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            reports = _in_processes(_churn, url, "cc", n=3)
+        finally:
+            stop.set()
+            thread.join(60)
+        mid = dict(seen)
+        read()
+        final = {e.trial_id: (e.state, e.result) for e in store.history("cc")}
+    assert [errors for *_, errors in reports] == [[]] * 3
+    assert sorted(i for _, done, _ in reports for i in done) == list(range(40))
+    assert {state for state, _ in final.values()} == {DONE, FAILED}
+    assert reads[0] >= 10, "the reader never overlapped the writers"
+    # What the reader had seen before its last read is what the store held after the writers
+    # finished: the last read, after every write had landed, added nothing (no change missed).
+    assert mid == final
+    assert seen == final
 
 
 def test_four_processes_share_one_queue(store_url):

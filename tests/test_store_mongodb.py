@@ -71,6 +71,57 @@ def test_a_newer_schema_is_refused(mongodb_database_url):
         open_store(mongodb_database_url)
 
 
+def test_documents_from_before_change_numbers_come_once_until_written(mongodb_database_url):
+    """Trials a schema-2 store holds (no seq) come with the first changes, then only once
+    written again; the store is marked schema 3 and the changes query uses its index."""
+    db = mongodb_database_url.rsplit("/", 1)[1]
+    with open_store(mongodb_database_url) as store:
+        _fill(store, "e", 0)
+    client = _client(mongodb_database_url)
+    try:
+        client[db]["meta"].update_one({"_id": "schema"}, {"$set": {"version": 2}})
+        client[db]["meta"].delete_one({"_id": "seq"})
+        client[db]["trials"].insert_many([
+            {"_id": f"e:{i}", "experiment": "e", "trial_id": i, "state": "queued", "attempt": 0,
+             "lapses": 0, "config": {}, "params": {}, "misc": {"idxs": {}, "vals": {}},
+             "created_at": float(i), "schema_version": 2} for i in range(3)])
+        client[db]["experiments"].update_one({"_id": "e"}, {"$set": {"next_trial_id": 3}})
+        with open_store(mongodb_database_url) as store:
+            entries, cursor = store.changes("e", 0)
+            assert [(e.trial_id, e.seq) for e in entries] == [(0, 0), (1, 0), (2, 0)]
+            assert store.changes("e", cursor)[0] == []
+            trial = store.reserve("w", 60.0)
+            (entry,) = store.changes("e", cursor)[0]
+            assert entry.trial_id == trial.trial_id and entry.seq > 0
+        assert client[db]["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION == 3
+        assert client[db]["trials"].count_documents({"seq_pending": {"$exists": True}}) == 0
+        assert client[db]["trials"].index_information()["changes"]["key"] == [
+            ("experiment", 1), ("seq", 1)]
+    finally:
+        client.close()
+
+
+def test_a_write_cut_short_is_returned_until_written_again(mongodb_database_url):
+    """A writer that died after its write and before its stamp leaves the trial marked: every
+    changes returns it (never lost), until a later write numbers it."""
+    db = mongodb_database_url.rsplit("/", 1)[1]
+    with open_store(mongodb_database_url) as store:
+        _fill(store, "e", 2)
+        _, cursor = store.changes("e", 0)
+        client = _client(mongodb_database_url)
+        try:  # what the first of a write's three steps leaves
+            client[db]["trials"].update_one({"_id": "e:1"}, {"$set": {
+                "state": "cancelled", "seq_pending": "a-dead-writer"}})
+        finally:
+            client.close()
+        for _ in range(2):
+            entries, cursor = store.changes("e", cursor)
+            assert [(e.trial_id, e.state) for e in entries] == [(1, "cancelled")]
+        assert store.get_trial("e", 1).state == "cancelled"  # the mark is not part of the trial
+        store.reserve("w", 60.0)  # trial 0: numbered; trial 1 keeps its mark
+        assert [e.trial_id for e in store.changes("e", cursor)[0]] == [0, 1]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

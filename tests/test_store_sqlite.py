@@ -225,6 +225,39 @@ def test_a_store_from_before_reference_runs_is_upgraded(tmp_path):
         assert [h.reference for h in store.history("exp")] == [None, marker]
 
 
+def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
+    """A schema-2 store (no seq column, no counter) opens, is marked schema 3 (an older
+    localrules would write unnumbered), and its old trials come with the first changes only,
+    until they are written again."""
+    path = tmp_path / "v2.db"
+    with open_store(url_of(path)) as store:
+        fill(store, "exp", 3)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP INDEX trials_changes")
+        db.execute("ALTER TABLE trials DROP COLUMN seq")
+        db.execute("DROP TABLE sequence")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.close()
+    with open_store(url_of(path)) as store:
+        entries, cursor = store.changes("exp", 0)
+        assert [(e.trial_id, e.seq) for e in entries] == [(0, 0), (1, 0), (2, 0)]
+        assert store.changes("exp", cursor)[0] == []
+        trial = store.reserve("w", 60.0)
+        (entry,) = store.changes("exp", cursor)[0]
+        assert entry.trial_id == trial.trial_id and entry.seq > 0 and entry.state == "running"
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "3",)
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT trial_id FROM trials WHERE experiment = 'exp' AND "
+            "seq > 5"))
+        assert "trials_changes" in plan, plan
+    finally:
+        db.close()
+
+
 @pytest.mark.parametrize(("url", "password"), [
     ("mongodb://u:p/ss@h/db", "p/ss"), ("mongodb://u:p#s?s@h:1/db?x=1", "p#s?s"),
     ("postgres://u:se@cret@h/db", "se@cret"), ("see mongodb://u:pw1@h/db: refused", "pw1")])

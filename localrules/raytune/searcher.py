@@ -6,10 +6,11 @@ finished elsewhere under the same key is copied into the store, never trained tw
 another process is training right now is left for a later suggestion), then the space's warm
 starts, then hyperopt's TPE over the history the store holds, seeded per trial id from the
 experiment's seed. The searcher keeps no model of its own: the history is the store's (the
-store callback writes every trial when Ray starts it and its result when it ends), plus the
-trials it has handed Tune that the callback has not recorded yet, which join the history as
-pending. So the two engines suggest the same trials from the same history, and nothing private
-to Ray or hyperopt is touched.
+store callback writes every trial when Ray starts it and its result when it ends; the searcher
+reads the changes since its last suggestion into a ``search.history.History``, as the controller
+does), plus the trials it has handed Tune that the callback has not recorded yet, which join the
+history as pending. So the two engines suggest the same trials from the same history, and
+nothing private to Ray or hyperopt is touched.
 
 A trial's Ray config is ``{META: {experiment, trial_id, config, params, misc, reference}}``: the
 trainable trains ``config``, the store callback records the rest. A reference run reports its
@@ -78,9 +79,10 @@ class StoreSearcher(Searcher):
         is not handed again until the search is run again (as the store engine does)."""
         self._store = None
         self._suggester = None
+        self._history_kept = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None, "_suggester": None}
+        return {**self.__dict__, "_store": None, "_suggester": None, "_history_kept": None}
 
     @property
     def store(self):
@@ -107,15 +109,20 @@ class StoreSearcher(Searcher):
                               **spec: Any) -> bool:
         return True
 
-    def _history(self) -> list:
-        """The store's history plus the trials handed to Tune it does not hold yet (pending)."""
+    def _history(self):
+        """The store's history (its changes since the last call applied) plus the trials handed
+        to Tune it does not hold yet (pending)."""
+        from localrules.search.history import History
         from localrules.store import RUNNING, HistoryEntry
 
-        stored = self.store.history(self.experiment)
-        known = {t.trial_id for t in stored}
-        self.handed = {i: m for i, m in self.handed.items() if i not in known}
-        return [*stored, *(HistoryEntry(i, RUNNING, m["misc"], None, m.get("reference"))
-                           for i, m in self.handed.items())]
+        if self._history_kept is None:
+            self._history_kept = History()
+        history = self._history_kept
+        history.update(self.store, self.experiment)
+        self.handed = {i: m for i, m in self.handed.items() if not history.shown(i)}
+        history.apply((HistoryEntry(i, RUNNING, m["misc"], None, m.get("reference"))
+                       for i, m in self.handed.items()), local=True)
+        return history
 
     def _hand(self, trial) -> dict:
         meta = {"experiment": trial.experiment, "trial_id": trial.trial_id,
@@ -124,16 +131,16 @@ class StoreSearcher(Searcher):
         self.handed[trial.trial_id] = meta
         return {META: meta}
 
-    def _waiting_references(self, history: list) -> list:
+    def _waiting_references(self, history) -> list:
         """The planned reference runs the experiment lacks that were not handed to Tune yet."""
         from localrules.search.references import missing, planned
 
         suggester = self.suggester
-        return [run for run in missing(history, planned(suggester.space.budget,
-                                                          suggester.settings))
+        return [run for run in missing(history.references(),
+                                       planned(suggester.space.budget, suggester.settings))
                 if (run.rule, run.replicate) not in self.references_handed]
 
-    def _reference(self, history: list):
+    def _reference(self, history):
         """The next reference run to hand Tune, or None. Finished copies go straight into the
         store; a run that another process holds the key of waits for a later suggestion."""
         from localrules.search.references import reference_trial
@@ -159,17 +166,13 @@ class StoreSearcher(Searcher):
         return None
 
     def suggest(self, trial_id: str) -> dict | None:
-        from localrules.store import CANCELLED
-        from localrules.store.references import search_trials
-
         history = self._history()
         reference = self._reference(history)
         if reference is not None:
             log.info("Ray trial %s is reference %s, trial %d of %r", trial_id,
                      reference.reference["rule"], reference.trial_id, self.experiment)
             return self._hand(reference)
-        made = sum(t.state != CANCELLED for t in search_trials(history))
-        if made >= self.suggester.settings.max_trials:
+        if history.created >= self.suggester.settings.max_trials:
             # finished once no reference waits (read again: one may have been copied just now)
             return None if self._waiting_references(self._history()) else Searcher.FINISHED
         (trial,) = self.suggester.suggest(history, 1)

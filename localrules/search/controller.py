@@ -1,8 +1,10 @@
 """The search controller: keeps an experiment's queue filled with TPE suggestions.
 
 Each round it returns expired leases to the queue, takes (or renews) the experiment's controller
-lock, rebuilds hyperopt's history from the store and tops the queue up to ``concurrency`` pending
-trials without passing ``max_trials``. Everything it knows is in the store, so it can be killed
+lock, brings its history up to date with the trials the store has written since the last round
+(``search.history.History``: hyperopt's ``Trials`` and the counts are kept between rounds, never
+read and decoded whole again) and tops the queue up to ``concurrency`` pending trials without
+passing ``max_trials``. Everything it knows is in the store, so it can be killed
 and restarted at any moment; the lock keeps a second controller from suggesting for the same
 experiment, and trial ids come from the store's counter, so none is ever used twice.
 
@@ -22,23 +24,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from localrules.search.history import History
 from localrules.search.references import new_reference_trials
 from localrules.search.settings import SearchSettings
 from localrules.search.suggest import Suggester, suggestion_seed, trial_seed
 from localrules.spaces import Space
 from localrules.store import (
-    CANCELLED,
     FAILED,
-    FINISHED,
-    PENDING,
     Experiment,
     HistoryEntry,
     StoreError,
     Trial,
     TrialStore,
 )
-from localrules.store.documents import best_objective, state_counts
-from localrules.store.references import References, references_of, search_trials
+from localrules.store.references import References, references_of
 
 __all__ = ["Controller", "ControllerLocked", "Status", "suggestion_seed", "trial_seed"]
 
@@ -81,7 +80,8 @@ class Controller:
             f"controller:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
         self.lock_seconds = lock_seconds
         self.lock_name = f"controller:{experiment.name}"
-        self._history: list[HistoryEntry] = []
+        self.history = History()
+        """The experiment's trials as of the last round, and TPE's history of them."""
         self._references_queued = False
 
     @property
@@ -117,17 +117,18 @@ class Controller:
                         "failed" if trial.state == FAILED else "back in the queue")
         if not self._references_queued:
             self.queue_references()
-        stored = self.store.history(self.experiment.name)
-        self._history = stored
-        counted = [t for t in search_trials(stored) if t.state != CANCELLED]
-        pending = sum(t.state in PENDING for t in stored)  # reference runs occupy workers too
-        n = min(self.settings.concurrency - pending, self.settings.max_trials - len(counted))
+        history = self.history
+        history.update(self.store, self.experiment.name)
+        n = min(self.settings.concurrency - history.pending,
+                self.settings.max_trials - history.created)
         if n <= 0:
             return 0
-        new = self.suggest(stored, n)
-        self.store.add_trials(new)
-        self._history = [*stored, *(HistoryEntry(t.trial_id, t.state, t.misc, t.result)
-                                    for t in new)]
+        try:
+            new = self.suggester.suggest(history, n)  # they join the history as pending
+            self.store.add_trials(new)
+        except BaseException:
+            self.history = History()  # it may hold trials the store does not: read all again
+            raise
         log.info("queued trial%s %s", "s" if len(new) > 1 else "",
                  ", ".join(str(t.trial_id) for t in new))
         return len(new)
@@ -155,16 +156,18 @@ class Controller:
     # --- the loop -----------------------------------------------------------------------------
     def status(self, history: Sequence[HistoryEntry] | None = None) -> Status:
         """Counts, the best trial, the references and whether the search is finished, from
-        ``history`` (read from the store when not given) plus the best trial's document."""
-        stored = self.store.history(self.experiment.name) if history is None else history
-        counts = state_counts(stored)
-        top = best_objective(stored)
+        ``history`` (without it: the controller's, brought up to date with the store) plus the
+        best trial's document."""
+        if history is None:
+            self.history.update(self.store, self.experiment.name)
+        return self._status(self.history if history is None else History.of(history))
+
+    def _status(self, history: History) -> Status:
+        top = history.best()
         best = None if top is None else self.store.get_trial(self.experiment.name, top.trial_id)
-        created = sum(t.state != CANCELLED for t in search_trials(stored))
-        finished = (created >= self.settings.max_trials
-                    and all(t.state in FINISHED for t in stored))
-        return Status(counts, best, created, finished,
-                      references_of(stored, self.settings.references))
+        finished = history.created >= self.settings.max_trials and history.pending == 0
+        return Status(dict(history.counts), best, history.created, finished,
+                      references_of(history.references(), self.settings.references))
 
     def run(self, poll_seconds: float = 2.0,
             on_status: Callable[[Status], None] | None = None,
@@ -173,7 +176,7 @@ class Controller:
         try:
             while True:
                 self.step()
-                status = self.status(self._history)  # what the round just read and added
+                status = self._status(self.history)  # what the round just read and added
                 if on_status is not None:
                     on_status(status)
                 if status.finished or (should_stop is not None and should_stop()):

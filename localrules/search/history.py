@@ -1,5 +1,5 @@
-"""A hyperopt ``Trials`` rebuilt from the store, so TPE sees exactly the history it would have
-seen had it run in this process the whole time.
+"""TPE's history from the store: hyperopt's ``Trials`` as it would be had TPE run in this
+process the whole time, kept between suggestion rounds and updated by the store's changes.
 
 Each stored trial keeps hyperopt's ``idxs``/``vals``; its loss is the negated objective (TPE
 minimises, we maximise top-1). Queued and running trials go in as hyperopt's new/running jobs, so
@@ -7,13 +7,19 @@ they count towards the startup trials and enter TPE with infinite loss, as in hy
 asynchronous runs. Failed and cancelled trials are left out, as hyperopt's ``Trials.refresh``
 would drop them: they are neither modelled nor counted towards the startup trials (a failure is
 usually the machine's, not the configuration's). A diverged trial is ``done`` with a
-chance-level objective and is modelled like any other.
+chance-level objective and is modelled like any other. Reference runs never enter it.
+
+``History`` is what a controller (or the Ray searcher) keeps: reading and decoding every trial
+each round cost seconds at 10,000 trials, most of it hyperopt's checks of every document as it is
+inserted. It reads only the trials written since its cursor (``TrialStore.changes``) and applies
+them; ``rebuild`` makes the same ``Trials`` from scratch (the tests hold the two to identical
+suggestions).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from localrules.spaces.nodes import plain
@@ -23,8 +29,10 @@ from localrules.store.documents import (
     FAILED,
     QUEUED,
     RUNNING,
+    STATES,
     HistoryEntry,
     Trial,
+    best_objective,
 )
 
 Entry = Trial | HistoryEntry
@@ -34,25 +42,37 @@ log = logging.getLogger(__name__)
 DOMAIN_CMD = ("domain_attachment", "FMinIter_Domain")
 
 
-def hyperopt_doc(trials, trial: Entry) -> dict[str, Any]:
-    """The hyperopt trial document of a stored trial (``trials`` is the hyperopt Trials)."""
+def job(trial: Entry) -> tuple[int, dict[str, Any]] | None:
+    """hyperopt's (state, result) of a stored search trial, or None when it is not part of
+    TPE's history (failed, cancelled, done without an objective, or without usable misc)."""
     from hyperopt import base as hyperopt
 
-    state, result = {  # failed and cancelled trials never get here (see usable)
-        QUEUED: (hyperopt.JOB_STATE_NEW, {"status": hyperopt.STATUS_NEW}),
-        RUNNING: (hyperopt.JOB_STATE_RUNNING, {"status": hyperopt.STATUS_NEW}),
-    }.get(trial.state, (None, None))
+    if not usable(trial):
+        return None
     if trial.state == DONE:
         objective = (trial.result or {}).get("objective")
         if objective is None:
-            state, result = hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL}
-        else:
-            state, result = hyperopt.JOB_STATE_DONE, {"status": hyperopt.STATUS_OK,
-                                                      "loss": -float(objective)}
-    # Stored misc is plain JSON already; hyperopt only reads it (copies keep the store's apart).
-    misc = {"tid": trial.trial_id, "cmd": DOMAIN_CMD, "workdir": None,
+            return None
+        return hyperopt.JOB_STATE_DONE, {"status": hyperopt.STATUS_OK, "loss": -float(objective)}
+    state = {QUEUED: hyperopt.JOB_STATE_NEW, RUNNING: hyperopt.JOB_STATE_RUNNING}.get(trial.state)
+    return None if state is None else (state, {"status": hyperopt.STATUS_NEW})
+
+
+def hyperopt_misc_of(trial: Entry) -> dict[str, Any]:
+    """The misc of a trial's hyperopt doc. Stored misc is plain JSON already; hyperopt only
+    reads it (copies keep the store's apart)."""
+    return {"tid": trial.trial_id, "cmd": DOMAIN_CMD, "workdir": None,
             "idxs": dict(trial.misc["idxs"]), "vals": dict(trial.misc["vals"])}
-    (doc,) = trials.new_trial_docs([trial.trial_id], [None], [result], [misc])
+
+
+def hyperopt_doc(trials, trial: Entry) -> dict[str, Any]:
+    """The hyperopt trial document of a stored trial (``trials`` is the hyperopt Trials); in
+    hyperopt's error state when it is not part of TPE's history (``refresh`` drops it)."""
+    from hyperopt import base as hyperopt
+
+    state, result = job(trial) or (hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL})
+    (doc,) = trials.new_trial_docs([trial.trial_id], [None], [result],
+                                   [hyperopt_misc_of(trial)])
     doc["state"] = state
     return doc
 
@@ -78,10 +98,164 @@ def rebuild(stored: Sequence[Entry]):
 
     trials = hyperopt.Trials()
     docs = [hyperopt_doc(trials, t) for t in sorted(stored, key=lambda t: t.trial_id)
-            if usable(t)]
+            if t.reference is None and job(t) is not None]
     trials.insert_trial_docs(docs)
     trials.refresh()
     return trials
+
+
+class History:
+    """One experiment's history kept between rounds: an entry per trial (every one the store
+    has shown, plus those made here that it has not shown yet), counts, the best search trial,
+    and hyperopt's ``Trials`` over the search trials.
+
+    Only hyperopt's public surface is used: a trial's doc is inserted once
+    (``insert_trial_docs``); later changes are made to that doc in place (state, result, misc,
+    as hyperopt's own ``fmin`` does when a job finishes), and ``refresh()`` re-selects the docs
+    in valid states, so a trial that fails or is cancelled keeps its doc in the error state, out
+    of ``trials.trials`` as ``rebuild`` leaves it out. ``tpe.suggest`` reads only
+    ``trials.trials`` (each doc's tid, result and misc) and orders the docs by tid itself, so
+    it suggests what it would from a ``Trials`` rebuilt from the same entries.
+    """
+
+    def __init__(self) -> None:
+        import hyperopt
+
+        self.cursor = 0
+        """Where the next read of the store's changes starts (0: everything)."""
+        self.entries: dict[int, HistoryEntry] = {}
+        self.trials = hyperopt.Trials()
+        """hyperopt's history of the search trials, what ``tpe.suggest`` reads."""
+        self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        """Trials per state, reference runs included."""
+        self.created = 0
+        """Search trials made and not cancelled (what ``max_trials`` counts)."""
+        self.warm_starts: set[str] = set()
+        """The warm starts made into trials (in any state)."""
+        self._docs: dict[int, dict[str, Any]] = {}
+        self._stored: set[int] = set()
+        self._references: dict[int, HistoryEntry] = {}
+        self._best: HistoryEntry | None = None
+        self._best_stale = False
+
+    @classmethod
+    def of(cls, stored: Iterable[Entry]) -> History:
+        """The history of the given trials (as the store would show them)."""
+        history = cls()
+        history.apply(e if isinstance(e, HistoryEntry) else HistoryEntry.of(e) for e in stored)
+        return history
+
+    # --- reading ------------------------------------------------------------------------------
+    def update(self, store, experiment: str) -> None:
+        """Apply the trials the store has written since the last update (all, the first time)."""
+        entries, self.cursor = store.changes(experiment, self.cursor)
+        self.apply(entries)
+
+    @property
+    def pending(self) -> int:
+        """Queued and running trials, reference runs included (they occupy workers too)."""
+        return self.counts[QUEUED] + self.counts[RUNNING]
+
+    def shown(self, trial_id: int) -> bool:
+        """Whether the store has shown this trial (the others were made here)."""
+        return trial_id in self._stored
+
+    def values(self) -> list[HistoryEntry]:
+        """Every entry, by trial id."""
+        return [self.entries[i] for i in sorted(self.entries)]
+
+    def references(self) -> list[HistoryEntry]:
+        """The reference runs' entries, by trial id."""
+        return [self._references[i] for i in sorted(self._references)]
+
+    def best(self) -> HistoryEntry | None:
+        """The search trial with the highest objective (the lowest id among equals), as
+        ``best_objective`` picks it from the entries by id."""
+        if self._best_stale:
+            self._best = best_objective(self.values())
+            self._best_stale = False
+        return self._best
+
+    # --- changing -----------------------------------------------------------------------------
+    def apply(self, entries: Iterable[HistoryEntry], local: bool = False) -> None:
+        """Take these entries as the trials' current state. ``local`` ones (made here, not read
+        from the store) never replace what the store has shown of the same trial."""
+        new: dict[int, dict[str, Any]] = {}
+        for entry in entries:
+            tid = entry.trial_id
+            if local and tid in self._stored:
+                continue
+            if not local:
+                self._stored.add(tid)
+            old = self.entries.get(tid)
+            if old is not None:
+                self._count(old, -1)
+            self.entries[tid] = entry
+            self._count(entry, 1)
+            if entry.reference is not None:
+                self._references[tid] = entry
+                continue
+            self._track_best(old, entry)
+            self._set_doc(entry, new)
+        if new:
+            self.trials.insert_trial_docs(list(new.values()))
+        self.trials.refresh()
+        if new:
+            self._find_docs(new)
+
+    def _count(self, entry: HistoryEntry, sign: int) -> None:
+        self.counts[entry.state] = self.counts.get(entry.state, 0) + sign
+        if entry.reference is None:
+            self.created += sign * (entry.state != CANCELLED)
+            label = entry.misc.get("warm_start") if isinstance(entry.misc, Mapping) else None
+            if sign > 0 and label is not None:
+                self.warm_starts.add(label)
+
+    def _track_best(self, old: HistoryEntry | None, entry: HistoryEntry) -> None:
+        if self._best_stale:
+            return
+        if old is not None and self._best is not None and old.trial_id == self._best.trial_id:
+            self._best_stale = True  # the best changed: found again when asked
+            return
+        objective = (entry.result or {}).get("objective")
+        if objective is None:
+            return
+        best = self._best
+        if best is None or objective > best.result["objective"] or (
+                objective == best.result["objective"] and entry.trial_id < best.trial_id):
+            self._best = entry
+
+    def _set_doc(self, entry: HistoryEntry, new: dict[int, dict[str, Any]]) -> None:
+        """Bring the trial's hyperopt doc to the entry (insert it, change it, or put it in the
+        error state, out of the history)."""
+        from hyperopt import base as hyperopt
+
+        tid = entry.trial_id
+        state = job(entry)
+        doc = self._docs.get(tid)
+        if doc is None:
+            if state is not None:
+                new[tid] = hyperopt_doc(self.trials, entry)
+            else:
+                new.pop(tid, None)
+            return
+        if state is None:
+            doc["state"] = hyperopt.JOB_STATE_ERROR
+            return
+        doc["state"], doc["result"] = state
+        doc["misc"].update(idxs=dict(entry.misc["idxs"]), vals=dict(entry.misc["vals"]))
+
+    def _find_docs(self, new: Mapping[int, dict[str, Any]]) -> None:
+        """Keep a handle on the docs just inserted (hyperopt inserts copies). They come last in
+        ``trials.trials``, so the search from the end is short."""
+        wanted = set(new)
+        for doc in reversed(self.trials.trials):
+            if doc["tid"] in wanted:
+                self._docs[doc["tid"]] = doc
+                wanted.discard(doc["tid"])
+                if not wanted:
+                    return
+        raise RuntimeError(f"hyperopt's Trials did not keep the docs of trials {sorted(wanted)}")
 
 
 def misc_from_doc(doc: Mapping[str, Any]) -> dict[str, Any]:

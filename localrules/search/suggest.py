@@ -8,11 +8,14 @@ and the validated config seeded from the experiment's seed and the id.
 - Warm starts (a paper space's published rule, a YAML space's ``warm_start`` points) come first,
   once each, as real trials TPE learns from; the store remembers which were queued
   (``misc["warm_start"]``), so a restarted controller never queues one twice.
-- Then TPE: hyperopt's ``tpe.suggest`` on a ``Trials`` rebuilt from the stored search trials
-  (reference runs are never part of it), seeded per trial id from the experiment's seed. It is
-  random while the history holds fewer than ``n_startup_jobs`` trials (``misc["startup"]``).
+- Then TPE: hyperopt's ``tpe.suggest`` on the ``Trials`` of the stored search trials (reference
+  runs are never part of it: ``search.history``), seeded per trial id from the experiment's
+  seed. It is random while the history holds fewer than ``n_startup_jobs`` trials
+  (``misc["startup"]``).
 - Each new trial joins the history as pending before the next is drawn, as in hyperopt's own
-  asynchronous runs.
+  asynchronous runs. Given a ``History`` (a controller's, kept between rounds), the new trials
+  stay in it as pending until the store shows them; given stored trials, a history is made of
+  them for this call.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from localrules.search.history import hyperopt_doc, misc_from_doc, rebuild
+from localrules.search.history import History, misc_from_doc
 from localrules.search.settings import SearchSettings
 from localrules.spaces import Space
 from localrules.store import HistoryEntry, Trial, TrialStore
-from localrules.store.references import search_trials
 
 
 def suggestion_seed(experiment_seed: int, trial_id: int) -> int:
@@ -69,23 +71,20 @@ class Suggester:
         return Trial(experiment=self.experiment, trial_id=trial_id, config=config.to_dict(),
                      params=self.space.check_params(params), misc=dict(misc))
 
-    def pending_warm_starts(self, stored: Sequence[Trial | HistoryEntry]
-                            ) -> list[tuple[str, Mapping[str, Any]]]:
+    def pending_warm_starts(self, history: History) -> list[tuple[str, Mapping[str, Any]]]:
         """The warm starts not yet made into trials (none when the search turned them off)."""
         if not self.settings.warm_start:
             return []
-        made = {(t.misc or {}).get("warm_start") for t in stored}
         return [(label, params) for label, params in self.space.warm_starts
-                if label not in made]
+                if label not in history.warm_starts]
 
-    def suggest(self, stored: Sequence[Trial | HistoryEntry], n: int) -> list[Trial]:
+    def suggest(self, stored: Sequence[Trial | HistoryEntry] | History, n: int) -> list[Trial]:
         """``n`` new trials on top of the stored history (any reference runs in it are
-        ignored): warm starts first, then TPE."""
+        ignored): warm starts first, then TPE. A ``History`` given keeps them as pending."""
         from hyperopt import tpe
 
-        stored = search_trials(stored)
-        warm = self.pending_warm_starts(stored)
-        history = rebuild(stored)
+        history = stored if isinstance(stored, History) else History.of(stored)
+        warm = self.pending_warm_starts(history)
         tpe_settings = self.settings.tpe
         new: list[Trial] = []
         for trial_id in self.store.allocate_trial_ids(self.experiment, n):
@@ -96,9 +95,9 @@ class Suggester:
             else:
                 # hyperopt suggests at random while it holds fewer trials than n_startup_jobs
                 # (queued and running ones count; failed ones, left out, do not).
-                startup = len(history.trials) < tpe_settings.n_startup_jobs
+                startup = len(history.trials.trials) < tpe_settings.n_startup_jobs
                 (doc,) = tpe.suggest(
-                    [trial_id], self.domain, history,
+                    [trial_id], self.domain, history.trials,
                     suggestion_seed(self.settings.seed, trial_id),
                     prior_weight=tpe_settings.prior_weight,
                     n_startup_jobs=tpe_settings.n_startup_jobs,
@@ -108,6 +107,5 @@ class Suggester:
                 params = self.space.params_from_vals(misc["vals"])
             trial = self.trial(trial_id, params, misc)
             new.append(trial)
-            history.insert_trial_docs([hyperopt_doc(history, trial)])
-            history.refresh()
+            history.apply([HistoryEntry.of(trial)], local=True)
         return new

@@ -1,9 +1,10 @@
 """The trial-store interface every backend implements (SQLite here, MongoDB next).
 
 Small on purpose: experiments; trials with create, reserve-with-lease, heartbeat, progress,
-complete/fail/release with a fencing token, requeue of expired leases, cancel; queries; and a
-leased lock so that one controller at a time suggests for an experiment. The contract tests in
-``tests/test_store_contract.py`` run against every backend.
+complete/fail/release with a fencing token, requeue of expired leases, cancel; queries, among
+them the trials changed since a cursor (``changes``: what a controller reads each round instead
+of the whole history); and a leased lock so that one controller at a time suggests for an
+experiment. The contract tests in ``tests/test_store_contract.py`` run against every backend.
 
 Every method is atomic on its own. A write that names a trial's attempt succeeds only while that
 attempt still holds the trial (state ``running``, same attempt); otherwise it raises ``LeaseLost``
@@ -37,6 +38,13 @@ class TrialNotFound(StoreError):
 
 class TrialExists(StoreError, ValueError):
     pass
+
+
+def check_cursor(after: object) -> int:
+    """A ``changes`` cursor: 0 or a number a previous call returned."""
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ValueError(f"a changes cursor is 0 or a cursor changes() returned, got {after!r}")
+    return after
 
 
 class TrialStore(abc.ABC):
@@ -137,10 +145,27 @@ class TrialStore(abc.ABC):
         """The experiment's trials (of the given states), by trial id."""
 
     def history(self, experiment: str) -> list[HistoryEntry]:
-        """Id, state, hyperopt misc and result of every trial, by id: what a suggestion round
-        reads. Backends override it with a projection (configs are most of a document)."""
-        return [HistoryEntry(t.trial_id, t.state, t.misc, t.result, t.reference)
-                for t in self.trials(experiment)]
+        """Id, state, hyperopt misc and result of every trial, by id (a projection: configs,
+        most of a document, are not read)."""
+        return self.changes(experiment, 0)[0]
+
+    @abc.abstractmethod
+    def changes(self, experiment: str, after: int) -> tuple[list[HistoryEntry], int]:
+        """The history entries (by id) of the experiment's trials written since the cursor
+        ``after``, and the cursor to pass next time. ``after=0`` gives every trial (those written
+        before stores numbered their changes included). A reader that keeps what it read and
+        passes each returned cursor back sees every later write at least once; an entry may come
+        again unchanged, and it is always the trial as it is now.
+
+        Every write to a trial stamps it with the next number of a counter kept in the store
+        (never a host's clock: workers' clocks differ), and the cursor returned is the counter
+        as the read found it (never 0). The danger is a write that took number n, was overtaken
+        by one that took n + 1, and lands after a reader's cursor passed n + 1. SQLite takes
+        the number inside the write's transaction, and transactions are serialised, so a
+        snapshot holding the counter at n holds every write numbered up to n. MongoDB needs
+        two operations, so a write changes the trial and marks it as being written in one,
+        then takes its number and stamps it, and this query returns marked trials whatever
+        their number (``store/mongo.py`` gives the argument)."""
 
     @abc.abstractmethod
     def reference_runs(self, key: str) -> list[Trial]:

@@ -17,9 +17,12 @@ from typing import Any
 from localrules import __version__
 from localrules.jsonsafe import json_safe
 
-SCHEMA_VERSION = 2
-"""2: trials may be reference runs (``reference``). Workers leave documents of a newer schema
-for newer workers; older documents are read as they are."""
+SCHEMA_VERSION = 3
+"""2: trials may be reference runs (``reference``). 3: every write to a trial stamps it with the
+store's change number (``seq``, see ``TrialStore.changes``); a store opened by this version is
+marked 3, so an older localrules, which would write without stamping (and a controller would
+never see the change), refuses it. Workers leave documents of a newer schema for newer workers;
+older documents are read as they are."""
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES: tuple[str, ...] = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -103,7 +106,7 @@ class Trial:
     def from_dict(cls, data: Mapping[str, Any]) -> Trial:
         """A trial from a stored document, checked: a malformed or hostile document (missing or
         unknown fields, wrong types) is a ValueError, never a half-built trial."""
-        extra = sorted(set(data) - _TRIAL_FIELDS - {"_id"})
+        extra = sorted(set(data) - _TRIAL_FIELDS - BOOKKEEPING)
         if extra:
             raise ValueError(f"unknown trial document field(s): {', '.join(map(str, extra))}")
         missing = sorted(_REQUIRED - set(data))
@@ -129,6 +132,9 @@ class Trial:
 
 
 _TRIAL_FIELDS = frozenset(f.name for f in dataclasses.fields(Trial))
+BOOKKEEPING = frozenset({"_id", "seq", "seq_pending"})
+"""Fields a backend keeps in a trial's document beside the trial (its key, its change number and
+a write in progress): not part of the trial, never refused as unknown."""
 _REQUIRED = frozenset({"experiment", "trial_id", "config", "params", "misc"})
 _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -160,6 +166,14 @@ class HistoryEntry:
     misc: Mapping[str, Any]
     result: Mapping[str, Any] | None
     reference: Mapping[str, Any] | None = None
+    seq: int = 0
+    """The store's change number of the trial's last write (0: written before stores numbered
+    their changes, or not read from a store)."""
+
+    @classmethod
+    def of(cls, trial: Trial) -> HistoryEntry:
+        """The entry of a trial document (one not read back from the store: ``seq`` 0)."""
+        return cls(trial.trial_id, trial.state, trial.misc, trial.result, trial.reference)
 
 
 def state_counts(trials: Iterable[Trial | HistoryEntry]) -> dict[str, int]:

@@ -10,6 +10,21 @@ version. Credentials come from the URL (or the driver's environment) and never a
 
 Leases are timed by the clocks of the processes that write them, as with SQLite; keep the
 machines' clocks synchronised (NTP), as any lease-based system needs.
+
+Change numbers (``TrialStore.changes``). A write to a trial is three operations: the write itself,
+which also marks the trial as being written (``seq_pending``: a token of this write); then the
+next number from the counter document (``meta`` ``seq``, ``$inc``); then the stamp, which sets
+``seq`` to it and clears the mark where the mark is still this write's (a later write's mark is
+that write's to clear, with a higher number). ``changes`` reads the counter, then returns the
+trials numbered above the cursor and every marked one, and hands back the counter it read as the
+next cursor. No change is missed: take a change that lands at time T, and the first query whose
+counter read comes after T. Its cursor is a counter read before T. When it reaches the trial, the
+trial is either still marked (returned), or stamped with a number taken after T, above any
+counter read before T (returned). The cursor is the counter read before the query, not the
+highest number seen: a number seen may be the stamp of a write that landed while the query ran,
+after the query had passed a trial whose own, smaller number was stamped later still. A writer
+that dies between its operations leaves its mark: the trial comes with every ``changes`` until
+its next write, which costs one entry read again.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from localrules.store.base import (
     TrialExists,
     TrialNotFound,
     TrialStore,
+    check_cursor,
 )
 from localrules.store.documents import (
     CANCELLED,
@@ -54,6 +70,15 @@ T = TypeVar("T")
 
 def _key(experiment: str, trial_id: int) -> str:
     return f"{experiment}:{trial_id}"
+
+
+def _marked(update: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """``update`` that also marks the trials it writes as being written by ``token``."""
+    return {**update, "$set": {**update.get("$set", {}), "seq_pending": token}}
+
+
+def _token() -> str:
+    return uuid.uuid4().hex
 
 
 def _password(url: str) -> str | None:
@@ -136,7 +161,14 @@ class MongoStore(TrialStore):
                                   name="experiment_state")
         self._trials.create_index([("reference.key", ASCENDING)], name="reference_key",
                                   sparse=True)
-        self._meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}},
+        self._trials.create_index([("experiment", ASCENDING), ("seq", ASCENDING)],
+                                  name="changes")
+        self._trials.create_index([("seq_pending", ASCENDING)], name="seq_pending", sparse=True)
+        # From 1: a cursor (the counter as read) is never 0, which reads everything.
+        self._meta.update_one({"_id": "seq"}, {"$setOnInsert": {"value": 1}}, upsert=True)
+        # Marked with this version (an older localrules would write unnumbered); a newer one
+        # stays and is refused below.
+        self._meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}},
                               upsert=True)
         self._meta.update_one({"_id": "identity"},
                               {"$setOnInsert": {"value": uuid.uuid4().hex}}, upsert=True)
@@ -157,16 +189,27 @@ class MongoStore(TrialStore):
         return Experiment.from_dict({k: v for k, v in doc.items()
                                      if k not in ("_id", "next_trial_id")})
 
+    def _stamp(self, token: str) -> None:
+        """Number the trials a write marked with ``token`` (the last of its three steps)."""
+        from pymongo import ReturnDocument
+
+        counter = self._meta.find_one_and_update({"_id": "seq"}, {"$inc": {"value": 1}},
+                                                 return_document=ReturnDocument.AFTER)
+        self._trials.update_many({"seq_pending": token},
+                                 {"$set": {"seq": counter["value"]}, "$unset": {"seq_pending": ""}})
+
     def _fenced(self, experiment: str, trial_id: int, attempt: int,
                 sets: Mapping[str, Any], late: bool = False) -> None:
         """Update a running trial only if ``attempt`` still holds it (with ``late``, also a
         trial requeued from that attempt and not reserved since); else LeaseLost."""
         states = [RUNNING, QUEUED] if late else [RUNNING]
+        token = _token()
         done = self._trials.update_one(
             {"_id": _key(experiment, trial_id), "state": {"$in": states},
              "attempt": {"$eq": attempt, "$gte": 1}},
-            {"$set": {**sets, "updated_at": clock()}})
+            _marked({"$set": {**sets, "updated_at": clock()}}, token))
         if done.matched_count == 1:
+            self._stamp(token)
             return
         doc = self._trials.find_one({"_id": _key(experiment, trial_id)},
                                     {"state": 1, "attempt": 1})
@@ -243,11 +286,14 @@ class MongoStore(TrialStore):
         taken = [d["_id"] for d in self._trials.find({"_id": {"$in": keys}}, {"_id": 1})]
         if taken:
             raise TrialExists(f"trial ids already taken: {', '.join(sorted(taken))}")
-        docs = [{"_id": k, **t.to_dict()} for k, t in zip(keys, trials, strict=True)]
+        token = _token()
+        docs = [{"_id": k, **t.to_dict(), "seq_pending": token}
+                for k, t in zip(keys, trials, strict=True)]
         for doc in docs:
             strict_json(doc)
         try:
             self._trials.insert_many(docs, ordered=True)
+            self._stamp(token)
         except BulkWriteError as err:  # a concurrent insert took an id: undo ours
             inserted = err.details.get("nInserted", 0)
             if inserted:
@@ -271,16 +317,18 @@ class MongoStore(TrialStore):
                 return None
             query["experiment"] = {"$in": list(experiments)}
         while True:
-            t = clock()
+            t, token = clock(), _token()
             doc = self._trials.find_one_and_update(
                 query,
-                {"$set": {"state": RUNNING, "worker": worker, "lease_expires": t + lease_seconds,
-                          "started_at": t, "updated_at": t},
-                 "$inc": {"attempt": 1}},
+                _marked({"$set": {"state": RUNNING, "worker": worker,
+                                  "lease_expires": t + lease_seconds, "started_at": t,
+                                  "updated_at": t},
+                         "$inc": {"attempt": 1}}, token),
                 sort=[("created_at", 1), ("trial_id", 1)],
                 return_document=ReturnDocument.AFTER)
             if doc is None:
                 return None
+            self._stamp(token)
             try:
                 trial = self._trial(doc)
                 if doc["_id"] != _key(trial.experiment, trial.trial_id):
@@ -288,9 +336,10 @@ class MongoStore(TrialStore):
                                      "trial_id")
                 return trial
             except ValueError as err:  # malformed or hostile: fail it, never hand it out
-                self._trials.update_one({"_id": doc["_id"]}, {"$set": {
+                self._trials.update_one({"_id": doc["_id"]}, _marked({"$set": {
                     "state": FAILED, "error": f"malformed trial document: {err}",
-                    "lease_expires": None, "finished_at": t}})
+                    "lease_expires": None, "finished_at": t}}, token))
+                self._stamp(token)
 
     @_guarded
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
@@ -325,7 +374,7 @@ class MongoStore(TrialStore):
     # --- any process --------------------------------------------------------------------------
     @_guarded
     def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
-        t = clock() if now is None else now
+        t, token = clock() if now is None else now, _token()
         changed = []
         for doc in self._trials.find({"state": RUNNING, "lease_expires": {"$lt": t}},
                                      {"attempt": 1, "lapses": 1}):
@@ -338,9 +387,12 @@ class MongoStore(TrialStore):
             # Only if nobody renewed or finished it meanwhile (same attempt, still expired).
             done = self._trials.update_one(
                 {"_id": doc["_id"], "state": RUNNING, "attempt": doc["attempt"],
-                 "lease_expires": {"$lt": t}}, {"$set": sets, "$inc": {"lapses": 1}})
+                 "lease_expires": {"$lt": t}},
+                _marked({"$set": sets, "$inc": {"lapses": 1}}, token))
             if done.modified_count:
                 changed.append(doc["_id"])
+        if changed:
+            self._stamp(token)
         return self._parsed(self._trials.find({"_id": {"$in": changed}}).sort("trial_id", 1))
 
     def _parsed(self, docs: Iterable[Mapping[str, Any]]) -> list[Trial]:
@@ -359,9 +411,11 @@ class MongoStore(TrialStore):
         query: dict[str, Any] = {"experiment": experiment, "state": {"$in": [QUEUED, RUNNING]}}
         if trial_ids is not None:
             query["trial_id"] = {"$in": list(trial_ids)}
-        t = clock()
-        done = self._trials.update_many(query, {"$set": {
-            "state": CANCELLED, "lease_expires": None, "finished_at": t, "updated_at": t}})
+        t, token = clock(), _token()
+        done = self._trials.update_many(query, _marked({"$set": {
+            "state": CANCELLED, "lease_expires": None, "finished_at": t, "updated_at": t}}, token))
+        if done.modified_count:
+            self._stamp(token)
         return done.modified_count
 
     @_guarded
@@ -377,14 +431,18 @@ class MongoStore(TrialStore):
         return self._parsed(self._trials.find(query).sort("trial_id", 1))
 
     @_guarded
-    def history(self, experiment: str) -> list[HistoryEntry]:
-        cursor = self._trials.find({"experiment": experiment},
-                                   {"trial_id": 1, "state": 1, "misc": 1, "result": 1,
-                                    "reference": 1}
-                                   ).sort("trial_id", 1)
-        return [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"),
-                             d.get("reference"))
-                for d in cursor if isinstance(d.get("trial_id"), int) and "state" in d]
+    def changes(self, experiment: str, after: int) -> tuple[list[HistoryEntry], int]:
+        after = check_cursor(after)
+        counter = self._meta.find_one({"_id": "seq"})["value"]  # before the query (see above)
+        query: dict[str, Any] = {"experiment": experiment}
+        if after:  # from 0: every trial, unnumbered ones from before numbering included
+            query["$or"] = [{"seq": {"$gt": after}}, {"seq_pending": {"$exists": True}}]
+        cursor = self._trials.find(query, {"trial_id": 1, "state": 1, "misc": 1, "result": 1,
+                                           "reference": 1, "seq": 1}).sort("trial_id", 1)
+        entries = [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"),
+                                d.get("reference"), d.get("seq", 0))
+                   for d in cursor if isinstance(d.get("trial_id"), int) and "state" in d]
+        return entries, max(after, counter)
 
     @_guarded
     def reference_runs(self, key: str) -> list[Trial]:

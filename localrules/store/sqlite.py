@@ -5,10 +5,15 @@ WAL journal (readers never block the writer), ``BEGIN IMMEDIATE`` for every read
 contending processes wait instead of failing. Queryable fields are columns with indexes; the rest
 of a document (config, params, misc, progress, result) is JSON text. One connection per store
 object, shared by its threads (a worker's heartbeat thread) under a lock.
+
+Every write to a trial stamps its ``seq`` column with the next value of the store's counter
+(table ``sequence``) in the same transaction, so changes land in the order of their numbers and
+``changes`` reads them from the (experiment, seq) index with the highest number read as cursor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -26,6 +31,7 @@ from localrules.store.base import (
     TrialExists,
     TrialNotFound,
     TrialStore,
+    check_cursor,
 )
 from localrules.store.documents import (
     CANCELLED,
@@ -52,8 +58,10 @@ _TRIAL_COLUMNS = (
     "updated_at", "finished_at", "reference", "schema_version",
 )
 _ADDED_COLUMNS = {"lapses": "INTEGER NOT NULL DEFAULT 0", "reference": "TEXT",
-                  "reference_key": "TEXT"}
-"""Columns added after the first release: a store created before gets them when opened."""
+                  "reference_key": "TEXT", "seq": "INTEGER NOT NULL DEFAULT 0"}
+"""Columns added after the first release: a store created before gets them when opened (its
+trials get ``seq`` 0: read by a reader's first ``changes``, numbered at their next write)."""
+_HISTORY_COLUMNS = "trial_id, state, misc, result, reference, seq"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS experiments (
@@ -83,6 +91,7 @@ CREATE TABLE IF NOT EXISTS trials (
     reference TEXT,
     reference_key TEXT,
     schema_version INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (experiment, trial_id)
 );
 CREATE INDEX IF NOT EXISTS trials_queue ON trials (state, created_at, trial_id);
@@ -93,6 +102,7 @@ CREATE TABLE IF NOT EXISTS locks (
     expires REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -119,37 +129,51 @@ class SQLiteStore(TrialStore):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                    raise _Newer(row[0])  # rolled back: the file is left as it was
                 columns = {r[1] for r in db.execute("PRAGMA table_info(trials)")}
                 for column, kind in _ADDED_COLUMNS.items():
                     if column not in columns:
                         db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
                 db.execute("CREATE INDEX IF NOT EXISTS trials_reference ON trials "
                            "(reference_key)")
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
-                               (str(SCHEMA_VERSION),))
+                db.execute("CREATE INDEX IF NOT EXISTS trials_changes ON trials "
+                           "(experiment, seq)")
+                # Marked with this version (an older localrules would write unnumbered).
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+                # From 1: a cursor (the counter as read) is never 0, which reads everything.
+                db.execute("INSERT OR IGNORE INTO sequence VALUES ('trials', 1)")
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
                            (uuid.uuid4().hex,))
                 (self.identity,) = db.execute(
                     "SELECT value FROM meta WHERE key='identity'").fetchone()
+        except _Newer as newer:
+            self._db.close()
+            raise StoreError(f"{self.url} has schema version {newer}; this localrules "
+                             f"understands up to {SCHEMA_VERSION}: upgrade localrules") from None
         except sqlite3.OperationalError as err:  # locked, I/O: the database, not the input
             raise StoreError(f"cannot open the SQLite store {path!r}: {err}") from None
         except sqlite3.DatabaseError as err:  # not a database
             raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
-            self._db.close()
-            raise StoreError(f"{self.url} has schema version {row[0]}; this localrules "
-                             f"understands up to {SCHEMA_VERSION}: upgrade localrules")
 
     # --- plumbing -----------------------------------------------------------------------------
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One read-modify-write transaction, serialised across processes."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Reads that see one state of the database (WAL: never blocked by a writer)."""
+        return self._transaction("BEGIN")
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One read-modify-write transaction, serialised across processes (BEGIN IMMEDIATE).
-        A database that stays locked or fails (sqlite3.OperationalError) is a StoreError."""
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """A transaction (``begin`` is its BEGIN statement) on the shared connection. A
+        database that stays locked or fails (sqlite3.OperationalError) is a StoreError."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(begin)
                 yield self._db
             except BaseException as err:
                 if self._db.in_transaction:
@@ -159,6 +183,14 @@ class SQLiteStore(TrialStore):
                 raise
             else:
                 self._db.execute("COMMIT")
+
+    @staticmethod
+    def _seq(db: sqlite3.Connection) -> int:
+        """The next change number, taken inside the caller's write transaction (so it lands
+        with the write, after every smaller number)."""
+        (value,) = db.execute("UPDATE sequence SET value = value + 1 WHERE name = 'trials' "
+                              "RETURNING value").fetchone()
+        return value
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -187,9 +219,9 @@ class SQLiteStore(TrialStore):
         states = (RUNNING, QUEUED) if late else (RUNNING, RUNNING)
         with self._write() as db:
             cur = db.execute(
-                f"UPDATE trials SET {assignments}, updated_at = ? WHERE experiment = ? AND "
-                "trial_id = ? AND state IN (?, ?) AND attempt = ? AND attempt >= 1",
-                (*sets.values(), clock(), experiment, trial_id, *states, attempt),
+                f"UPDATE trials SET {assignments}, updated_at = ?, seq = ? WHERE experiment = ? "
+                "AND trial_id = ? AND state IN (?, ?) AND attempt = ? AND attempt >= 1",
+                (*sets.values(), clock(), self._seq(db), experiment, trial_id, *states, attempt),
             )
             if cur.rowcount == 1:
                 return
@@ -251,12 +283,13 @@ class SQLiteStore(TrialStore):
                     data[name] = strict_json(data[name])
             key = None if t.reference is None else t.reference["key"]
             rows.append((*(data[c] for c in _TRIAL_COLUMNS), key))
-        columns = (*_TRIAL_COLUMNS, "reference_key")
+        columns = (*_TRIAL_COLUMNS, "reference_key", "seq")
         marks = ", ".join("?" for _ in columns)
         try:
             with self._write() as db:
+                seq = self._seq(db)
                 db.executemany(f"INSERT INTO trials ({', '.join(columns)}) "
-                               f"VALUES ({marks})", rows)
+                               f"VALUES ({marks})", [(*row, seq) for row in rows])
         except sqlite3.IntegrityError as err:
             if "FOREIGN KEY" in str(err):
                 missing = sorted({t.experiment for t in trials} - {
@@ -287,16 +320,17 @@ class SQLiteStore(TrialStore):
                     return None
                 db.execute(
                     "UPDATE trials SET state = ?, attempt = attempt + 1, worker = ?, "
-                    "lease_expires = ?, started_at = ?, updated_at = ? "
+                    "lease_expires = ?, started_at = ?, updated_at = ?, seq = ? "
                     "WHERE experiment = ? AND trial_id = ?",
-                    (RUNNING, worker, t + lease_seconds, t, t, *row),
+                    (RUNNING, worker, t + lease_seconds, t, t, self._seq(db), *row),
                 )
                 try:
                     return self.get_trial(*row)
                 except ValueError as err:  # a tampered row: fail it, never hand it out
                     db.execute("UPDATE trials SET state = ?, error = ?, lease_expires = NULL, "
-                               "finished_at = ? WHERE experiment = ? AND trial_id = ?",
-                               (FAILED, f"malformed trial document: {err}", t, *row))
+                               "finished_at = ?, seq = ? WHERE experiment = ? AND trial_id = ?",
+                               (FAILED, f"malformed trial document: {err}", t, self._seq(db),
+                                *row))
 
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
                   lease_seconds: float) -> None:
@@ -333,9 +367,9 @@ class SQLiteStore(TrialStore):
                 db.execute(
                     "UPDATE trials SET state = ?, error = ?, lapses = lapses + 1, worker = "
                     "CASE WHEN ? = 'failed' THEN worker END, lease_expires = NULL, "
-                    "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ? "
+                    "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ?, seq = ? "
                     "WHERE experiment = ? AND trial_id = ?",
-                    (state, error, state, state, t, t, experiment, trial_id))
+                    (state, error, state, state, t, t, self._seq(db), experiment, trial_id))
             out = []
             for e, i, _ in rows:
                 try:
@@ -353,8 +387,8 @@ class SQLiteStore(TrialStore):
         with self._write() as db:
             t = clock()
             cur = db.execute(f"UPDATE trials SET state = ?, lease_expires = NULL, "
-                             f"finished_at = ?, updated_at = ? WHERE {where}",
-                             (CANCELLED, t, t, *args))
+                             f"finished_at = ?, updated_at = ?, seq = ? WHERE {where}",
+                             (CANCELLED, t, t, self._seq(db), *args))
             return cur.rowcount
 
     def get_trial(self, experiment: str, trial_id: int) -> Trial | None:
@@ -369,11 +403,18 @@ class SQLiteStore(TrialStore):
             args += states
         return self._select(where, args, "ORDER BY trial_id")
 
-    def history(self, experiment: str) -> list[HistoryEntry]:
-        rows = self._read("SELECT trial_id, state, misc, result, reference FROM trials "
-                          "WHERE experiment = ? ORDER BY trial_id", (experiment,))
-        return [HistoryEntry(i, state, json.loads(misc), _loads(result), _loads(reference))
-                for i, state, misc, result, reference in rows]
+    def changes(self, experiment: str, after: int) -> tuple[list[HistoryEntry], int]:
+        # One snapshot: it holds every write numbered up to the counter it shows (numbers are
+        # taken inside the serialised write transactions). From 0: every trial, a store's from
+        # before numbering (seq 0) included.
+        after = check_cursor(after)
+        with self._snapshot() as db:
+            (counter,) = db.execute("SELECT value FROM sequence WHERE name = 'trials'").fetchone()
+            rows = db.execute(f"SELECT {_HISTORY_COLUMNS} FROM trials WHERE experiment = ? AND "
+                              "seq > ? ORDER BY trial_id", (experiment, after or -1)).fetchall()
+        entries = [HistoryEntry(i, state, json.loads(misc), _loads(result), _loads(reference),
+                                seq) for i, state, misc, result, reference, seq in rows]
+        return entries, max(after, counter)
 
     def reference_runs(self, key: str) -> list[Trial]:
         return self._select("reference_key = ?", (key,), "ORDER BY experiment, trial_id")
@@ -405,3 +446,7 @@ class SQLiteStore(TrialStore):
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+class _Newer(Exception):
+    """The file holds a schema newer than this localrules (raised to roll the opening back)."""
