@@ -108,3 +108,20 @@ def test_the_cli_names_the_flag_of_a_parameter():
     assert ParameterError("resources", "cpu given twice").naming("--x") == "--x: cpu given twice"
     assert ParameterError("workers", "{} must be >= 0").naming("--workers") == \
         "--workers must be >= 0"
+
+
+def test_readers_refuse_a_file_that_is_not_a_localrules_store_and_leave_it_alone(tmp_path,
+                                                                                   capsys):
+    import sqlite3
+
+    from localrules.cli.main import main
+
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (x)")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="is not a localrules store"):
+        read_experiment(f"sqlite:///{path}", "e")
+    assert main(["trials", "--experiment", "e", "--db", f"sqlite:///{path}"]) == 2
+    assert "is not a localrules store" in capsys.readouterr().err
+    assert path.read_bytes() == before

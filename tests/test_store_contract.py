@@ -752,6 +752,26 @@ def test_a_heartbeat_thread_shares_the_store(store, exp):
 
 
 # --- as a table ---------------------------------------------------------------------------------
+def test_a_read_only_store_reads_everything_and_writes_nothing(store, store_url, exp):
+    add_trials(store, exp, 2)
+    reserved = store.reserve("w", LEASE, [exp])
+    store.complete(exp, reserved.trial_id, reserved.attempt, RESULT)
+    with open_store(store_url, read_only=True) as reader:
+        assert reader.identity == store.identity
+        assert reader.get_experiment(exp) == store.get_experiment(exp)
+        assert [e.name for e in reader.list_experiments()] == [exp]
+        assert reader.trials(exp) == store.trials(exp)
+        assert reader.history(exp) == store.history(exp)
+        assert reader.counts(exp) == store.counts(exp)
+        for write in (lambda: reader.add_trials([]), lambda: reader.cancel(exp),
+                      lambda: reader.reserve("w", LEASE, [exp]),
+                      lambda: reader.acquire_lock("x", "me", 1.0),
+                      lambda: reader.create_experiment(experiment_doc("other"))):
+            with pytest.raises(StoreError, match="read-only"):
+                write()
+    assert store.get_experiment("other") is None and store.counts(exp)["queued"] == 1
+
+
 def test_to_dataframe(store, exp):
     pd = pytest.importorskip("pandas")
     ids = store.allocate_trial_ids(exp, 3)

@@ -192,3 +192,16 @@ def test_hostile_trial_documents_are_failed_and_never_run(mongodb_database_url, 
     from localrules.search.history import rebuild
 
     assert rebuild(history).trials == []  # the controller's history survives them
+
+
+def test_a_read_only_open_of_an_empty_database_creates_nothing(mongodb_database_url):
+    from localrules.store import open_store
+
+    with pytest.raises(ValueError, match="holds no localrules store"):
+        open_store(mongodb_database_url, read_only=True)
+    client = _client(mongodb_database_url)
+    try:
+        name = client.get_default_database().name
+        assert client[name].list_collection_names() == []
+    finally:
+        client.close()

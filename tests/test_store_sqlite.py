@@ -225,13 +225,8 @@ def test_a_store_from_before_reference_runs_is_upgraded(tmp_path):
         assert [h.reference for h in store.history("exp")] == [None, marker]
 
 
-def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
-    """A schema-2 store (no seq column, no counter) opens, is marked schema 3 (an older
-    localrules would write unnumbered), and its old trials come with the first changes only,
-    until they are written again."""
-    path = tmp_path / "v2.db"
-    with open_store(url_of(path)) as store:
-        fill(store, "exp", 3)
+def _schema_2(path: Path) -> None:
+    """Turn a store back into schema 2: no change numbers."""
     db = sqlite3.connect(path)
     with db:
         db.execute("DROP INDEX trials_changes")
@@ -239,6 +234,32 @@ def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
         db.execute("DROP TABLE sequence")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     db.close()
+
+
+def test_a_reader_reads_an_older_store_without_upgrading_the_file(tmp_path):
+    import hashlib
+
+    path = tmp_path / "v2.db"
+    with open_store(url_of(path)) as store:
+        fill(store, "exp", 3)
+    _schema_2(path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with open_store(url_of(path), read_only=True) as reader:
+        assert [t.trial_id for t in reader.trials("exp")] == [0, 1, 2]
+        assert [(e.trial_id, e.seq) for e in reader.history("exp")] == [(0, 0), (1, 0), (2, 0)]
+        with pytest.raises(StoreError, match="read-only"):
+            reader.cancel("exp")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
+    """A schema-2 store (no seq column, no counter) opens, is marked schema 3 (an older
+    localrules would write unnumbered), and its old trials come with the first changes only,
+    until they are written again."""
+    path = tmp_path / "v2.db"
+    with open_store(url_of(path)) as store:
+        fill(store, "exp", 3)
+    _schema_2(path)
     with open_store(url_of(path)) as store:
         entries, cursor = store.changes("exp", 0)
         assert [(e.trial_id, e.seq) for e in entries] == [(0, 0), (1, 0), (2, 0)]
@@ -266,3 +287,25 @@ def test_redact_hides_passwords_whatever_they_hold(url, password):
 
     shown = redact(url)
     assert password not in shown and "u:***@h" in shown
+
+
+def test_a_read_only_open_changes_no_byte_and_refuses_other_files(tmp_path):
+    import hashlib
+
+    path = tmp_path / "s.db"
+    with open_store(url_of(path)) as store:
+        fill(store, "e", 3)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with open_store(url_of(path), read_only=True) as reader:
+        assert len(reader.trials("e")) == 3
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (x)")
+    size = other.stat().st_size
+    with pytest.raises(ValueError, match="is not a localrules store"):
+        open_store(url_of(other), read_only=True)
+    assert other.stat().st_size == size
+    with pytest.raises(ValueError, match="no database at"):
+        open_store(url_of(tmp_path / "missing.db"), read_only=True)
+    assert not (tmp_path / "missing.db").exists()

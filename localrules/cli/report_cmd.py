@@ -122,7 +122,7 @@ def run_importance(args: argparse.Namespace) -> int:
     if args.bootstrap < 2:
         raise ValueError(f"--bootstrap must be at least 2, got {args.bootstrap}")
     out = check_out_dir(args.out)
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, read_only=True) as store:
         data = experiment_data(store, args.experiment)
         url = store.url
         progress = None
@@ -199,7 +199,7 @@ def run_progress(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     if len(set(args.experiments)) != len(args.experiments):
         raise ValueError(f"--experiment repeated: {', '.join(args.experiments)}")
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, read_only=True) as store:
         progress = [experiment_progress(store, name) for name in args.experiments]
     rows = progress_rows(progress)
     as_json = [p.to_dict() for p in progress]

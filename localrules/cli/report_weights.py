@@ -44,7 +44,7 @@ def _trial_run_dir(args: argparse.Namespace) -> str:
     from localrules.runs import is_remote, run_files_dir, trial_dir
     from localrules.store import open_store
 
-    with open_store(args.db, create=False) as store:
+    with open_store(args.db, read_only=True) as store:
         store.require_experiment(args.experiment)
         trial = store.get_trial(args.experiment, args.trial)
         if trial is None:

@@ -144,7 +144,7 @@ def leaderboard(trials: Sequence[Trial], references: References, limit: int = 10
 def open_existing(url: str) -> TrialStore:
     from localrules.store import open_store
 
-    return open_store(url, create=False)
+    return open_store(url, read_only=True)
 
 
 def run_trials(args: argparse.Namespace) -> int:

@@ -232,7 +232,7 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
             tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
                                        resume_errored=False)
         else:
-            with open_store(url, create=False) as store:
+            with open_store(url, read_only=True) as store:
                 stored = len(store.history(experiment.name))
             if stored:
                 raise ParameterError(

@@ -40,12 +40,13 @@ MAX_STARTUP_TRIALS = 20
 
 def read_experiment(url: str, name: str) -> Experiment | None:
     """The stored experiment, or None (also when there is no database yet). Takes no lock and
-    creates nothing."""
+    writes nothing (the store is opened read-only)."""
     from localrules.store import open_store
+    from localrules.validation import ParameterError
 
     try:
-        store = open_store(url, create=False)
-    except ValueError:  # no database yet
+        store = open_store(url, read_only=True)
+    except ParameterError:  # no database yet
         return None
     with store:
         return store.get_experiment(name)

@@ -89,6 +89,16 @@ def _password(url: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _writes(method: Callable[..., T]) -> Callable[..., T]:
+    """A method that writes: refused on a store opened read-only."""
+    @functools.wraps(method)
+    def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> T:
+        if self.read_only:
+            raise StoreError(f"{self.url} is open read-only")
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
 def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     """Driver errors (server unreachable, timeouts, refused commands) as StoreError, with the
     URL's password removed."""
@@ -107,7 +117,7 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
 class MongoStore(TrialStore):
     """A trial store in a MongoDB database (``mongodb://`` or ``mongodb+srv://`` URL)."""
 
-    def __init__(self, url: str, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, url: str, timeout_seconds: float = 10.0, read_only: bool = False) -> None:
         try:
             import pymongo
             from pymongo import uri_parser
@@ -135,7 +145,27 @@ class MongoStore(TrialStore):
         self._trials = db["trials"]
         self._locks = db["locks"]
         self._meta = db["meta"]
-        self._prepare()
+        self.read_only = read_only
+        if read_only:
+            self._check_read_only()
+        else:
+            self._prepare()
+
+    @_guarded
+    def _check_read_only(self) -> None:
+        """For readers: no index created, nothing upgraded or written; a database holding a
+        localrules store (of this schema version or an older one) only."""
+        schema = self._meta.find_one({"_id": "schema"})
+        identity = self._meta.find_one({"_id": "identity"})
+        if schema is None or identity is None:
+            self._client.close()
+            raise ValueError(f"{self.url} holds no localrules store")
+        if schema["version"] > SCHEMA_VERSION:
+            self._client.close()
+            raise StoreError(f"{self.url} has schema version {schema['version']}; this "
+                             f"localrules understands up to {SCHEMA_VERSION}: upgrade localrules")
+        # An older store's documents read as they are (unnumbered trials come with every read).
+        self.identity = identity["value"]
 
     def _scrub(self, text: str) -> str:
         """A driver message with the URL's password (in any form) masked."""
@@ -220,6 +250,7 @@ class MongoStore(TrialStore):
 
     # --- experiments --------------------------------------------------------------------------
     @_guarded
+    @_writes
     def create_experiment(self, experiment: Experiment) -> Experiment:
         from pymongo.errors import DuplicateKeyError
 
@@ -240,6 +271,7 @@ class MongoStore(TrialStore):
         return [self._experiment(d) for d in self._experiments.find().sort("_id", 1)]
 
     @_guarded
+    @_writes
     def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
         from pymongo import ReturnDocument
 
@@ -252,6 +284,7 @@ class MongoStore(TrialStore):
 
     # --- creating trials ----------------------------------------------------------------------
     @_guarded
+    @_writes
     def allocate_trial_ids(self, experiment: str, n: int) -> list[int]:
         from pymongo import ReturnDocument
 
@@ -268,6 +301,7 @@ class MongoStore(TrialStore):
         return list(range(first, first + n))
 
     @_guarded
+    @_writes
     def add_trials(self, trials: Sequence[Trial]) -> None:
         from pymongo.errors import BulkWriteError
 
@@ -304,6 +338,7 @@ class MongoStore(TrialStore):
 
     # --- the worker's side --------------------------------------------------------------------
     @_guarded
+    @_writes
     def reserve(
         self, worker: str, lease_seconds: float, experiments: Sequence[str] | None = None
     ) -> Trial | None:
@@ -342,17 +377,20 @@ class MongoStore(TrialStore):
                 self._stamp(token)
 
     @_guarded
+    @_writes
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
                   lease_seconds: float) -> None:
         self._fenced(experiment, trial_id, attempt, {"lease_expires": clock() + lease_seconds})
 
     @_guarded
+    @_writes
     def report_progress(self, experiment: str, trial_id: int, attempt: int,
                         progress: Mapping[str, Any]) -> None:
         strict_json(progress)
         self._fenced(experiment, trial_id, attempt, {"progress": dict(progress)})
 
     @_guarded
+    @_writes
     def complete(self, experiment: str, trial_id: int, attempt: int,
                  result: Mapping[str, Any]) -> None:
         strict_json(result)
@@ -361,18 +399,21 @@ class MongoStore(TrialStore):
             "finished_at": clock()}, late=True)
 
     @_guarded
+    @_writes
     def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
         self._fenced(experiment, trial_id, attempt, {
             "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock()},
             late=True)
 
     @_guarded
+    @_writes
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
         self._fenced(experiment, trial_id, attempt,
                      {"state": QUEUED, "worker": None, "lease_expires": None})
 
     # --- any process --------------------------------------------------------------------------
     @_guarded
+    @_writes
     def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
         t, token = clock() if now is None else now, _token()
         changed = []
@@ -407,6 +448,7 @@ class MongoStore(TrialStore):
         return out
 
     @_guarded
+    @_writes
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
         query: dict[str, Any] = {"experiment": experiment, "state": {"$in": [QUEUED, RUNNING]}}
         if trial_ids is not None:
@@ -433,7 +475,8 @@ class MongoStore(TrialStore):
     @_guarded
     def changes(self, experiment: str, after: int) -> tuple[list[HistoryEntry], int]:
         after = check_cursor(after)
-        counter = self._meta.find_one({"_id": "seq"})["value"]  # before the query (see above)
+        # Before the query (see above); a store from before numbering, read-only, has none.
+        counter = (self._meta.find_one({"_id": "seq"}) or {"value": 1})["value"]
         query: dict[str, Any] = {"experiment": experiment}
         if after:  # from 0: every trial, unnumbered ones from before numbering included
             query["$or"] = [{"seq": {"$gt": after}}, {"seq_pending": {"$exists": True}}]
@@ -459,6 +502,7 @@ class MongoStore(TrialStore):
 
     # --- the controller lock ------------------------------------------------------------------
     @_guarded
+    @_writes
     def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
         from pymongo.errors import DuplicateKeyError
 
@@ -474,6 +518,7 @@ class MongoStore(TrialStore):
         return True
 
     @_guarded
+    @_writes
     def release_lock(self, name: str, owner: str) -> None:
         self._locks.delete_one({"_id": name, "owner": owner})
 

@@ -109,16 +109,21 @@ CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, value INTEGER NOT NU
 class SQLiteStore(TrialStore):
     """A trial store in one SQLite file (``:memory:`` for a private, single-process store)."""
 
-    def __init__(self, path: str, url: str | None = None, busy_timeout: float = 60.0) -> None:
+    def __init__(self, path: str, url: str | None = None, busy_timeout: float = 60.0,
+                 read_only: bool = False) -> None:
         self.path = path
         self._lock = threading.RLock()
         self.url = url or f"sqlite:///{path}"
+        self.read_only = read_only
         if path != ":memory:":
             path = str(Path(path).expanduser())
             parent = Path(path).resolve().parent
             if not parent.is_dir():
                 raise ValueError(f"cannot open the SQLite store {path!r}: directory "
                                  f"{str(parent)!r} does not exist")
+        if read_only:
+            self._open_read_only(path, busy_timeout)
+            return
         try:
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                                        check_same_thread=False)
@@ -126,27 +131,7 @@ class SQLiteStore(TrialStore):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._write() as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is not None and int(row[0]) > SCHEMA_VERSION:
-                    raise _Newer(row[0])  # rolled back: the file is left as it was
-                columns = {r[1] for r in db.execute("PRAGMA table_info(trials)")}
-                for column, kind in _ADDED_COLUMNS.items():
-                    if column not in columns:
-                        db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
-                db.execute("CREATE INDEX IF NOT EXISTS trials_reference ON trials "
-                           "(reference_key)")
-                db.execute("CREATE INDEX IF NOT EXISTS trials_changes ON trials "
-                           "(experiment, seq)")
-                # Marked with this version (an older localrules would write unnumbered).
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                           (str(SCHEMA_VERSION),))
-                # From 1: a cursor (the counter as read) is never 0, which reads everything.
-                db.execute("INSERT OR IGNORE INTO sequence VALUES ('trials', 1)")
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
-                           (uuid.uuid4().hex,))
+                self._create_or_upgrade(db)
                 (self.identity,) = db.execute(
                     "SELECT value FROM meta WHERE key='identity'").fetchone()
         except _Newer as newer:
@@ -158,9 +143,72 @@ class SQLiteStore(TrialStore):
         except sqlite3.DatabaseError as err:  # not a database
             raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
 
+    @staticmethod
+    def _create_or_upgrade(db: sqlite3.Connection) -> None:
+        """Create the tables, or bring an older store's up to this schema version (inside a
+        write transaction); _Newer for a store of a newer version."""
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise _Newer(row[0])  # rolled back: the file is left as it was
+        columns = {r[1] for r in db.execute("PRAGMA table_info(trials)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in columns:
+                db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+        db.execute("CREATE INDEX IF NOT EXISTS trials_reference ON trials "
+                   "(reference_key)")
+        db.execute("CREATE INDEX IF NOT EXISTS trials_changes ON trials "
+                   "(experiment, seq)")
+        # Marked with this version (an older localrules would write unnumbered).
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                   (str(SCHEMA_VERSION),))
+        # From 1: a cursor (the counter as read) is never 0, which reads everything.
+        db.execute("INSERT OR IGNORE INTO sequence VALUES ('trials', 1)")
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)",
+                   (uuid.uuid4().hex,))
+
+    def _open_read_only(self, path: str, busy_timeout: float) -> None:
+        """For readers: SQLite's read-only mode, so nothing is created, migrated or written. A
+        store of an older schema version is read from a copy in memory brought up to this one
+        (the file stays as it is); a file that is not a localrules store is refused."""
+        try:
+            self._db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                                       timeout=busy_timeout, isolation_level=None,
+                                       check_same_thread=False)
+            with self._snapshot() as db:
+                tables = {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) \
+                    if "meta" in tables else {}
+            if not {"meta", "experiments", "trials"} <= tables or "identity" not in meta:
+                self._db.close()
+                raise ValueError(f"{path!r} is not a localrules store")
+            version = int(meta.get("schema_version", 0))
+            if version > SCHEMA_VERSION:
+                self._db.close()
+                raise StoreError(f"{self.url} has schema version {version}; this localrules "
+                                 f"understands up to {SCHEMA_VERSION}: upgrade localrules")
+            if version < SCHEMA_VERSION:
+                log.info("%s has schema version %d: reading a copy upgraded in memory",
+                         self.url, version)
+                memory = sqlite3.connect(":memory:", isolation_level=None,
+                                         check_same_thread=False)
+                self._db.backup(memory)
+                self._db.close()
+                self._db = memory
+                with self._transaction("BEGIN IMMEDIATE") as db:
+                    self._create_or_upgrade(db)
+        except sqlite3.DatabaseError as err:  # not a database
+            raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
+        self.identity = meta["identity"]
+
     # --- plumbing -----------------------------------------------------------------------------
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One read-modify-write transaction, serialised across processes."""
+        if self.read_only:
+            raise StoreError(f"{self.url} is open read-only")
         return self._transaction("BEGIN IMMEDIATE")
 
     def _snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:

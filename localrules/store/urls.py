@@ -31,9 +31,14 @@ def sqlite_path(url: str) -> str:
     return rest[3:]
 
 
-def open_store(url: str = DEFAULT_URL, create: bool = True) -> TrialStore:
-    """Open the store a URL names; with ``create=False`` a missing database is an error (for
-    commands that only read, so that a mistyped path creates nothing)."""
+def open_store(url: str = DEFAULT_URL, create: bool = True,
+               read_only: bool = False) -> TrialStore:
+    """Open the store a URL names; with ``create=False`` a missing database is an error (so
+    that a mistyped path creates nothing). ``read_only`` (for readers; implies ``create=False``)
+    creates, migrates and writes nothing: SQLite opens the file in its read-only mode, MongoDB
+    creates no index; either refuses a database that is not a localrules store of this schema
+    version."""
+    create = create and not read_only
     if not isinstance(url, str) or ":" not in url:
         raise ValueError(f"malformed database URL {url!r}; valid forms: sqlite:///PATH.db, "
                          "mongodb://HOST[:PORT]/DB, mongodb+srv://HOST/DB")
@@ -45,10 +50,13 @@ def open_store(url: str = DEFAULT_URL, create: bool = True) -> TrialStore:
         if not create and path != ":memory:" and not Path(path).expanduser().is_file():
             raise ParameterError("url", f"no database at {path!r} (from {url}); run a search "
                                         "first or give the right database URL")
-        return SQLiteStore(path, url=url)
+        if read_only and path == ":memory:":
+            raise ParameterError("url", "{} sqlite:// is an empty in-memory database: nothing "
+                                        "to read")
+        return SQLiteStore(path, url=url, read_only=read_only)
     if scheme in ("mongodb", "mongodb+srv"):
         from localrules.store.mongo import MongoStore
 
-        return MongoStore(url)
+        return MongoStore(url, read_only=read_only)
     raise ValueError(f"unknown database URL scheme {scheme!r} in {redact(url)!r}; valid: "
                      f"{', '.join(s + '://' for s in SCHEMES)}")
