@@ -10,22 +10,15 @@ import subprocess
 import sys
 
 import pytest
+from helpers import free_port, queue_trials, tiny_configs
 
 from localrules.cli.main import main
-from localrules.config import config_from_preset
-from localrules.store import Experiment, Trial, open_store
-
-TINY = ["width=4", "run.batch_size=32", "run.warmup_epochs=0"]
+from localrules.store import open_store
 
 
-def add(url: str, *epochs: int, name: str = "exp") -> None:
+def _queue(url: str, *epochs: int) -> None:
     with open_store(url) as store:
-        store.create_experiment(Experiment(name, "test", {"paper": "wm"}, "f", {}))
-        ids = store.allocate_trial_ids(name, len(epochs))
-        store.add_trials([
-            Trial(name, i, config_from_preset("bp", overrides=[*TINY, f"run.epochs={e}"])
-                  .to_dict(), {"i": i}, {"idxs": {}, "vals": {}})
-            for i, e in zip(ids, epochs, strict=True)])
+        queue_trials(store, tiny_configs(*epochs))
 
 
 def worker(url: str, *args: str, log=None) -> subprocess.Popen:
@@ -38,7 +31,7 @@ def worker(url: str, *args: str, log=None) -> subprocess.Popen:
 
 
 def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp_path):
-    add(mongodb_database_url, 1, 1)
+    _queue(mongodb_database_url, 1, 1)
     proc = worker(mongodb_database_url, "--experiment", "exp", "--idle-exit", "1",
                   "--artifacts", str(tmp_path / "art"))
     _, err = proc.communicate(timeout=300)
@@ -54,7 +47,7 @@ def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp
 def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_database_url,
                                                                      tmp_path, wait_for_epoch):
     url, art = mongodb_database_url, str(tmp_path / "art")
-    add(url, 6)
+    _queue(url, 6)
     proc = worker(url, "--artifacts", art, "--lease", "30")
     try:
         wait_for_epoch(url, "exp", 0)
@@ -101,12 +94,7 @@ def test_worker_with_an_unknown_scheme_or_a_dead_database(capsys):
     assert main(["worker", "--db", "redis://u:pw-123@h/0"]) == 2
     err = capsys.readouterr().err
     assert "unknown database URL scheme" in err and "pw-123" not in err
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dead = f"mongodb://u:pw-456@127.0.0.1:{port}/x?serverSelectionTimeoutMS=500"
+    dead = f"mongodb://u:pw-456@127.0.0.1:{free_port()}/x?serverSelectionTimeoutMS=500"
     assert main(["worker", "--db", dead]) == 1
     err = capsys.readouterr().err
     assert "database error" in err and "pw-456" not in err

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from helpers import finish_queued
 
 from localrules import __version__
 from localrules.search import Controller, SearchSettings, TpeSettings, open_experiment
@@ -120,15 +121,6 @@ def _open(store, name, space="wm-ad", budget=BUDGET, **settings):
     return experiment, settings
 
 
-def _finish(store, experiment: str, objective=lambda t: 0.5, worker="w") -> int:
-    n = 0
-    while (trial := store.reserve(worker, 60, [experiment])) is not None:
-        store.complete(experiment, trial.trial_id, trial.attempt,
-                       {"objective": objective(trial), "diverged": False})
-        n += 1
-    return n
-
-
 def test_references_are_trained_once_and_reused_by_later_experiments(store):
     _, settings = _open(store, "first")
     refs = new_reference_trials(store, "first", BUDGET, settings)
@@ -136,7 +128,7 @@ def test_references_are_trained_once_and_reused_by_later_experiments(store):
     store.add_trials(refs)
     assert new_reference_trials(store, "first", BUDGET, settings) == []  # nothing twice
     scores = {"bp": 0.97, "fa": 0.70}
-    assert _finish(store, "first", lambda t: scores[t.reference["rule"]]) == 2
+    assert finish_queued(store, "first", lambda t: scores[t.reference["rule"]]) == 2
 
     # a second experiment under the same budget and seed copies them, finished
     _open(store, "second", space="ia")
@@ -236,7 +228,7 @@ def test_each_paper_search_starts_from_its_published_rule(store, space_name, pre
     history = rebuild(store.trials("e"))
     assert first.trial_id in history.tids
     # a restarted controller never queues it twice
-    _finish(store, "e")
+    finish_queued(store, "e")
     again = Controller(store, experiment, space, settings)
     again.step()
     assert sum("warm_start" in t.misc for t in store.trials("e")) == 1
@@ -354,9 +346,9 @@ def test_the_dataframe_keeps_the_gap_closed_whatever_states_it_shows(store):
     controller.step()  # the references, then (their workers busy) no search trial yet
     assert [t.reference["rule"] for t in store.trials("e")] == ["bp", "fa"]
     scores = {"bp": 0.9, "fa": 0.5}
-    _finish(store, "e", lambda t: scores[t.reference["rule"]])
+    finish_queued(store, "e", lambda t: scores[t.reference["rule"]])
     controller.step()
-    _finish(store, "e", lambda t: 0.8)
+    finish_queued(store, "e", lambda t: 0.8)
     frame = store.to_dataframe("e", states=["done"])
     search = frame[frame["reference"].isna()]
     assert len(search) == 2 and list(search["gap_closed"]) == pytest.approx([0.75, 0.75])

@@ -8,6 +8,7 @@ import statistics
 
 import numpy as np
 import pytest
+from helpers import finish_queued
 
 from localrules.search import Controller, SearchSettings, TpeSettings, open_experiment
 from localrules.search.controller import ControllerLocked
@@ -39,13 +40,8 @@ def toy_objective(params) -> float:
 
 
 def drain(store, experiment: str, objective=toy_objective, worker="w") -> int:
-    """Run every queued trial in order with ``objective``; returns how many."""
-    n = 0
-    while (trial := store.reserve(worker, 60, [experiment])) is not None:
-        store.complete(experiment, trial.trial_id, trial.attempt,
-                       {"objective": objective(trial.params), "diverged": False})
-        n += 1
-    return n
+    """Run every queued trial in order, scored by ``objective`` on its params."""
+    return finish_queued(store, experiment, lambda trial: objective(trial.params), worker)
 
 
 def test_history_rebuilt_from_the_store_equals_the_one_written(store):

@@ -5,11 +5,11 @@ kept out of messages, an unreachable server, hostile documents. The contract eve
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pymongo
 import pytest
+from helpers import free_port
 
 from localrules.store import Experiment, StoreError, Trial, open_store
 from localrules.store.documents import SCHEMA_VERSION
@@ -122,14 +122,8 @@ def test_a_write_cut_short_is_returned_until_written_again(mongodb_database_url)
         assert [e.trial_id for e in store.changes("e", cursor)[0]] == [0, 1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_unreachable_server_is_a_store_error_without_the_password():
-    url = f"mongodb://alice:s3cr3t-pw@127.0.0.1:{_free_port()}/lr?authSource=admin"
+    url = f"mongodb://alice:s3cr3t-pw@127.0.0.1:{free_port()}/lr?authSource=admin"
     started = time.monotonic()
     with pytest.raises(StoreError) as err:
         MongoStore(url, timeout_seconds=0.5)

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import queue_trials
 
 from localrules.cli.main import main
 from localrules.config import config_from_preset
 from localrules.results import TrialResult
 from localrules.runs import RunDirectory, trial_dir
-from localrules.store import Experiment, LeaseLost, Trial, open_store
+from localrules.store import LeaseLost, open_store
 from localrules.worker import Worker
 from localrules.worker.local import LocalWorkerSpec, start_local_workers
 
@@ -31,14 +32,6 @@ def tiny_config(*overrides: str) -> dict:
 @pytest.fixture
 def db(tmp_path):
     return f"sqlite:///{tmp_path}/w.db"
-
-
-def add(store, *configs: dict, experiment: str = "exp") -> list[int]:
-    store.create_experiment(Experiment(experiment, "test", {"paper": "wm"}, "f", {}))
-    ids = store.allocate_trial_ids(experiment, len(configs))
-    store.add_trials([Trial(experiment, i, c, {"i": i}, {"idxs": {}, "vals": {}})
-                      for i, c in zip(ids, configs, strict=True)])
-    return ids
 
 
 class FakeTrainer:
@@ -68,7 +61,7 @@ def test_invalid_or_hostile_configs_are_failed_without_running(db, tmp_path):
     extra = tiny_config()
     extra["code"] = "print('hi')"
     with open_store(db) as store:
-        add(store, bad_model, hostile, extra)
+        queue_trials(store, [bad_model, hostile, extra])
         fake = FakeTrainer([])
         Worker(store, tmp_path / "art", idle_exit=0, trainer=fake).run()
         assert fake.calls == []
@@ -81,7 +74,7 @@ def test_invalid_or_hostile_configs_are_failed_without_running(db, tmp_path):
 
 def test_a_failing_trial_is_recorded_and_the_loop_goes_on(db, tmp_path):
     with open_store(db) as store:
-        add(store, tiny_config(), tiny_config())
+        queue_trials(store, [tiny_config(), tiny_config()])
         fake = FakeTrainer([RuntimeError("out of memory"), {"objective": 0.9, "top1": 0.9}])
         stats = Worker(store, tmp_path / "art", idle_exit=0, trainer=fake).run()
         first, second = store.trials("exp")
@@ -94,7 +87,7 @@ def test_a_failing_trial_is_recorded_and_the_loop_goes_on(db, tmp_path):
 
 def test_a_lost_lease_abandons_the_trial_without_writing(db, tmp_path):
     with open_store(db) as store:
-        add(store, tiny_config())
+        queue_trials(store, [tiny_config()])
 
         def cancelled_meanwhile(on_epoch):
             store.cancel("exp")
@@ -109,7 +102,7 @@ def test_a_lost_lease_abandons_the_trial_without_writing(db, tmp_path):
 
 def test_heartbeat_keeps_a_long_trial_alive(db, tmp_path):
     with open_store(db) as store:
-        add(store, tiny_config())
+        queue_trials(store, [tiny_config()])
 
         def slow(on_epoch):
             time.sleep(1.0)  # four leases long
@@ -123,7 +116,7 @@ def test_heartbeat_keeps_a_long_trial_alive(db, tmp_path):
 
 def test_an_interrupted_trial_goes_back_to_the_queue_and_the_worker_stops(db, tmp_path):
     with open_store(db) as store:
-        add(store, tiny_config(), tiny_config())
+        queue_trials(store, [tiny_config(), tiny_config()])
         stats = Worker(store, tmp_path, idle_exit=0,
                        trainer=FakeTrainer([{"objective": None, "interrupted": True}])).run()
         first, second = store.trials("exp")
@@ -133,7 +126,7 @@ def test_an_interrupted_trial_goes_back_to_the_queue_and_the_worker_stops(db, tm
 
 def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_path):
     with open_store(db) as store:
-        add(store, tiny_config("run.task_lr=1e12", "run.epochs=1"))
+        queue_trials(store, [tiny_config("run.task_lr=1e12", "run.epochs=1")])
         Worker(store, tmp_path / "art", idle_exit=0).run()
         trial = store.get_trial("exp", 0)
     assert trial.state == "done", trial.error
@@ -148,7 +141,7 @@ def test_a_trial_directory_holding_another_run_is_not_overwritten(db, tmp_path):
     """The one resume policy (``RunDirectory.resumes``): a worker resumes its trial's own run
     and refuses one of another config, failing the trial instead of starting over on it."""
     with open_store(db) as store:
-        add(store, tiny_config())
+        queue_trials(store, [tiny_config()])
         other = RunDirectory(trial_dir(tmp_path / "art", store.get_trial("exp", 0)))
         other.write_config(config_from_preset("fa"))
         written = Path(other.config).read_text()
@@ -164,8 +157,8 @@ def test_a_killed_worker_trial_is_requeued_resumed_and_finished_once(store_url, 
                                                                     capsys, wait_for_epoch):
     db, artifacts = store_url, str(tmp_path / "art")  # on every store backend
     with open_store(db) as store:  # fa: a rule with backward weights for the weights report
-        add(store, config_from_preset("fa", overrides=[*TINY, "run.epochs=6",
-                                                       "run.batch_size=32"]).to_dict())
+        queue_trials(store, [config_from_preset("fa", overrides=[*TINY, "run.epochs=6",
+                                                       "run.batch_size=32"]).to_dict()])
     spec = LocalWorkerSpec(url=db, artifacts=artifacts, experiments=("exp",), lease_seconds=3.0)
     (proc,) = start_local_workers(spec, 1)
     try:

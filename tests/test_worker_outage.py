@@ -5,27 +5,16 @@ restarted under a running worker and nothing is lost or done twice."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from helpers import free_port, queue_trials, tiny_configs
 
-from localrules.config import config_from_preset
-from localrules.store import Experiment, LeaseLost, StoreError, Trial, open_store
+from localrules.store import LeaseLost, StoreError, Trial, open_store
 from localrules.worker import Worker
 from localrules.worker.spool import Spool
-
-TINY = ["width=4", "run.batch_size=32", "run.warmup_epochs=0"]
-
-
-def add(store, *epochs: int, name: str = "exp") -> None:
-    store.create_experiment(Experiment(name, "test", {"paper": "wm"}, "f", {}))
-    ids = store.allocate_trial_ids(name, len(epochs))
-    store.add_trials([
-        Trial(name, i, config_from_preset("bp", overrides=[*TINY, f"run.epochs={e}"]).to_dict(),
-              {"i": i}, {"idxs": {}, "vals": {}}) for i, e in zip(ids, epochs, strict=True)])
 
 
 class Flaky:
@@ -51,7 +40,7 @@ def fake_train(config, out_dir, on_epoch=None, **_):
 def test_a_result_spooled_while_the_database_is_away_is_delivered_once(tmp_path):
     spool = Spool(tmp_path / "spool")
     with open_store(f"sqlite:///{tmp_path}/s.db") as real:
-        add(real, 1, 1)
+        queue_trials(real, tiny_configs(1, 1))
         store = Flaky(real, n=1)
         Worker(store, tmp_path / "art", idle_exit=0, trainer=fake_train, spool=spool).run()
         trials = real.trials("exp")
@@ -63,7 +52,7 @@ def test_a_result_spooled_while_the_database_is_away_is_delivered_once(tmp_path)
 def test_a_spooled_write_whose_lease_passed_on_is_dropped(tmp_path):
     spool = Spool(tmp_path / "spool")
     with open_store(f"sqlite:///{tmp_path}/s.db") as store:
-        add(store, 1)
+        queue_trials(store, tiny_configs(1))
         stale = store.reserve("w1", 1.0)
         spool.add(store, "complete", stale, {"objective": 0.1})
         store.requeue_expired(max_attempts=3, now=time.time() + 10)
@@ -77,16 +66,10 @@ def test_a_spooled_write_whose_lease_passed_on_is_dropped(tmp_path):
 
 def test_spooling_only_final_writes(tmp_path):
     with open_store(f"sqlite:///{tmp_path}/s.db") as store:
-        add(store, 1)
+        queue_trials(store, tiny_configs(1))
         trial = store.reserve("w", 60)
         with pytest.raises(ValueError, match="cannot spool 'heartbeat'"):
             Spool(tmp_path / "spool").add(store, "heartbeat", trial)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
@@ -95,13 +78,13 @@ def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_f
         pytest.skip("stops and restarts its own server; cannot do that to an external mongod")
     from secantus import SecantusDBServer
 
-    port, data = _free_port(), str(tmp_path / "db")
+    port, data = free_port(), str(tmp_path / "db")
     server = SecantusDBServer(port=port, storage_path=data)
     server.start()
     url = f"mongodb://127.0.0.1:{port}/lr?serverSelectionTimeoutMS=1000"
     try:
         with open_store(url) as store:
-            add(store, 2, 1)
+            queue_trials(store, tiny_configs(2, 1))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "localrules.cli.main", "worker", "--db", url, "--lease", "60",
@@ -132,8 +115,8 @@ def test_a_spool_delivers_only_to_its_own_store_and_survives_bad_entries(tmp_pat
     spool = Spool(tmp_path / "spool")
     with open_store(f"sqlite:///{tmp_path}/a.db") as a, \
             open_store(f"sqlite:///{tmp_path}/b.db") as b:
-        add(a, 1)
-        add(b, 1)
+        queue_trials(a, tiny_configs(1))
+        queue_trials(b, tiny_configs(1))
         ta, tb = a.reserve("w", 60), b.reserve("w", 60)
         spool.add(a, "complete", ta, {"objective": 0.25})
         spool.add(b, "complete", tb, {"objective": 0.75})
