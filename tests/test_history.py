@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from localrules.search import Controller, SearchSettings, TpeSettings, open_experiment
+from localrules.search import Controller, SearchSettings, TpeSettings, open_search
 from localrules.search.history import History, rebuild
 from localrules.search.suggest import suggestion_seed
 from localrules.spaces import default_budget, load_space
@@ -26,9 +26,8 @@ SETTINGS = SearchSettings(max_trials=26, concurrency=4, seed=11, references=(),
 
 
 def _controller(store, name: str, owner: str) -> Controller:
-    space = load_space("wm-ad", default_budget("digits"))
-    experiment = open_experiment(store, name, space, SETTINGS)
-    return Controller(store, experiment, space, SETTINGS, owner=owner)
+    return open_search(store, name, load_space("wm-ad", default_budget("digits")), SETTINGS,
+                       owner=owner)
 
 
 def _events(store, name: str, round_: int) -> None:

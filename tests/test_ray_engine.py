@@ -186,6 +186,33 @@ def _api_search(db: str, tmp_path: Path, name: str, space_spec: str, *, epochs: 
     return outcome.trials
 
 
+def test_should_stop_interrupts_a_ray_search_which_then_resumes(local_ray, tmp_path):
+    from localrules.raytune.engine import RayEngine, RayOptions
+    from localrules.search import SearchSession, SearchSettings, TpeSettings
+    from localrules.search.engine import INTERRUPTED
+    from localrules.spaces import default_budget, load_space
+
+    db = f"sqlite:///{tmp_path}/i.db"
+    space = load_space("wm", default_budget("digits", width=4, epochs=2))
+    options = RayOptions(storage=str(tmp_path / "ray"))
+    settings = SearchSettings(max_trials=2, concurrency=1, engine="ray", ray=options.settings(),
+                              tpe=TpeSettings(n_startup_jobs=2), references=(),
+                              warm_start=False)
+    engine = RayEngine(options)
+
+    def an_epoch_is_reported() -> bool:
+        with open_store(db, read_only=True) as store:
+            return any((t.progress or {}).get("epoch") for t in store.trials("i"))
+
+    with engine, SearchSession.open(db, "i", space, settings, engine) as session:
+        stopped = session.run(engine, should_stop=an_epoch_is_reported)
+    assert stopped.stopped == INTERRUPTED and not stopped.finished
+    with engine, SearchSession.open(db, "i", space, settings, engine) as session:
+        resumed = session.run(engine)
+    assert resumed.finished
+    assert [(t.state, t.result["epochs"]) for t in resumed.trials] == [("done", 2), ("done", 2)]
+
+
 def test_a_failed_trial_is_retried_from_its_checkpoint(local_ray, tmp_path):
     markers = local_ray
     (trial,) = _api_search(f"sqlite:///{tmp_path}/f.db", tmp_path, "flaky", "wm", epochs=2,
