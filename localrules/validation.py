@@ -19,7 +19,10 @@ class ParameterError(ValueError):
     def __init__(self, parameter: str, detail: str) -> None:
         self.parameter = parameter
         self.detail = detail
-        super().__init__(self.naming(parameter))
+        super().__init__(parameter, detail)  # both: it pickles (across processes, Ray)
+
+    def __str__(self) -> str:
+        return self.naming(self.parameter)
 
     def naming(self, name: str) -> str:
         """The message naming ``name`` (a flag): at the detail's ``{}``, else before it."""

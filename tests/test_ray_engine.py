@@ -213,6 +213,35 @@ def test_should_stop_interrupts_a_ray_search_which_then_resumes(local_ray, tmp_p
     assert [(t.state, t.result["epochs"]) for t in resumed.trials] == [("done", 2), ("done", 2)]
 
 
+def test_sigterm_stops_a_ray_search_which_the_same_command_resumes(tmp_path, wait_for_epoch):
+    import signal
+    import subprocess
+    import sys
+
+    db = f"sqlite:///{tmp_path}/t.db"
+    cmd = [sys.executable, "-m", "localrules.cli.main", "search", "--engine", "ray", "--space",
+           "wm", "--experiment", "term", "--db", db, "--max-trials", "1", "--concurrency", "1",
+           "--epochs", "3", "--width", "4", "--references", "none", "--artifacts",
+           str(tmp_path / "ray")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        wait_for_epoch(db, "term", 0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "run the same command to resume" in err
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open_store(db, read_only=True) as store:
+        (trial,) = store.trials("term")
+    assert trial.state == "done" and trial.result["epochs"] == 3
+    assert trial.progress["metrics"]["resumed_from_epoch"] >= 1  # from its checkpoint
+
+
 def test_a_failed_trial_is_retried_from_its_checkpoint(local_ray, tmp_path):
     markers = local_ray
     (trial,) = _api_search(f"sqlite:///{tmp_path}/f.db", tmp_path, "flaky", "wm", epochs=2,

@@ -125,3 +125,10 @@ def test_readers_refuse_a_file_that_is_not_a_localrules_store_and_leave_it_alone
     assert main(["trials", "--experiment", "e", "--db", f"sqlite:///{path}"]) == 2
     assert "is not a localrules store" in capsys.readouterr().err
     assert path.read_bytes() == before
+
+
+def test_a_parameter_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ParameterError("workers", "{} must be >= 0")))
+    assert (err.parameter, str(err)) == ("workers", "workers must be >= 0")

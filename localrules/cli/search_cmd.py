@@ -141,9 +141,8 @@ def run(args: argparse.Namespace) -> int:
             outcome = session.run(chosen, on_status=display)
         if outcome.stopped is not None:
             if outcome.stopped != WORKERS_EXITED:
-                print(f"search stopped before its trials finished; running trials went back "
-                      f"to the queue; run the same command to resume experiment "
-                      f"{args.experiment!r}", file=sys.stderr)
+                print(f"search stopped before its trials finished ({outcome.note}); run the "
+                      f"same command to resume experiment {args.experiment!r}", file=sys.stderr)
             return EXIT[outcome.stopped]
         print(summary(session, outcome))
     return 0

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from localrules.raytune import METRIC, MODE, require_ray
-from localrules.search.engine import INTERRUPTED, Engine, SearchOutcome, StatusCallback, StopCheck
+from localrules.search.engine import (
+    INTERRUPTED,
+    TERMINATED,
+    Engine,
+    SearchOutcome,
+    StatusCallback,
+    StopCheck,
+)
 from localrules.validation import ParameterError
 
 if TYPE_CHECKING:
@@ -121,8 +128,11 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as err:
+            first = str(err).splitlines()[0]
+            if options.address is None:
+                raise ValueError(f"cannot start a local Ray instance: {first}") from None
             raise ParameterError("address", f"cannot reach Ray at {options.address}: "
-                                            f"{str(err).splitlines()[0]}") from None
+                                            f"{first}") from None
     try:
         offered = ray.cluster_resources()
         names = {"cpu": "CPU", "gpu": "GPU"}
@@ -315,15 +325,33 @@ class RayEngine(Engine):
 
     def run(self, session: SearchSession, on_status: StatusCallback | None = None,
             should_stop: StopCheck | None = None) -> SearchOutcome:
-        """Tune's run (new or restored); ``INTERRUPTED`` when it stopped before every trial
-        finished (Ctrl-C or ``should_stop``), to be resumed by running the search again."""
-        with _interrupt_when(should_stop):
-            run_ray_search(session.url, session.experiment, session.space, session.settings,
-                           self.options, lock=session.controller.lock, trainable=self.trainable)
+        """Tune's run (new or restored) until every trial finished, else ``INTERRUPTED``
+        (Ctrl-C or ``should_stop``) or ``TERMINATED`` (SIGTERM, turned into Tune's own graceful
+        stop): running the search again restores it, its trials from their checkpoints."""
+        terminated = threading.Event()
+
+        def on_sigterm(*_: Any) -> None:
+            terminated.set()
+            os.kill(os.getpid(), signal.SIGINT)
+
+        main = threading.current_thread() is threading.main_thread()  # signals go to it only
+        previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
+        try:
+            with _interrupt_when(should_stop):
+                run_ray_search(session.url, session.experiment, session.space,
+                               session.settings, self.options, lock=session.controller.lock,
+                               trainable=self.trainable)
+        except KeyboardInterrupt:  # outside Tune's fit, which turns its own into a stop
+            log.info("the Ray search was interrupted before Tune ran")
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
         status = session.controller.status()
         if on_status is not None:
             on_status(status)
         trials = session.trials()
-        stopped = sum(bool((t.result or {}).get("stopped_early")) for t in trials)
-        return SearchOutcome(status, None if status.finished else INTERRUPTED, trials,
-                             note=f"Ray; {stopped} stopped early")
+        if status.finished:
+            stopped = sum(bool((t.result or {}).get("stopped_early")) for t in trials)
+            return SearchOutcome(status, None, trials, note=f"Ray; {stopped} stopped early")
+        return SearchOutcome(status, TERMINATED if terminated.is_set() else INTERRUPTED, trials,
+                             note="Ray keeps the running trials' checkpoints")

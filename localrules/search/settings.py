@@ -132,7 +132,7 @@ def check_same_search(existing: Experiment, space: Space, url: str) -> None:
     else:
         what = f"a different definition of space {space.name!r}"
     raise ValueError(f"experiment {existing.name!r} in {url} was created with {what}; "
-                     "resume it with the same settings or choose a new --experiment name")
+                     "resume it with the same settings or choose a new experiment name")
 
 
 def settings_update(existing: Experiment, settings: SearchSettings) -> dict[str, Any]:
@@ -150,5 +150,5 @@ def settings_update(existing: Experiment, settings: SearchSettings) -> dict[str,
         raise ValueError(f"experiment {existing.name!r} runs on Ray, which resumes with the "
                          "settings it started with; drop "
                          + ", ".join(f"{k}={v!r}" for k, v in update.items())
-                         + " or choose a new --experiment name")
+                         + " or choose a new experiment name")
     return update

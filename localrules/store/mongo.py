@@ -61,6 +61,7 @@ from localrules.store.documents import (
 )
 from localrules.store.documents import now as clock
 from localrules.store.urls import redact
+from localrules.validation import ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,10 @@ class MongoStore(TrialStore):
         localrules store (of this schema version or an older one) only."""
         schema = self._meta.find_one({"_id": "schema"})
         identity = self._meta.find_one({"_id": "identity"})
-        if schema is None or identity is None:
+        if schema is None or identity is None:  # as a missing SQLite file: nothing to read yet
             self._client.close()
-            raise ValueError(f"{self.url} holds no localrules store")
+            raise ParameterError("url", f"no localrules store in {self.url} (run a search "
+                                        "first or give the right database URL)")
         if schema["version"] > SCHEMA_VERSION:
             self._client.close()
             raise StoreError(f"{self.url} has schema version {schema['version']}; this "

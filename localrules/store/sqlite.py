@@ -170,9 +170,11 @@ class SQLiteStore(TrialStore):
                    (uuid.uuid4().hex,))
 
     def _open_read_only(self, path: str, busy_timeout: float) -> None:
-        """For readers: SQLite's read-only mode, so nothing is created, migrated or written. A
-        store of an older schema version is read from a copy in memory brought up to this one
-        (the file stays as it is); a file that is not a localrules store is refused."""
+        """For readers: SQLite's read-only mode, so nothing in the store is created, migrated or
+        written (SQLite may still create its ``-wal``/``-shm`` side files to read a WAL
+        database). A store of an older schema version is read from a copy in memory brought up
+        to this one: the file stays as it is, and the copy is a snapshot of the moment it was
+        opened. A file that is not a localrules store is refused."""
         try:
             self._db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
                                        timeout=busy_timeout, isolation_level=None,
@@ -200,6 +202,8 @@ class SQLiteStore(TrialStore):
                 self._db = memory
                 with self._transaction("BEGIN IMMEDIATE") as db:
                     self._create_or_upgrade(db)
+        except sqlite3.OperationalError as err:  # locked, unreadable: the database, not the input
+            raise StoreError(f"cannot open the SQLite store {path!r}: {err}") from None
         except sqlite3.DatabaseError as err:  # not a database
             raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
         self.identity = meta["identity"]

@@ -35,9 +35,9 @@ def open_store(url: str = DEFAULT_URL, create: bool = True,
                read_only: bool = False) -> TrialStore:
     """Open the store a URL names; with ``create=False`` a missing database is an error (so
     that a mistyped path creates nothing). ``read_only`` (for readers; implies ``create=False``)
-    creates, migrates and writes nothing: SQLite opens the file in its read-only mode, MongoDB
-    creates no index; either refuses a database that is not a localrules store of this schema
-    version."""
+    creates, migrates and writes nothing to the store: SQLite opens the file in its read-only
+    mode (an older schema is read from a copy brought up to date in memory), MongoDB creates no
+    index; a database that is not a localrules store (or a newer one) is refused."""
     create = create and not read_only
     if not isinstance(url, str) or ":" not in url:
         raise ValueError(f"malformed database URL {url!r}; valid forms: sqlite:///PATH.db, "

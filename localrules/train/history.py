@@ -18,7 +18,7 @@ from localrules.runs import RunDirectory, makedirs, write_bytes_atomic
 from localrules.train.callbacks import Callback, EpochEnd
 
 
-class History(Callback):
+class RunHistory(Callback):
     def __init__(self, run_dir: RunDirectory) -> None:
         self.run_dir = run_dir
         self.records: list[dict[str, Any]] = []

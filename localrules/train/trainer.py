@@ -30,7 +30,7 @@ from localrules.train.callbacks import Callback, EpochEnd, EpochFunction, Progre
 from localrules.train.checkpoints import Checkpoints
 from localrules.train.epoch import EpochSums
 from localrules.train.evaluation import Validation, evaluate
-from localrules.train.history import History
+from localrules.train.history import RunHistory
 from localrules.train.metrics import WeightProbe
 from localrules.train.schedule import ALIGN, TASK, StepPlan
 from localrules.train.signals import StopSignal
@@ -75,7 +75,7 @@ class Trainer:
         self.step = self.state.step
         self.checkpoints = Checkpoints(self.run_dir.checkpoints, self.state.checkpoint_parts(),
                                        self.step)
-        self.history = History(self.run_dir)
+        self.history = RunHistory(self.run_dir)
         # Backprop sends errors through Wᵀ: its runs report no B–W angles, norm ratios or
         # weight snapshots (an unused random B would read ~90°).
         probe = (WeightProbe(self.state.layers, config.weight_samples, config.seed)

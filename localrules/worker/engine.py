@@ -114,4 +114,5 @@ class StoreEngine(Engine):
             stop_local_workers(procs)
         if status is None or stopped["why"] is not None:
             status = controller.status()  # after the workers handed their trials back
-        return SearchOutcome(status, stopped["why"], session.trials())
+        note = "" if stopped["why"] is None else "running trials went back to the queue"
+        return SearchOutcome(status, stopped["why"], session.trials(), note=note)
