@@ -139,9 +139,9 @@ class EpochClock:
     timed: int
     epochs: list[tuple[Sample, float]] = field(default_factory=list)
     """Per epoch after the first: (this clock's wall and CPU, the Trainer's own seconds)."""
-    _done: int = 0
-    _start: Sample | None = None
-    _window: Sample | None = None
+    _done: int = field(default=0, init=False)
+    _start: Sample | None = field(default=None, init=False)
+    _window: Sample | None = field(default=None, init=False)
 
     def should_stop(self) -> bool:
         if self._start is None:  # between epochs: this is the next epoch's first step

@@ -148,6 +148,49 @@ def test_interleaved_job_failures_surface_in_the_scheduler(bench_train):
         bench_train.run_interleaved({"a": ok, "b": quits}, rounds=2)
 
 
+class _CountingTurns:
+    name = "fa"
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def end_turn(self) -> None:
+        self.ended += 1
+
+
+def test_epoch_clock_brackets_the_steps_and_stops_after_the_timed_epochs(bench_train):
+    """The hooks in the Trainer's order: the CPU window ends at the history write (before the
+    checkpoint), turns end after every epoch but the last, and the run stops before another."""
+    turns = _CountingTurns()
+    clock = bench_train.EpochClock(turns, timed=2)
+    assert clock.may_write() is True  # the step-0 snapshot, before any epoch: not timed
+    bracketed = []
+    for epoch in range(3):
+        before = time.perf_counter()
+        assert clock.should_stop() is False  # before the epoch's first step
+        work_until = time.thread_time() + 0.05
+        while time.thread_time() < work_until:  # the steps: CPU work
+            pass
+        assert clock.should_stop() is False  # between steps
+        assert clock.may_write() is True  # the epoch's history write
+        bracketed.append(time.perf_counter() - before)
+        time.sleep(0.2)  # the checkpoint: outside the window
+        clock.on_epoch({"seconds": 0.05 + epoch, "diverged": False})
+    assert clock.should_stop() is True
+    assert turns.ended == 2
+    assert [seconds for _, seconds in clock.epochs] == [1.05, 2.05]
+    for (window, _), outer in zip(clock.epochs, bracketed[1:], strict=True):
+        assert window.cpu >= 0.045
+        assert window.wall <= outer  # the sleep after may_write is not in it
+
+
+def test_epoch_clock_refuses_a_diverged_epoch(bench_train):
+    clock = bench_train.EpochClock(_CountingTurns(), timed=1)
+    clock.should_stop()
+    with pytest.raises(RuntimeError, match="fa diverged in epoch 1"):
+        clock.on_epoch({"seconds": 1.0, "diverged": True})
+
+
 def test_bench_train_refuses_bad_flags(bench_train, capsys):
     with pytest.raises(SystemExit):
         bench_train.parse_args(["--variants", "fa,nope"])
