@@ -4,8 +4,15 @@ Builds a ResNet-18-sized plain conv stack (the small-image stem, then four group
 convs at widths w, 2w, 4w, 8w; strides 2 at the start of groups 2–4) three times: with
 ``keras.layers.Conv2D``/``Dense``, with ``AsymmetricConv2D``/``AsymmetricDense`` under ``rule="bp"``
 and under ``rule="fa"``. Each variant runs the same training step (forward, backward, SGD with
-Nesterov momentum) on the same synthetic batch. The variants are timed round-robin in one process,
-so a noisy, shared machine slows them alike, and medians over repeats are reported.
+Nesterov momentum) on the same synthetic batch. The variants are timed in blocks of ``--steps``
+steps, interleaved round by round in one process (the order rotating each round), so a noisy,
+shared machine slows the blocks of a round alike. Each block records wall seconds and the
+process's CPU seconds (``time.process_time``: every thread, TensorFlow's pools included, and none
+of the time neighbours take); each variant is compared with native's block of the same round.
+
+Reported: the medians of wall seconds per step and their ratios (as recorded since issue 2); per
+variant, the spread (min, quartiles, median, max) of the per-round CPU-time and wall-time ratios
+and the ratio of the fastest blocks; per variant, wall and CPU seconds per step.
 
 Feedback alignment does the same FLOPs as backprop (a transposed convolution with B instead of W),
 so the goal is ``fa_over_native <= 1.05``.
@@ -27,6 +34,9 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+# A sibling module: the script's folder is first on sys.path when it runs as a script.
+from timing import Sample, mark, ratio_report, rotated, seconds_report, sig4, since
 
 log = logging.getLogger("bench_layers")
 
@@ -106,21 +116,16 @@ def make_train_step(model: Any) -> Callable[[Any, Any], Any]:
     return step
 
 
-def time_steps(step: Callable[[Any, Any], Any], images: Any, labels: Any, steps: int) -> float:
-    """Wall seconds per step over ``steps`` steps, synchronised by reading the last loss."""
-    start = time.perf_counter()
+def time_steps(step: Callable[[Any, Any], Any], images: Any, labels: Any, steps: int) -> Sample:
+    """Wall and CPU seconds per step over ``steps`` steps, synchronised by reading the last
+    loss."""
+    start = mark()
     loss = None
     for _ in range(steps):
         loss = step(images, labels)
     loss.numpy()  # type: ignore[union-attr]
-    return (time.perf_counter() - start) / steps
-
-
-def sig4(x: float) -> float:
-    """``x`` rounded to 4 significant figures (enough for noisy timings, easy to read)."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    return round(x, 3 - math.floor(math.log10(abs(x))))
+    block = since(start)
+    return Sample(block.wall / steps, block.cpu / steps)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -128,8 +133,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=64, help="first group's width (ResNet-18: 64)")
     p.add_argument("--batch", type=int, default=64, help="batch size")
     p.add_argument("--image-size", type=int, default=32, help="square input side")
-    p.add_argument("--repeats", type=int, default=9, help="timed samples per variant")
-    p.add_argument("--steps", type=int, default=1, help="training steps per timed sample")
+    p.add_argument("--repeats", type=int, default=9,
+                   help="rounds: timed blocks per variant, interleaved")
+    p.add_argument("--steps", type=int, default=1, help="training steps per timed block")
     args = p.parse_args(argv)
     for name in ("width", "batch", "image_size", "repeats", "steps"):
         if getattr(args, name) < 1:
@@ -163,23 +169,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  time.perf_counter() - t0)
         steps[kind] = step
 
-    samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    rounds: list[dict[str, Sample]] = []
     for r in range(args.repeats):
         # Rotate the order too, so no variant always runs right after the same one.
-        order = KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]
-        for kind in order:
-            samples[kind].append(time_steps(steps[kind], images, labels, args.steps))
-        log.info("repeat %d/%d: %s", r + 1, args.repeats,
-                 ", ".join(f"{k} {samples[k][-1]:.4f} s" for k in KINDS))
+        blocks = {kind: time_steps(steps[kind], images, labels, args.steps)
+                  for kind in rotated(KINDS, r)}
+        rounds.append({kind: blocks[kind] for kind in KINDS})
+        log.info("round %d/%d: %s", r + 1, args.repeats,
+                 ", ".join(f"{k} {blocks[k].wall:.4f} s ({blocks[k].cpu:.4f} cpu)"
+                           for k in KINDS))
 
-    med = {kind: statistics.median(samples[kind]) for kind in KINDS}
+    med = {kind: statistics.median(r[kind].wall for r in rounds) for kind in KINDS}
+    ratios = ratio_report(rounds, "native")
+    for kind, rep in ratios.items():
+        log.info("%s/native: cpu %s [%s, %s], wall %s [%s, %s], fastest %s", kind,
+                 rep["cpu"]["median"], rep["cpu"]["min"], rep["cpu"]["max"],
+                 rep["wall"]["median"], rep["wall"]["min"], rep["wall"]["max"], rep["wall_min"])
     result = {
         "native_s": sig4(med["native"]),
         "bp_s": sig4(med["bp"]),
         "fa_s": sig4(med["fa"]),
         "fa_over_native": sig4(med["fa"] / med["native"]),
         "bp_over_native": sig4(med["bp"] / med["native"]),
+        "cpu_ratio": {kind: rep["cpu"] for kind, rep in ratios.items()},
+        "wall_ratio": {kind: rep["wall"] for kind, rep in ratios.items()},
+        "wall_min_ratio": {kind: rep["wall_min"] for kind, rep in ratios.items()},
+        "seconds": {kind: seconds_report(rounds, kind) for kind in KINDS},
         "repeats": args.repeats,
+        "steps": args.steps,
         "width": args.width,
         "batch": args.batch,
         "image_size": args.image_size,
