@@ -108,6 +108,26 @@ def wait_for_epoch():
     return wait
 
 
+@pytest.fixture
+def sigterm_after_epoch(wait_for_epoch):
+    """``sigterm_after_epoch(proc, url, experiment, trial_id=0, timeout=180)``: once the trial
+    has reported an epoch, SIGTERM the process (a ``subprocess.Popen`` with piped stderr) and
+    wait for it; returns its exit status and stderr. It is killed if it outlives the wait."""
+    import signal
+
+    def stop(proc, url: str, experiment: str, trial_id: int = 0,
+             timeout: float = 180.0) -> tuple[int, str]:
+        try:
+            wait_for_epoch(url, experiment, trial_id)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=timeout)
+        finally:
+            proc.kill()
+        return proc.returncode, err
+
+    return stop
+
+
 # --- headless browser ---------------------------------------------------------------------------
 # HTML reports are rendered in Debian's Chromium (driven by Playwright). `.ci/run` installs it and
 # sets LOCALRULES_REQUIRE_BROWSER=1, so a missing browser fails CI instead of skipping the check.

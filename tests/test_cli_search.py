@@ -179,9 +179,8 @@ def test_show_space_prints_the_tree(capsys):
 
 
 @pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
-def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path, wait_for_epoch):
-    import signal
-
+def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path,
+                                                                   sigterm_after_epoch):
     db = f"sqlite:///{tmp_path}/s.db"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
@@ -189,13 +188,8 @@ def test_sigterm_stops_the_search_and_hands_the_running_trial_back(tmp_path, wai
          "stop", "--db", db, "--max-trials", "1", "--workers", "1", "--epochs", "30",
          "--width", "4", "--artifacts", str(tmp_path / "art"), "--poll", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        wait_for_epoch(db, "stop", 0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=180)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err[-3000:]
+    code, err = sigterm_after_epoch(proc, db, "stop")
+    assert code == 143, err[-3000:]
     assert "run the same command to resume" in err
     with open_store(db) as store:
         trial = store.get_trial("stop", 0)

@@ -5,7 +5,6 @@ from its checkpoint; bad input exits 2 and a dead database exits 1."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -45,17 +44,13 @@ def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp
 
 @pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_database_url,
-                                                                     tmp_path, wait_for_epoch):
+                                                                     tmp_path,
+                                                                     sigterm_after_epoch):
     url, art = mongodb_database_url, str(tmp_path / "art")
     _queue(url, 6)
-    proc = worker(url, "--artifacts", art, "--lease", "30")
-    try:
-        wait_for_epoch(url, "exp", 0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err[-3000:]
+    code, err = sigterm_after_epoch(worker(url, "--artifacts", art, "--lease", "30"), url, "exp",
+                                    timeout=120)
+    assert code == 0, err[-3000:]
     with open_store(url) as store:
         trial = store.get_trial("exp", 0)
     assert trial.state == "queued" and trial.attempt == 1 and trial.result is None

@@ -213,8 +213,8 @@ def test_should_stop_interrupts_a_ray_search_which_then_resumes(local_ray, tmp_p
     assert [(t.state, t.result["epochs"]) for t in resumed.trials] == [("done", 2), ("done", 2)]
 
 
-def test_sigterm_stops_a_ray_search_which_the_same_command_resumes(tmp_path, wait_for_epoch):
-    import signal
+def test_sigterm_stops_a_ray_search_which_the_same_command_resumes(tmp_path,
+                                                                   sigterm_after_epoch):
     import subprocess
     import sys
 
@@ -226,13 +226,8 @@ def test_sigterm_stops_a_ray_search_which_the_same_command_resumes(tmp_path, wai
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
-    try:
-        wait_for_epoch(db, "term", 0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=240)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err[-3000:]
+    code, err = sigterm_after_epoch(proc, db, "term", timeout=240)
+    assert code == 143, err[-3000:]
     assert "run the same command to resume" in err
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
