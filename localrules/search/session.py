@@ -165,11 +165,10 @@ class SearchSession:
             raise ParameterError("url", "{} sqlite:// is an in-memory database that the "
                                         "engine's worker processes cannot share; give a file, "
                                         "e.g. sqlite:///localrules.db")
-        changes, concurrency = _changes(settings, engine)
-        resolve_settings(None, changes, concurrency)
+        resolve_settings(None, *_changes(settings, engine))  # before the database is touched
         store = open_store(url)
         try:
-            return cls(url, store, open_search(store, name, space, changes, engine))
+            return cls(url, store, open_search(store, name, space, settings, engine))
         except BaseException:
             store.close()
             raise
