@@ -32,6 +32,7 @@ from localrules.search.engine import (
     SearchOutcome,
     StatusCallback,
     StopCheck,
+    on_sigterm,
 )
 from localrules.validation import ParameterError
 
@@ -330,22 +331,17 @@ class RayEngine(Engine):
         stop): running the search again restores it, its trials from their checkpoints."""
         terminated = threading.Event()
 
-        def on_sigterm(*_: Any) -> None:
+        def terminate() -> None:
             terminated.set()
             os.kill(os.getpid(), signal.SIGINT)
 
-        main = threading.current_thread() is threading.main_thread()  # signals go to it only
-        previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
         try:
-            with _interrupt_when(should_stop):
+            with on_sigterm(terminate), _interrupt_when(should_stop):
                 run_ray_search(session.url, session.experiment, session.space,
                                session.settings, self.options, lock=session.controller.lock,
                                trainable=self.trainable)
         except KeyboardInterrupt:  # outside Tune's fit, which turns its own into a stop
             log.info("the Ray search was interrupted before Tune ran")
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
         status = session.controller.status()
         if on_status is not None:
             on_status(status)

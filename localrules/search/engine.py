@@ -12,7 +12,10 @@ concurrency of a new search (``default_concurrency``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,21 @@ class SearchOutcome:
     @property
     def finished(self) -> bool:
         return self.stopped is None
+
+
+@contextlib.contextmanager
+def on_sigterm(handler: Callable[[], None]) -> Iterator[None]:
+    """``handler()`` on SIGTERM while the block runs, the previous handler restored after.
+    Signals reach the main thread only: elsewhere (an engine run from a thread) nothing is
+    installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: handler())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Engine(abc.ABC):

@@ -10,8 +10,6 @@ search again resumes it. When every local worker has exited with trials left, th
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +21,7 @@ from localrules.search.engine import (
     SearchOutcome,
     StatusCallback,
     StopCheck,
+    on_sigterm,
 )
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ class StoreEngine(Engine):
         stopped: dict[str, str | None] = {"why": None}
         procs: list[Any] = []
 
-        def on_sigterm(*_: Any) -> None:
+        def terminate() -> None:
             stopped["why"] = TERMINATED
 
         def stop_now() -> bool:
@@ -100,17 +99,14 @@ class StoreEngine(Engine):
             return stopped["why"] is not None
 
         status = None
-        main = threading.current_thread() is threading.main_thread()  # signals go to it only
-        previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
         try:
-            procs += start_local_workers(spec, self.workers) if self.workers else []
-            status = controller.run(poll_seconds=self.poll_seconds, on_status=on_status,
-                                    should_stop=stop_now)
+            with on_sigterm(terminate):
+                procs += start_local_workers(spec, self.workers) if self.workers else []
+                status = controller.run(poll_seconds=self.poll_seconds, on_status=on_status,
+                                        should_stop=stop_now)
         except KeyboardInterrupt:
             stopped["why"] = INTERRUPTED
         finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
             stop_local_workers(procs)
         if status is None or stopped["why"] is not None:
             status = controller.status()  # after the workers handed their trials back
