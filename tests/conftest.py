@@ -9,6 +9,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests (marked ``fuzz``): a fixed, derandomized budget in every run of the suite,
+# so CI is reproducible and bounded; ``--hypothesis-profile long`` for the long random runs.
+settings.register_profile(
+    "ci", max_examples=30, derandomize=True, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile(
+    "long", max_examples=2000, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -1,0 +1,102 @@
+"""Hypothesis strategies for hostile input, shared by the property-based (``fuzz``) tests.
+
+Each strategy draws what a hostile user or an unlucky operator could hand a boundary: numbers
+that are not finite or far too large, JSON of the wrong shape or nested past any reader's
+recursion limit, and text with the characters that break quoting and URL parsing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import strategies as st
+
+HUGE_INTS = st.sampled_from([2**31, 2**32, 2**53 + 1, 2**63, 2**64, 10**30, -(2**63) - 1])
+"""Integers past SQLite's, BSON's or hyperopt's range (and the paper's settings)."""
+
+NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+NUMBER_TEXT = st.one_of(
+    st.sampled_from(["nan", "NaN", "inf", "-inf", "Infinity", "1e309", "-1e309", "1e400", "0x10",
+                     "", " ", "1_000", "१२", "+", "-", "--1", "1e", "9" * 400, "0", "-0", "-1"]),
+    st.integers().map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12),
+)
+"""What a user can type after a numeric flag."""
+
+
+def nested(depth: int, leaf: Any = 0, container: str = "list") -> Any:
+    """``leaf`` wrapped ``depth`` times in lists (or single-key mappings): a JSON nesting bomb."""
+    value = leaf
+    for _ in range(depth):
+        value = [value] if container == "list" else {"a": value}
+    return value
+
+
+def nesting_bomb_json(depth: int = 100_000) -> str:
+    """JSON text nested ``depth`` deep, built as text (``json.dumps`` itself would recurse)."""
+    return "[" * depth + "]" * depth
+
+
+JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), HUGE_INTS, st.floats(allow_nan=False),
+    st.text(max_size=20),
+)
+
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.text(max_size=10), children, max_size=4)),
+    max_leaves=20,
+)
+"""Any JSON value of modest size: the wrong type wherever a field expects something else."""
+
+
+def mutated_mapping(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """``base`` with one key set to a hostile value, deleted, or added (possibly nested)."""
+
+    def set_path(data: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+        data = json.loads(json.dumps(data))
+        node = data
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+        return data
+
+    def paths(data: dict[str, Any], prefix: list[str]) -> list[list[str]]:
+        out = []
+        for key, value in data.items():
+            out.append(prefix + [key])
+            if isinstance(value, dict):
+                out.extend(paths(value, prefix + [key]))
+        return out
+
+    all_paths = paths(base, []) or [["x"]]
+    hostile = st.one_of(JSON_VALUES, NON_FINITE, HUGE_INTS,
+                        st.integers(0, 500).map(lambda d: nested(d)))
+    return st.one_of(
+        st.builds(lambda p, v: set_path(base, p, v), st.sampled_from(all_paths), hostile),
+        st.builds(lambda k, v: set_path(base, [k], v), st.text(min_size=1, max_size=8), hostile),
+        st.sampled_from(all_paths).map(
+            lambda p: _deleted(json.loads(json.dumps(base)), p)),
+    )
+
+
+def _deleted(data: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node.pop(path[-1], None)
+    return data
+
+
+URL_PASSWORDS = st.one_of(
+    st.sampled_from(["p@ss word", "p%40ss", "a:b", "sl/ash", "q?uery", "h#sh", "ünï", "pa ss%2F",
+                     "%%", "@@", "]][[", "x" * 200]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=24),
+)
+"""Passwords a MongoDB URL may carry (raw or percent-encoded); none may ever be printed."""
