@@ -70,9 +70,9 @@ def mutated_mapping(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     def paths(data: dict[str, Any], prefix: list[str]) -> list[list[str]]:
         out = []
         for key, value in data.items():
-            out.append(prefix + [key])
+            out.append([*prefix, key])
             if isinstance(value, dict):
-                out.extend(paths(value, prefix + [key]))
+                out.extend(paths(value, [*prefix, key]))
         return out
 
     all_paths = paths(base, []) or [["x"]]

@@ -56,22 +56,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # TensorFlow's absl chatter (tf.data sharding timings) is not ours
         logging.getLogger("absl").setLevel(logging.WARNING)
+    from localrules.store.urls import url_secrets
+
+    secrets = url_secrets(args.db) if isinstance(getattr(args, "db", None), str) else frozenset()
+    scrubbing = ScrubSecrets(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(scrubbing)
+    try:
+        return _run(args, secrets)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(scrubbing)
+
+
+def _run(args: argparse.Namespace, secrets: frozenset[str]) -> int:
+    """The subcommand, its errors mapped to exit statuses (messages scrubbed of secrets)."""
     from localrules.cli.arguments import flag_of
     from localrules.store.base import StoreError
+    from localrules.store.urls import scrub
     from localrules.validation import ParameterError
+
+    def fail(kind: str, message: object, status: int) -> int:
+        print(f"localrules {args.command}: {kind}: {scrub(str(message), secrets)}",
+              file=sys.stderr)
+        return status
 
     try:
         return int(args.handler(args) or 0)
     except ParameterError as err:  # the library names a parameter; the user set a flag
-        message = err.naming(flag_of(err.parameter, getattr(args, "flags", {})))
-        print(f"localrules {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail("error", err.naming(flag_of(err.parameter, getattr(args, "flags", {}))),
+                    EXIT_BAD_INPUT)
     except ValueError as err:
-        print(f"localrules {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail("error", err, EXIT_BAD_INPUT)
     except StoreError as err:  # the database is unreachable or refused: not the input's fault
-        print(f"localrules {args.command}: database error: {err}", file=sys.stderr)
-        return EXIT_STORE_ERROR
+        return fail("database error", err, EXIT_STORE_ERROR)
+
+
+class ScrubSecrets(logging.Filter):
+    """Masks the database URL's secrets (``store.urls.scrub``) in every log record a handler
+    writes, whichever module logged it and however it quoted the URL."""
+
+    def __init__(self, secrets: frozenset[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from localrules.store.urls import scrub
+
+        message = record.getMessage()
+        cleaned = scrub(message, self.secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 if __name__ == "__main__":

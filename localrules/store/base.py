@@ -56,6 +56,11 @@ class TrialStore(abc.ABC):
     """A random id the database keeps (set when it is first opened): which store this is, so a
     worker's spool delivers only to the database its writes were meant for."""
 
+    def __repr__(self) -> str:
+        from localrules.store.urls import redact
+
+        return f"{type(self).__name__}({redact(self.url)!r})"
+
     # --- experiments --------------------------------------------------------------------------
     @abc.abstractmethod
     def create_experiment(self, experiment: Experiment) -> Experiment:

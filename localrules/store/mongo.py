@@ -60,7 +60,7 @@ from localrules.store.documents import (
     strict_json,
 )
 from localrules.store.documents import now as clock
-from localrules.store.urls import redact
+from localrules.store.urls import redact, scrub, url_secrets
 from localrules.validation import ParameterError
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,6 @@ def _marked(update: Mapping[str, Any], token: str) -> dict[str, Any]:
 
 def _token() -> str:
     return uuid.uuid4().hex
-
-
-def _password(url: str) -> str | None:
-    """The password of ``scheme://user:password@hosts/...`` (up to the last @), if any."""
-    import re
-
-    match = re.match(r"^[A-Za-z0-9+.-]+://[^:/@]*:(.*)@", url)
-    return match.group(1) if match else None
 
 
 def _writes(method: Callable[..., T]) -> Callable[..., T]:
@@ -125,13 +117,14 @@ class MongoStore(TrialStore):
         except ImportError:  # pragma: no cover - pymongo is a dependency
             raise ValueError("the MongoDB store needs pymongo: pip install pymongo") from None
         self.url = redact(url)
-        self._secret = _password(url)
+        self._secrets = url_secrets(url)
         try:
             parsed = uri_parser.parse_uri(url)
         except Exception as err:  # the driver's own URL errors
             raise ValueError(f"malformed MongoDB URL {self.url!r}: "
                              f"{self._scrub(str(err))}") from None
-        self._secret = parsed.get("password") or self._secret
+        if parsed.get("password"):
+            self._secrets |= url_secrets(f"x://u:{parsed['password']}@h")
         database = parsed.get("database") or DEFAULT_DATABASE
         # Timeouts bound how long a command waits for a server that is away; the URL's own
         # (e.g. ?serverSelectionTimeoutMS=500) win over these defaults.
@@ -140,7 +133,11 @@ class MongoStore(TrialStore):
         timeouts = {k: v for k, v in {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms,
                                       "socketTimeoutMS": 2 * ms}.items()
                     if k.lower() not in given}
-        self._client = pymongo.MongoClient(url, tz_aware=True, **timeouts)
+        try:
+            self._client = pymongo.MongoClient(url, tz_aware=True, **timeouts)
+        except Exception as err:  # the driver's option checks (ConfigurationError, ...)
+            raise ValueError(f"malformed MongoDB URL {self.url!r}: "
+                             f"{self._scrub(str(err))}") from None
         db = self._client[database]
         self._experiments = db["experiments"]
         self._trials = db["trials"]
@@ -170,14 +167,8 @@ class MongoStore(TrialStore):
         self.identity = identity["value"]
 
     def _scrub(self, text: str) -> str:
-        """A driver message with the URL's password (in any form) masked."""
-        text = redact(text)
-        if self._secret:
-            from urllib.parse import quote
-
-            for form in {self._secret, quote(self._secret, safe="")}:
-                text = text.replace(form, "***")
-        return text
+        """A driver message with the URL's secrets (in any form) masked."""
+        return scrub(text, self._secrets)
 
     @_guarded
     def _prepare(self) -> None:

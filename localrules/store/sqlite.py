@@ -127,6 +127,7 @@ class SQLiteStore(TrialStore):
         try:
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                                        check_same_thread=False)
+            self._refuse_foreign(path)  # before the journal mode changes anything
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -142,6 +143,23 @@ class SQLiteStore(TrialStore):
             raise StoreError(f"cannot open the SQLite store {path!r}: {err}") from None
         except sqlite3.DatabaseError as err:  # not a database
             raise ValueError(f"cannot open the SQLite store {path!r}: {err}") from None
+
+    def _refuse_foreign(self, path: str) -> dict[str, str]:
+        """The store's ``meta`` table ({} for a database with no tables, e.g. an empty file);
+        ValueError, the connection closed, for a database holding anything else (a file of
+        another program is never given localrules tables or a new journal mode)."""
+        db = self._db
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return {}
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) \
+            if "meta" in tables else {}
+        if not {"meta", "experiments", "trials"} <= tables or "identity" not in meta:
+            self._db.close()
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise ValueError(f"{path!r} is not a localrules store (it holds the tables "
+                             f"{shown}); give a new file or a localrules database")
+        return meta
 
     @staticmethod
     def _create_or_upgrade(db: sqlite3.Connection) -> None:
@@ -176,17 +194,20 @@ class SQLiteStore(TrialStore):
         to this one: the file stays as it is, and the copy is a snapshot of the moment it was
         opened. A file that is not a localrules store is refused."""
         try:
-            self._db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
-                                       timeout=busy_timeout, isolation_level=None,
-                                       check_same_thread=False)
-            with self._snapshot() as db:
-                tables = {r[0] for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table'")}
-                meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) \
-                    if "meta" in tables else {}
-            if not {"meta", "experiments", "trials"} <= tables or "identity" not in meta:
+            uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+            if not Path(path + "-wal").exists():
+                # Nothing is being written: look at the file as it is, without the side files a
+                # WAL database's reader creates, so another program's file gets none.
+                self._db = sqlite3.connect(uri + "&immutable=1", uri=True)
+                self._refuse_foreign(path)
                 self._db.close()
-                raise ValueError(f"{path!r} is not a localrules store")
+            self._db = sqlite3.connect(uri, uri=True, timeout=busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+            meta = self._refuse_foreign(path)
+            if not meta:
+                self._db.close()
+                raise ValueError(f"{path!r} is not a localrules store (it is empty): nothing "
+                                 "to read; run a search first or give the right database URL")
             version = int(meta.get("schema_version", 0))
             if version > SCHEMA_VERSION:
                 self._db.close()

@@ -14,10 +14,56 @@ URL_ENV = "LOCALRULES_DB"
 SCHEMES: tuple[str, ...] = ("sqlite", "mongodb", "mongodb+srv")
 
 
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\n]*):[^\n]*@")
+"""``scheme://user:`` then the password: up to the last ``@`` on the line, whatever it holds
+(a raw ``@``, ``/``, space or ``%`` included; a later ``@`` on the line over-redacts, which is
+safe)."""
+_SECRET_OPTIONS = re.compile(
+    r"(?i)([?&;][^=&;#\s]*(?:password|secret|token|authmechanismproperties)[^=&;#\s]*=)"
+    r"[^&;#\s]*")
+"""URL options that carry a secret: ``tlsCertificateKeyFilePassword``, the AWS session token
+in ``authMechanismProperties``, anything named like a password, secret or token."""
+
+
 def redact(url: str) -> str:
-    """The URL (or any text holding one) with passwords replaced by ``***``: everything between
-    ``scheme://user:`` and the last ``@`` before the hosts, whatever characters it holds."""
-    return re.sub(r"([A-Za-z0-9+.-]+://[^:/@\s]*):[^\s]*@", r"\1:***@", url)
+    """The URL (or any text holding URLs) with passwords and secret options replaced by
+    ``***``."""
+    return _SECRET_OPTIONS.sub(r"\1***", _USERINFO.sub(r"\1:***@", url))
+
+
+MIN_SCRUBBED = 4
+"""Secrets shorter than this are masked in URL form only (``redact``): masking every ``a`` or
+``42`` in a message would garble it, and such a password falls to any guess anyway."""
+
+
+def url_secrets(url: str) -> frozenset[str]:
+    """Every form in which the secrets of ``url`` (its password and secret options) can appear
+    in a message: as written, percent-decoded (``%40`` → ``@``, ``+`` kept or read as a space)
+    and percent-encoded. A driver error that quotes a password outside the URL is scrubbed with
+    these (``scrub``)."""
+    from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+    raw = []
+    match = _USERINFO.match(url.strip())
+    if match:
+        raw.append(url.strip()[match.end(1) + 1:match.end() - 1])
+    for option in _SECRET_OPTIONS.finditer(url):  # a value and its KEY:VALUE,... parts
+        value = unquote(option.group(0)[len(option.group(1)):])
+        raw += [value, *re.split(r"[,:]", value)]
+    forms = set()
+    for secret in raw:
+        for decoded in {secret, unquote(secret), unquote_plus(secret)}:
+            forms |= {decoded, quote(decoded, safe=""), quote_plus(decoded)}
+    return frozenset(form for form in forms if len(form) >= MIN_SCRUBBED)
+
+
+def scrub(text: str, secrets: frozenset[str] = frozenset()) -> str:
+    """``text`` redacted (``redact``) and with every one of ``secrets`` (``url_secrets``)
+    masked, longest first."""
+    text = redact(text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def sqlite_path(url: str) -> str:
@@ -26,7 +72,7 @@ def sqlite_path(url: str) -> str:
     if rest in ("", "//", "///:memory:", "//:memory:"):
         return ":memory:"
     if not rest.startswith("///") or len(rest) == 3:
-        raise ValueError(f"malformed SQLite URL {url!r}: use sqlite:///relative/path.db or "
+        raise ValueError(f"malformed SQLite URL {redact(url)!r}: use sqlite:///relative/path.db or "
                          "sqlite:////absolute/path.db")
     return rest[3:]
 
@@ -40,8 +86,8 @@ def open_store(url: str = DEFAULT_URL, create: bool = True,
     index; a database that is not a localrules store (or a newer one) is refused."""
     create = create and not read_only
     if not isinstance(url, str) or ":" not in url:
-        raise ValueError(f"malformed database URL {url!r}; valid forms: sqlite:///PATH.db, "
-                         "mongodb://HOST[:PORT]/DB, mongodb+srv://HOST/DB")
+        raise ValueError(f"malformed database URL {redact(str(url))!r}; valid forms: "
+                         "sqlite:///PATH.db, mongodb://HOST[:PORT]/DB, mongodb+srv://HOST/DB")
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from localrules.store.sqlite import SQLiteStore
