@@ -214,7 +214,7 @@ class RunDirectory:
             if line.strip():
                 try:
                     records.append(json.loads(line))
-                except json.JSONDecodeError as err:
+                except (ValueError, RecursionError) as err:  # not JSON, or nested too deep
                     raise ValueError(f"{self.history} line {number} is not JSON: {err}") \
                         from None
         return records

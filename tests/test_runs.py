@@ -58,6 +58,9 @@ def test_history_is_read_strictly(tmp_path):
     (tmp_path / "history.jsonl").write_text('{"epoch": 1, "step": 5}\n\n{"epoch": 2,\n')
     with pytest.raises(ValueError, match=r"history\.jsonl line 3 is not JSON"):
         run.read_history()
+    (tmp_path / "history.jsonl").write_text('{"epoch": 1}\n' + "[" * 100_000 + "\n")
+    with pytest.raises(ValueError, match=r"history\.jsonl line 2 is not JSON"):
+        run.read_history()  # a nesting bomb: not a RecursionError
     (tmp_path / "history.jsonl").write_text('{"epoch": 1, "step": 5}\n\n{"epoch": 2}\n')
     assert [r["epoch"] for r in run.read_history()] == [1, 2]
 

@@ -4,13 +4,17 @@ restarted under a running worker and nothing is lost or done twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
 import pytest
+from fuzzing import JSON_VALUES, nesting_bomb_json
 from helpers import free_port, queue_trials, tiny_configs
+from hypothesis import given
+from hypothesis import strategies as st
 
 from localrules.store import LeaseLost, StoreError, Trial, open_store
 from localrules.worker import Worker
@@ -131,3 +135,26 @@ def test_a_spool_delivers_only_to_its_own_store_and_survives_bad_entries(tmp_pat
         ghost = Trial("exp", 99, {}, {}, {}, attempt=1)
         spool.add(a, "complete", ghost, {"objective": 0.5})
         assert spool.flush(a) == 0 and spool.pending() == []
+
+
+@pytest.mark.fuzz
+@given(content=st.one_of(
+    st.builds(json.dumps, JSON_VALUES),
+    st.builds(lambda v: json.dumps({"store": "S", "operation": "complete", "experiment": "exp",
+                                    "trial_id": 99, "attempt": 1, "args": v}), JSON_VALUES),
+    st.just(nesting_bomb_json()), st.binary(max_size=64).map(lambda b: b.decode("latin-1"))))
+def test_a_damaged_spool_entry_is_set_aside_and_never_stops_the_flush(tmp_path_factory, content):
+    """Whatever a spool file holds (power cut mid-write, a hostile hand), the flush sets it aside
+    and delivers the good entry beside it."""
+    tmp_path = tmp_path_factory.mktemp("spool")
+    spool = Spool(tmp_path / "spool")
+    with open_store(f"sqlite:///{tmp_path}/a.db") as store:
+        queue_trials(store, tiny_configs(1))
+        trial = store.reserve("w", 60)
+        good = spool.add(store, "complete", trial, {"objective": 0.25})
+        bad = tmp_path / "spool" / f"{store.identity[:12]}-bad.json"
+        bad.write_text(content.replace("S", store.identity, 1))
+        os.utime(bad, (good.stat().st_mtime - 1,) * 2)  # the damaged one first
+        assert spool.flush(store) == 1
+        assert spool.pending() == []
+        assert store.get_trial("exp", 0).result == {"objective": 0.25}

@@ -80,8 +80,9 @@ class Spool:
                 call = (entry["experiment"], entry["trial_id"], entry["attempt"], *entry["args"])
             except FileNotFoundError:  # another worker on this host delivered it
                 continue
-            except (ValueError, KeyError, TypeError) as err:
-                log.error("spool entry %s is unreadable (%s); set aside", path, err)
+            except Exception as err:  # any damage (a nesting bomb, a directory)
+                log.error("spool entry %s is unreadable (%s); set aside", path,
+                          f"{type(err).__name__}: {err}")
                 path.replace(path.with_suffix(".bad"))
                 continue
             try:
@@ -93,8 +94,9 @@ class Spool:
                 log.warning("spooled %s dropped: %s", entry["operation"], err)
             except StoreError:
                 return delivered
-            except ValueError as err:  # the store refused the document itself
-                log.error("spooled %s refused (%s); set aside", entry["operation"], err)
+            except Exception as err:  # the store refused the entry's values
+                log.error("spooled %s refused (%s); set aside", entry["operation"],
+                          f"{type(err).__name__}: {err}")
                 path.replace(path.with_suffix(".bad"))
                 continue
             path.unlink(missing_ok=True)
