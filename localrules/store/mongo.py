@@ -550,7 +550,7 @@ class MongoStore(TrialStore):
             return_document=ReturnDocument.AFTER)
         if doc is not None:
             return self._lock(doc)
-        free: list[dict[str, Any]] = [{"expires": {"$lt": t}}]
+        free: list[dict[str, Any]] = [{"expires": {"$lte": t}}]  # as SQLite: held while > t
         if replacing:
             free.append({"owner": replacing})
         try:
