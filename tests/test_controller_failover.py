@@ -297,3 +297,36 @@ def test_the_controller_rides_out_a_mongodb_restart(tmp_path, caplog):
     assert "the database is away" in caplog.text
     assert [t.trial_id for t in trials] == [0, 1, 2, 3]
     assert all(t.state == "done" for t in trials)
+
+
+# --- the command line ----------------------------------------------------------------------------
+def test_a_search_whose_lock_is_taken_over_exits_1_without_a_traceback(tmp_path):
+    """``localrules search`` (queue only) loses its lock to another controller: it stops with a
+    database error, exit status 1, and writes nothing more."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localrules.cli.main", "search", "--space", "wm-ad",
+         "--experiment", "exp", "--db", url, "--workers", "0", "--max-trials", "4",
+         "--references", "none", "--width", "4", "--epochs", "1", "--poll", "0.2",
+         "--artifacts", str(tmp_path / "art")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / "s.db").exists():
+            time.sleep(0.2)
+        with open_store(url) as store:
+            while time.monotonic() < deadline and (
+                    (state := store.lock_state("controller:exp")) is None or not state.owner
+                    or len(store.trials("exp")) < 4):  # its first round is done
+                time.sleep(0.2)
+            assert state is not None and state.owner, proc.stderr.read()[-2000:]
+            store.take_lock("controller:exp", "intruder", 60.0, replacing=state.owner)
+            _, err = proc.communicate(timeout=60)
+            queued = [t.trial_id for t in store.trials("exp")]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err[-3000:]
+    assert "database error" in err and "lost experiment 'exp'" in err
+    assert "Traceback" not in err
+    assert queued == [0, 1, 2, 3]  # the queue it filled; nothing after the lock moved
