@@ -330,3 +330,52 @@ def test_a_search_whose_lock_is_taken_over_exits_1_without_a_traceback(tmp_path)
     assert "database error" in err and "lost experiment 'exp'" in err
     assert "Traceback" not in err
     assert queued == [0, 1, 2, 3]  # the queue it filled; nothing after the lock moved
+
+
+def test_mongodb_withdraws_trials_inserted_as_the_lock_passed(mongodb_database_url):
+    """MongoDB has no transaction to hold the fence check and the insert together: when the
+    lock passes on between them (here, injected at the insert's numbering step), the check made
+    after the insert finds it and cancels the trials no worker has taken, and the next
+    controller's history does not count them."""
+    from localrules.store.mongo import MongoStore
+
+    class LockPassesMidInsert(MongoStore):
+        def _stamp(self, token):
+            super()._stamp(token)
+            state = self.lock_state("controller:exp")
+            if state is not None and state.owner != "intruder":
+                self.take_lock("controller:exp", "intruder", 60.0, replacing=state.owner)
+
+    with LockPassesMidInsert(mongodb_database_url) as store:
+        c = _controller(store)
+        fence = c.acquire_lock()
+        ids = store.allocate_trial_ids("exp", 2)
+        new = [Trial("exp", i, {}, {}, {"idxs": {}, "vals": {}}) for i in ids]
+        with pytest.raises(LockLost, match="intruder"):
+            store.add_trials(new, fence=fence)
+        assert [t.state for t in store.trials("exp")] == ["cancelled", "cancelled"]
+        assert "queued by a controller that had lost its lock" in store.trials("exp")[0].error
+        from localrules.search.history import History
+
+        history = History()
+        history.update(store, "exp")
+        assert history.created == 0 and history.pending == 0
+
+
+def test_a_database_that_is_away_is_store_unavailable_and_a_refusal_is_not(tmp_path):
+    """What the controller retries (StoreUnavailable) and what it does not."""
+    path = str(tmp_path / "s.db")
+    with SQLiteStore(path, busy_timeout=0.1) as store:
+        open_experiment(store, "exp", SPACE, SETTINGS)
+        blocker = _block(path, after=0.0, seconds=1.0)
+        time.sleep(0.3)
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.requeue_expired(3)
+        blocker.join(10)
+        store.requeue_expired(3)  # back
+    with pytest.raises(StoreUnavailable):  # nobody listens there
+        open_store(f"mongodb://127.0.0.1:{free_port()}/x?serverSelectionTimeoutMS=200")
+    with open_store(f"sqlite:///{path}", read_only=True) as reader:
+        with pytest.raises(StoreError, match="read-only") as refused:
+            reader.requeue_expired(3)
+        assert not isinstance(refused.value, StoreUnavailable)
