@@ -82,6 +82,10 @@ def test_a_pid_reused_by_a_live_process_does_not_keep_the_lock(tmp_path):
         assert taken.held_by(ghost.owner())
         state = c.acquire_lock()
         assert state.held_by(c.owner) and state.generation == taken.generation + 1
+        # A second controller restarted at the same moment finds the first one alive.
+        with pytest.raises(ControllerLocked, match=f"pid {me.pid} on"):
+            _controller(store).acquire_lock()
+        assert store.lock_state(c.lock_name) == state
 
 
 # --- a killed controller is restarted at once ----------------------------------------------------
