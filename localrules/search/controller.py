@@ -12,15 +12,41 @@ Trials come from ``search.suggest`` (warm starts, then TPE seeded per trial id: 
 and the same completion order give the same suggestions). Reference runs (``store.references``)
 sit beside the search: queued in the controller's first round, they are not counted in
 ``max_trials`` and never enter TPE's history, but the search is finished only once they are.
+
+Only the controller requeues expired leases, so it must not be a single point of failure:
+
+* **Outages.** A round that fails because the database is away (``StoreUnavailable``: SQLite
+  locked or unreadable, MongoDB unreachable) is retried with the workers' backoff
+  (``store.outage``: doubling from the poll interval up to a minute), logged as a warning, and
+  the loop resumes when the database is back. An outage longer than ``outage_seconds`` (10
+  minutes by default) ends the run with a ``StoreUnavailable`` (the CLI exits 1 with the
+  message); running the search again resumes it.
+* **Restart after a crash.** The lock's owner names its holder by host, boot, pid namespace, pid
+  and process start time (``store.holder``). A new controller on the same host that finds the
+  lock held by a process that no longer runs (a killed controller; its pid gone or reused by
+  another process) takes the lock over at once instead of waiting for its lease to expire.
+* **Fencing.** Every acquisition by a new holder raises the lock's generation. The controller
+  keeps the lock state it took (owner and generation) and passes it as ``fence`` to each write
+  that acts on the search (requeueing leases, queueing trials, updating settings): the store
+  makes the write only while the lock still has that owner and generation (SQLite: in the
+  write's own transaction; MongoDB: checked right before and after, see ``store/mongo.py``). A
+  controller that finds it has lost its lock (another holds it, or it was held by another in
+  between, so the generation moved) raises ``ControllerFenced`` and stops: it never acts on
+  the state it had; running the search again starts from the store.
+* **A second controller elsewhere.** Started on another host (or in another pid namespace)
+  while the first one runs, it cannot tell whether the holder is alive, so it refuses to start
+  (``ControllerLocked``: "another controller is running ...", naming the holder and when its
+  lease ends). If the first one died, the second can start once the lease (``lock_seconds``,
+  60 s) has expired. If the first one was only paused past its lease (a frozen VM, a long
+  outage on its side) and the second took over, the first is fenced out at its next write or
+  round and exits with ``ControllerFenced``; trials it queued are never duplicated (ids come
+  from the store's counter) and it queues nothing once the lock has moved.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,19 +59,34 @@ from localrules.store import (
     FAILED,
     Experiment,
     HistoryEntry,
+    LockLost,
+    LockState,
     StoreError,
+    StoreUnavailable,
     Trial,
     TrialStore,
 )
+from localrules.store.holder import Holder, is_dead, this_process
+from localrules.store.outage import Outage
 from localrules.store.references import References, references_of
 
-__all__ = ["Controller", "ControllerLocked", "Status", "suggestion_seed", "trial_seed"]
+__all__ = ["Controller", "ControllerFenced", "ControllerLocked", "Status", "suggestion_seed",
+           "trial_seed"]
 
 log = logging.getLogger(__name__)
 
 
 class ControllerLocked(StoreError, ValueError):
     """Another controller holds the experiment's lock."""
+
+
+class ControllerFenced(LockLost):
+    """This controller held the experiment's lock and lost it to another: it stops acting (a
+    database error: exit 1)."""
+
+
+OUTAGE_SECONDS = 600.0
+"""How long a controller's rounds retry a database that is away before it gives up."""
 
 
 @dataclass(frozen=True)
@@ -70,16 +111,25 @@ class Controller:
 
     def __init__(self, store: TrialStore, experiment: Experiment, space: Space,
                  settings: SearchSettings, owner: str | None = None,
-                 lock_seconds: float = 60.0) -> None:
+                 lock_seconds: float = 60.0, outage_seconds: float | None = OUTAGE_SECONDS
+                 ) -> None:
         self.store = store
         self.experiment = experiment
         self.space = space
         self.settings = settings
         self.suggester = Suggester(store, experiment.name, space, settings)
-        self.owner = owner or (
-            f"controller:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+        self.holder = this_process("controller")
+        """Who this controller is (host, boot, pid, start time): its lock's owner."""
+        self.owner = owner or self.holder.owner()
         self.lock_seconds = lock_seconds
+        self.outage_seconds = outage_seconds
+        """Retry rounds against a database that is away this long (None: for ever)."""
         self.lock_name = f"controller:{experiment.name}"
+        self.fence: LockState | None = None
+        """The lock as this controller took it (its generation): what its writes are fenced
+        by. None until it first holds the lock."""
+        self.fenced_out = False
+        """Set once this controller has lost its lock: it never acts again."""
         self.history = History()
         """The experiment's trials as of the last round, and TPE's history of them."""
         self._references_queued = False
@@ -89,16 +139,50 @@ class Controller:
         return self.suggester.domain
 
     # --- one round ----------------------------------------------------------------------------
-    def acquire_lock(self) -> None:
-        """Take or renew the experiment's controller lock; ControllerLocked if another holds it."""
-        if not self.store.acquire_lock(self.lock_name, self.owner, self.lock_seconds):
+    def acquire_lock(self) -> LockState:
+        """Take or renew the experiment's controller lock, taking it over at once from a
+        holder on this host that no longer runs. ``ControllerLocked`` if another holds it;
+        ``ControllerFenced`` if this controller held it and another has taken it since."""
+        if self.fenced_out:
+            raise ControllerFenced(self._fenced())
+        state = self.store.take_lock(self.lock_name, self.owner, self.lock_seconds)
+        if not state.held_by(self.owner) and is_dead(state.owner, self.holder):
+            log.warning("experiment %r: the controller lock is held by %s, which no longer "
+                        "runs; taking it over", self.experiment.name, _holder(state.owner))
+            state = self.store.take_lock(self.lock_name, self.owner, self.lock_seconds,
+                                         replacing=state.owner)
+        if self.fence is not None and (not state.held_by(self.owner)
+                                       or state.generation != self.fence.generation):
+            self.fenced_out = True
+            if state.held_by(self.owner):  # retaken after another held it: let it go again
+                self.release_lock()
+            raise ControllerFenced(self._fenced(state))
+        if not state.held_by(self.owner):
+            left = max(0.0, state.expires - time.time())
             raise ControllerLocked(f"another controller is running experiment "
-                                   f"{self.experiment.name!r} in {self.store.url}; stop it "
-                                   f"first (or wait {self.lock_seconds:.0f} s for its lock to "
-                                   "expire)")
+                                   f"{self.experiment.name!r} in {self.store.url} "
+                                   f"({_holder(state.owner)}); stop it first (or, if it is "
+                                   f"gone, wait {left:.0f} s for its lock to expire)")
+        self.fence = state
+        return state
+
+    def _fenced(self, state: LockState | None = None) -> str:
+        now = "" if state is None or not state.owner else (
+            f" (now held by {_holder(state.owner)}, generation {state.generation})")
+        return (f"this controller lost experiment {self.experiment.name!r}'s lock in "
+                f"{self.store.url}{now}: another controller took over; this one stops rather "
+                "than act on stale state. Stop the other one and run the search again to "
+                "resume")
 
     def release_lock(self) -> None:
-        self.store.release_lock(self.lock_name, self.owner)
+        """Give the lock up (best effort: if the database is away, the lease expires, and a
+        controller restarted on this host takes it over at once anyway)."""
+        try:
+            self.store.release_lock(self.lock_name, self.owner)
+        except StoreError as err:
+            log.warning("controller lock of %r not released (%s); it expires in %.0f s",
+                        self.experiment.name, err, self.lock_seconds)
+        self.fence = None
 
     @property
     def lock(self) -> tuple[str, str, float]:
@@ -109,9 +193,19 @@ class Controller:
     def step(self) -> int:
         """One round: requeue expired leases, then top up the queue. Returns trials added.
 
-        Raises ControllerLocked if another controller holds this experiment's lock."""
+        Raises ControllerLocked if another controller holds this experiment's lock,
+        ControllerFenced if this one lost it (nothing is written then)."""
+        try:
+            return self._step()
+        except ControllerFenced:
+            raise
+        except LockLost as err:  # a fenced write found the lock moved
+            self.fenced_out = True
+            raise ControllerFenced(f"{self._fenced()} ({err})") from None
+
+    def _step(self) -> int:
         self.acquire_lock()
-        for trial in self.store.requeue_expired(self.settings.max_attempts):
+        for trial in self.store.requeue_expired(self.settings.max_attempts, fence=self.fence):
             log.warning("trial %d of %r: lease expired on attempt %d, %s", trial.trial_id,
                         trial.experiment, trial.attempt,
                         "failed" if trial.state == FAILED else "back in the queue")
@@ -125,7 +219,7 @@ class Controller:
             return 0
         try:
             new = self.suggester.suggest(history, n)  # they join the history as pending
-            self.store.add_trials(new)
+            self.store.add_trials(new, fence=self.fence)
         except BaseException:
             self.history = History()  # it may hold trials the store does not: read all again
             raise
@@ -139,7 +233,7 @@ class Controller:
         trials = new_reference_trials(self.store, self.experiment.name, self.space.budget,
                                       self.settings)
         if trials:
-            self.store.add_trials(trials)
+            self.store.add_trials(trials, fence=self.fence)
         for t in trials:
             source = (t.result or {}).get("reused_from")
             log.info("reference %s (replicate %d): trial %d, %s", t.reference["rule"],
@@ -164,7 +258,12 @@ class Controller:
 
     def _status(self, history: History) -> Status:
         top = history.best()
-        best = None if top is None else self.store.get_trial(self.experiment.name, top.trial_id)
+        try:
+            best = None if top is None else self.store.get_trial(self.experiment.name,
+                                                                 top.trial_id)
+        except StoreUnavailable as err:  # the counts stand; the best trial's document waits
+            log.warning("best trial %d not read: %s", top.trial_id, err)
+            best = None
         finished = history.created >= self.settings.max_trials and history.pending == 0
         return Status(dict(history.counts), best, history.created, finished,
                       references_of(history.references(), self.settings.references))
@@ -172,15 +271,50 @@ class Controller:
     def run(self, poll_seconds: float = 2.0,
             on_status: Callable[[Status], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Status:
-        """Rounds until every one of ``max_trials`` trials has finished (or ``should_stop``)."""
+        """Rounds until every one of ``max_trials`` trials has finished (or ``should_stop``).
+
+        A round that fails because the database is away is retried (module docstring); after
+        ``outage_seconds`` of failures, ``StoreUnavailable``."""
+        stop = should_stop or (lambda: False)
+        outage = Outage(poll_seconds, self.outage_seconds)
         try:
             while True:
-                self.step()
-                status = self._status(self.history)  # what the round just read and added
+                try:
+                    self.step()
+                    status = self._status(self.history)  # what the round just read and added
+                except StoreUnavailable as err:
+                    wait = outage.failed()
+                    if outage.exhausted():
+                        raise StoreUnavailable(
+                            f"the database has been unreachable for {outage.seconds:.0f} s; "
+                            f"the controller of {self.experiment.name!r} gives up (run the "
+                            f"search again once it is back): {err}") from None
+                    log.warning("controller round failed, the database is away (%s); "
+                                "retrying in %.0f s", err, wait)
+                    if _wait(wait, stop):
+                        return self._status(self.history)  # as of the last round read
+                    continue
+                outage.recovered()
                 if on_status is not None:
                     on_status(status)
-                if status.finished or (should_stop is not None and should_stop()):
+                if status.finished or stop():
                     return status
                 time.sleep(poll_seconds)
         finally:
             self.release_lock()
+
+
+def _holder(owner: str) -> str:
+    """A lock owner for messages: ``controller pid N on host`` or the string as stored."""
+    holder = Holder.parse(owner)
+    return holder.describe() if holder is not None else repr(owner)
+
+
+def _wait(seconds: float, stop: Callable[[], bool]) -> bool:
+    """Sleep ``seconds`` in short slices; True as soon as ``stop()`` says so."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop():
+            return True
+        time.sleep(min(left, 0.5))
+    return stop()

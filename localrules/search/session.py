@@ -124,8 +124,8 @@ def open_search(store: TrialStore, name: str, space: Space,
     except ValueError:
         controller.release_lock()
         raise
-    if update:
-        controller.experiment = store.update_settings(name, update)
+    if update:  # fenced: only while this controller still holds the lock it took
+        controller.experiment = store.update_settings(name, update, fence=controller.fence)
     log.info("%s experiment %r in %s: %s", "resuming" if existing else "starting", name,
              redact(store.url), space.describe_budget())
     return controller

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from localrules.store.documents import Experiment, HistoryEntry, Trial
@@ -22,6 +23,32 @@ from localrules.store.documents import Experiment, HistoryEntry, Trial
 
 class StoreError(RuntimeError):
     """A store operation that cannot be carried out (the message says why)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database is away for now (unreachable, locked, timed out): worth retrying later,
+    unlike a refusal or a malformed document."""
+
+
+class LockLost(StoreError):
+    """A fenced write was refused: its lock is no longer held by the fence's owner with the
+    fence's generation (another process took the lock over)."""
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A named lock as the store holds it: its holder (``owner``, "" when released), when its
+    lease ends, and its ``generation``: raised by one at every acquisition by a new holder,
+    kept by renewals, never lowered. A holder's state is its fencing token: writes given it
+    (``fence=``) are made only while the lock still has that owner and generation."""
+
+    name: str
+    owner: str
+    expires: float
+    generation: int
+
+    def held_by(self, owner: str) -> bool:
+        return self.owner == owner and bool(owner)
 
 
 class LeaseLost(StoreError):
@@ -85,8 +112,10 @@ class TrialStore(abc.ABC):
         return found
 
     @abc.abstractmethod
-    def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
-        """Merge ``settings`` into the experiment's settings (e.g. a new max_trials)."""
+    def update_settings(self, name: str, settings: Mapping[str, Any],
+                        fence: LockState | None = None) -> Experiment:
+        """Merge ``settings`` into the experiment's settings (e.g. a new max_trials); with
+        ``fence``, only while that lock is held as it says (else ``LockLost``)."""
 
     # --- creating trials ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -94,10 +123,10 @@ class TrialStore(abc.ABC):
         """``n`` fresh, never-reused trial ids for the experiment (atomic counter)."""
 
     @abc.abstractmethod
-    def add_trials(self, trials: Sequence[Trial]) -> None:
+    def add_trials(self, trials: Sequence[Trial], fence: LockState | None = None) -> None:
         """Insert trials as given (queued ones; a reference run reused from elsewhere arrives
         done); ``TrialExists`` if an (experiment, trial_id) is taken (then none of them is
-        inserted)."""
+        inserted). With ``fence``, only while that lock is held as it says (``LockLost``)."""
 
     # --- the worker's side --------------------------------------------------------------------
     @abc.abstractmethod
@@ -134,9 +163,11 @@ class TrialStore(abc.ABC):
 
     # --- any process --------------------------------------------------------------------------
     @abc.abstractmethod
-    def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
+    def requeue_expired(self, max_attempts: int, now: float | None = None,
+                        fence: LockState | None = None) -> list[Trial]:
         """Running trials whose lease has expired go back to queued, or to failed once they
-        have had ``max_attempts`` attempts. Returns the trials as they are now."""
+        have had ``max_attempts`` attempts. Returns the trials as they are now. With ``fence``,
+        only while that lock is held as it says (else ``LockLost``, nothing requeued)."""
 
     @abc.abstractmethod
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
@@ -184,11 +215,26 @@ class TrialStore(abc.ABC):
 
     # --- the controller lock ------------------------------------------------------------------
     @abc.abstractmethod
+    def take_lock(self, name: str, owner: str, lease_seconds: float,
+                  replacing: str | None = None, now: float | None = None) -> LockState:
+        """Atomically take or renew the named lock for ``owner`` and return the lock as it is
+        after: ours (``held_by(owner)``) unless someone else holds an unexpired lease on it.
+        A renewal (``owner`` holds it, even past its lease, nobody having taken it since)
+        keeps the generation; any other acquisition raises it by one. ``replacing`` names a
+        holder the caller has found dead (``store.holder``): the lock is taken from it at
+        once, unexpired, if it is still the holder. ``now`` (tests) replaces the clock."""
+
     def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
         """Take or renew the named lock for ``owner``; False while someone else holds it."""
+        return self.take_lock(name, owner, lease_seconds).held_by(owner)
 
     @abc.abstractmethod
-    def release_lock(self, name: str, owner: str) -> None: ...
+    def lock_state(self, name: str) -> LockState | None:
+        """The named lock as stored (None if never taken)."""
+
+    @abc.abstractmethod
+    def release_lock(self, name: str, owner: str) -> None:
+        """Give the lock up if ``owner`` holds it (its generation is kept)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

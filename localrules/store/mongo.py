@@ -39,7 +39,10 @@ from typing import Any, TypeVar
 from localrules.store.base import (
     ExperimentNotFound,
     LeaseLost,
+    LockLost,
+    LockState,
     StoreError,
+    StoreUnavailable,
     TrialExists,
     TrialNotFound,
     TrialStore,
@@ -97,10 +100,12 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     URL's password removed."""
     @functools.wraps(method)
     def wrapper(self: MongoStore, *args: Any, **kwargs: Any) -> T:
-        from pymongo.errors import PyMongoError
+        from pymongo.errors import ConnectionFailure, PyMongoError
 
         try:
             return method(self, *args, **kwargs)
+        except ConnectionFailure as err:  # AutoReconnect, ServerSelectionTimeoutError, ...
+            raise StoreUnavailable(f"{self.url}: {self._scrub(str(err))}") from None
         except PyMongoError as err:
             raise StoreError(f"{self.url}: {self._scrub(str(err))}") from None
 
@@ -265,14 +270,17 @@ class MongoStore(TrialStore):
 
     @_guarded
     @_writes
-    def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
+    def update_settings(self, name: str, settings: Mapping[str, Any],
+                        fence: LockState | None = None) -> Experiment:
         from pymongo import ReturnDocument
 
+        self._check_fence(fence)
         doc = self._experiments.find_one_and_update(
             {"_id": name}, {"$set": {f"settings.{k}": v for k, v in settings.items()}},
             return_document=ReturnDocument.AFTER)
         if doc is None:
             raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
+        self._check_fence(fence)  # the settings are written; the caller learns it was fenced
         return self._experiment(doc)
 
     # --- creating trials ----------------------------------------------------------------------
@@ -295,7 +303,7 @@ class MongoStore(TrialStore):
 
     @_guarded
     @_writes
-    def add_trials(self, trials: Sequence[Trial]) -> None:
+    def add_trials(self, trials: Sequence[Trial], fence: LockState | None = None) -> None:
         from pymongo.errors import BulkWriteError
 
         if not trials:
@@ -318,6 +326,7 @@ class MongoStore(TrialStore):
                 for k, t in zip(keys, trials, strict=True)]
         for doc in docs:
             strict_json(doc)
+        self._check_fence(fence)
         try:
             self._trials.insert_many(docs, ordered=True)
             self._stamp(token)
@@ -328,6 +337,15 @@ class MongoStore(TrialStore):
             raise TrialExists(f"a trial id was taken concurrently: "
                               f"{redact(str(err.details.get('writeErrors', ''))[:300])}"
                               ) from None
+        if fence is not None and not self._fence_holds(fence):
+            # The lock passed on while inserting: withdraw what no worker has taken yet
+            # (cancelled trials are not counted as created by the next controller's history).
+            t, undo = clock(), _token()
+            self._trials.update_many({"_id": {"$in": keys}, "state": QUEUED}, _marked(
+                {"$set": {"state": CANCELLED, "finished_at": t, "updated_at": t,
+                          "error": "queued by a controller that had lost its lock"}}, undo))
+            self._stamp(undo)
+            self._check_fence(fence)
 
     # --- the worker's side --------------------------------------------------------------------
     @_guarded
@@ -407,7 +425,11 @@ class MongoStore(TrialStore):
     # --- any process --------------------------------------------------------------------------
     @_guarded
     @_writes
-    def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
+    def requeue_expired(self, max_attempts: int, now: float | None = None,
+                        fence: LockState | None = None) -> list[Trial]:
+        # Each requeue is conditional on the trial itself (same attempt, still expired), so a
+        # controller fenced out between the check and a write requeues only what is due.
+        self._check_fence(fence)
         t, token = clock() if now is None else now, _token()
         changed = []
         for doc in self._trials.find({"state": RUNNING, "lease_expires": {"$lt": t}},
@@ -494,26 +516,75 @@ class MongoStore(TrialStore):
         return out
 
     # --- the controller lock ------------------------------------------------------------------
+    @staticmethod
+    def _lock(doc: Mapping[str, Any]) -> LockState:
+        generation = doc.get("generation", 0)
+        return LockState(doc["_id"], doc.get("owner") or "", float(doc.get("expires") or 0.0),
+                         generation if isinstance(generation, int) else 0)
+
     @_guarded
     @_writes
-    def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+    def take_lock(self, name: str, owner: str, lease_seconds: float,
+                  replacing: str | None = None, now: float | None = None) -> LockState:
+        # Two single-document operations, each atomic: a renewal (owner already holds it:
+        # generation kept), else a take (expired, released, or held by ``replacing``:
+        # generation + 1) as a conditional upsert, which fails on the unique _id while
+        # someone else holds it.
+        from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
-        t = clock()
+        if not owner:
+            raise ValueError("a lock owner must be a non-empty string")
+        t = clock() if now is None else now
+        doc = self._locks.find_one_and_update(
+            {"_id": name, "owner": owner}, {"$set": {"expires": t + lease_seconds}},
+            return_document=ReturnDocument.AFTER)
+        if doc is not None:
+            return self._lock(doc)
+        free: list[dict[str, Any]] = [{"expires": {"$lte": t}}]  # as SQLite: held while > t
+        if replacing:
+            free.append({"owner": replacing})
         try:
-            self._locks.update_one(
-                {"_id": name, "$or": [{"owner": owner}, {"expires": {"$lt": t}}]},
+            doc = self._locks.find_one_and_update(
+                {"_id": name, "$or": free},
                 {"$set": {"owner": owner, "expires": t + lease_seconds,
-                          "schema_version": SCHEMA_VERSION}},
-                upsert=True)
+                          "schema_version": SCHEMA_VERSION}, "$inc": {"generation": 1}},
+                upsert=True, return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:  # the lock exists, held by someone else, not expired
-            return False
-        return True
+            doc = None
+        return self._lock(doc or self._locks.find_one({"_id": name})
+                          or {"_id": name, "owner": "", "expires": 0.0})
+
+    @_guarded
+    def lock_state(self, name: str) -> LockState | None:
+        doc = self._locks.find_one({"_id": name})
+        return None if doc is None else self._lock(doc)
 
     @_guarded
     @_writes
     def release_lock(self, name: str, owner: str) -> None:
-        self._locks.delete_one({"_id": name, "owner": owner})
+        # The document stays (released: no owner, expired) so its generation is kept.
+        self._locks.update_one({"_id": name, "owner": owner},
+                               {"$set": {"owner": "", "expires": 0.0}})
+
+    def _fence_holds(self, fence: LockState) -> bool:
+        return self._locks.find_one({"_id": fence.name, "owner": fence.owner,
+                                     "generation": fence.generation}, {"_id": 1}) is not None
+
+    def _check_fence(self, fence: LockState | None) -> None:
+        """LockLost unless the fence's lock still has its owner and generation. MongoDB has
+        no transaction here, so this is a check made right before a fenced write (and, for
+        inserts and settings, right after it): a write can act on a lost lock only if the lock
+        passed on inside that window, which needs the holder's lease to run out (it was
+        renewed at the start of the round, ``lock_seconds`` before) or the holder to have been
+        found dead (it is running this very check). A requeue is safe whoever makes it (each is
+        conditional on the trial); trials inserted as the lock passed are cancelled again."""
+        if fence is not None and not self._fence_holds(fence):
+            current = self._locks.find_one({"_id": fence.name}) or {}
+            raise LockLost(f"lock {fence.name!r} is no longer held by {fence.owner} "
+                           f"(generation {fence.generation}); it is held by "
+                           f"{current.get('owner') or 'nobody'} (generation "
+                           f"{current.get('generation', 0)})")
 
     def close(self) -> None:
         self._client.close()

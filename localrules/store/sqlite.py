@@ -27,7 +27,10 @@ from typing import Any
 from localrules.store.base import (
     ExperimentNotFound,
     LeaseLost,
+    LockLost,
+    LockState,
     StoreError,
+    StoreUnavailable,
     TrialExists,
     TrialNotFound,
     TrialStore,
@@ -101,6 +104,7 @@ CREATE TABLE IF NOT EXISTS locks (
     owner TEXT NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lock_generations (name TEXT PRIMARY KEY, generation INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -252,7 +256,7 @@ class SQLiteStore(TrialStore):
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 if isinstance(err, sqlite3.OperationalError):
-                    raise StoreError(f"{self.url}: {err}") from err
+                    raise _store_error(self.url, err) from err
                 raise
             else:
                 self._db.execute("COMMIT")
@@ -265,12 +269,25 @@ class SQLiteStore(TrialStore):
                               "RETURNING value").fetchone()
         return value
 
+    @staticmethod
+    def _check_fence(db: sqlite3.Connection, fence: LockState | None) -> None:
+        """Inside the caller's write transaction: LockLost unless the fence's lock still has
+        its owner and generation (so the write and the check are one atomic step)."""
+        if fence is None:
+            return
+        row = db.execute("SELECT l.owner, g.generation FROM locks l JOIN lock_generations g "
+                         "ON g.name = l.name WHERE l.name = ?", (fence.name,)).fetchone()
+        if row is None or row[0] != fence.owner or row[1] != fence.generation:
+            held = "nobody" if row is None or not row[0] else f"{row[0]} (generation {row[1]})"
+            raise LockLost(f"lock {fence.name!r} is no longer held by {fence.owner} "
+                           f"(generation {fence.generation}); it is held by {held}")
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.OperationalError as err:
-                raise StoreError(f"{self.url}: {err}") from err
+                raise _store_error(self.url, err) from err
 
     @staticmethod
     def _trial(row: Sequence[Any]) -> Trial:
@@ -322,8 +339,10 @@ class SQLiteStore(TrialStore):
         rows = self._read("SELECT doc FROM experiments ORDER BY name")
         return [Experiment.from_dict(json.loads(r[0])) for r in rows]
 
-    def update_settings(self, name: str, settings: Mapping[str, Any]) -> Experiment:
+    def update_settings(self, name: str, settings: Mapping[str, Any],
+                        fence: LockState | None = None) -> Experiment:
         with self._write() as db:
+            self._check_fence(db, fence)
             row = db.execute("SELECT doc FROM experiments WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
@@ -345,7 +364,7 @@ class SQLiteStore(TrialStore):
                        (row[0] + n, experiment))
         return list(range(row[0], row[0] + n))
 
-    def add_trials(self, trials: Sequence[Trial]) -> None:
+    def add_trials(self, trials: Sequence[Trial], fence: LockState | None = None) -> None:
         for t in trials:
             Trial.from_dict(t.to_dict())  # the checks a stored document will face
         rows = []
@@ -360,6 +379,7 @@ class SQLiteStore(TrialStore):
         marks = ", ".join("?" for _ in columns)
         try:
             with self._write() as db:
+                self._check_fence(db, fence)
                 seq = self._seq(db)
                 db.executemany(f"INSERT INTO trials ({', '.join(columns)}) "
                                f"VALUES ({marks})", [(*row, seq) for row in rows])
@@ -430,8 +450,10 @@ class SQLiteStore(TrialStore):
                      {"state": QUEUED, "worker": None, "lease_expires": None})
 
     # --- any process --------------------------------------------------------------------------
-    def requeue_expired(self, max_attempts: int, now: float | None = None) -> list[Trial]:
+    def requeue_expired(self, max_attempts: int, now: float | None = None,
+                        fence: LockState | None = None) -> list[Trial]:
         with self._write() as db:
+            self._check_fence(db, fence)
             t = clock() if now is None else now
             rows = db.execute("SELECT experiment, trial_id, lapses FROM trials "
                               "WHERE state = ? AND lease_expires < ?", (RUNNING, t)).fetchall()
@@ -498,15 +520,37 @@ class SQLiteStore(TrialStore):
         return {s: 0 for s in STATES} | {state: n for state, n in rows}
 
     # --- the controller lock ------------------------------------------------------------------
-    def acquire_lock(self, name: str, owner: str, lease_seconds: float) -> bool:
+    def take_lock(self, name: str, owner: str, lease_seconds: float,
+                  replacing: str | None = None, now: float | None = None) -> LockState:
+        # One write transaction: read the holder, then renew, take or leave it. The generation
+        # lives in its own table, so it survives a release (which deletes the lock's row).
+        if not owner:
+            raise ValueError("a lock owner must be a non-empty string")
         with self._write() as db:
-            t = clock()
+            t = clock() if now is None else now
             row = db.execute("SELECT owner, expires FROM locks WHERE name = ?", (name,)).fetchone()
-            if row is not None and row[0] != owner and row[1] > t:
-                return False
+            found = db.execute("SELECT generation FROM lock_generations WHERE name = ?",
+                               (name,)).fetchone()
+            generation = 0 if found is None else found[0]
+            if row is not None and row[0] != owner and row[1] > t and row[0] != replacing:
+                return LockState(name, row[0], row[1], generation)
+            if row is None or row[0] != owner:  # a new holder: the next generation
+                generation += 1
+                db.execute("INSERT OR REPLACE INTO lock_generations VALUES (?, ?)",
+                           (name, generation))
             db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?)",
                        (name, owner, t + lease_seconds))
-        return True
+        return LockState(name, owner, t + lease_seconds, generation)
+
+    def lock_state(self, name: str) -> LockState | None:
+        with self._snapshot() as db:
+            row = db.execute("SELECT owner, expires FROM locks WHERE name = ?", (name,)).fetchone()
+            found = db.execute("SELECT generation FROM lock_generations WHERE name = ?",
+                               (name,)).fetchone()
+        if row is None and found is None:
+            return None
+        return LockState(name, "" if row is None else row[0], 0.0 if row is None else row[1],
+                         0 if found is None else found[0])
 
     def release_lock(self, name: str, owner: str) -> None:
         with self._write() as db:
@@ -515,6 +559,17 @@ class SQLiteStore(TrialStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_AWAY = ("locked", "busy", "unable to open", "disk i/o")
+"""sqlite3.OperationalError messages of a database that is away for now (worth a retry)."""
+
+
+def _store_error(url: str, err: sqlite3.OperationalError) -> StoreError:
+    """The StoreError an OperationalError is: StoreUnavailable when the database is away for
+    now (locked by another process, its file unreadable), else a plain StoreError."""
+    kind = StoreUnavailable if any(w in str(err).lower() for w in _AWAY) else StoreError
+    return kind(f"{url}: {err}")
 
 
 def _loads(text: str | None) -> Any:

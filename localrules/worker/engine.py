@@ -69,6 +69,7 @@ class StoreEngine(Engine):
 
     def run(self, session: SearchSession, on_status: StatusCallback | None = None,
             should_stop: StopCheck | None = None) -> SearchOutcome:
+        from localrules.store import StoreUnavailable
         from localrules.worker.local import (
             LocalWorkerSpec,
             start_local_workers,
@@ -77,7 +78,10 @@ class StoreEngine(Engine):
         )
 
         controller = session.controller
-        controller.step()  # the first trials are queued before the workers start
+        try:
+            controller.step()  # the first trials are queued before the workers start
+        except StoreUnavailable as err:  # the loop below retries it
+            log.warning("the first round failed, the database is away (%s); retrying", err)
         spec = LocalWorkerSpec(url=session.url, artifacts=self.artifacts,
                                experiments=(session.experiment.name,),
                                lease_seconds=self.lease_seconds,

@@ -26,6 +26,7 @@ from typing import Any
 from localrules.runs import trial_dir
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.store.documents import progress_document
+from localrules.store.outage import MAX_BACKOFF, backoff_seconds
 from localrules.worker.heartbeat import Heartbeat
 from localrules.worker.reference_guard import ReferenceGuard
 from localrules.worker.spool import Spool
@@ -33,8 +34,7 @@ from localrules.worker.trial_runner import train_trial, validate_config
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = 60.0
-"""Longest wait between attempts to reach a database that is away."""
+__all__ = ["MAX_BACKOFF", "Worker", "WorkerStats"]
 
 
 @dataclass
@@ -84,6 +84,8 @@ class Worker:
         self._stopping = False
         self._wake = threading.Event()
         """Set by SIGTERM so that a wait for the database or the queue ends at once."""
+        self._beat: Heartbeat | None = None
+        """The heartbeat of the trial being run, from its reservation on."""
 
     def stopping(self) -> bool:
         return self._stopping or self.should_stop()
@@ -109,7 +111,7 @@ class Worker:
                     failures = 0
                 except StoreError as err:  # the database is away: back off, try again
                     failures += 1
-                    wait = min(self.poll_seconds * 2 ** min(failures - 1, 10), MAX_BACKOFF)
+                    wait = backoff_seconds(failures, self.poll_seconds)
                     log.warning("worker %s: cannot reserve (%s); retrying in %.0f s",
                                 self.worker_id, err, wait)
                     self._wake.wait(wait)
@@ -126,7 +128,8 @@ class Worker:
                 if self.stopping():  # the stop came while reserving: hand it straight back
                     self._hand_back(trial, f"trial {trial.trial_id} of {trial.experiment!r}")
                     break
-                self.run_trial(trial)
+                with self._heartbeat(trial):  # from reservation on: validation, imports are slow
+                    self.run_trial(trial)
                 idle_since = time.monotonic()
         finally:
             if in_main:
@@ -174,7 +177,7 @@ class Worker:
 
         key = (trial.experiment, trial.trial_id)
         out_dir = trial_dir(self.artifacts, trial)
-        with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
+        with self._heartbeat(trial) as beat:
             if guard is not None:
                 beat.also.append(guard.renew)
 
@@ -219,6 +222,23 @@ class Worker:
             self.stats.completed.append(key)
         else:
             self.stats.abandoned.append(key)
+
+    @contextlib.contextmanager
+    def _heartbeat(self, trial: Trial) -> Iterator[Heartbeat]:
+        """The trial's lease-renewing heartbeat: the one already beating for it (started at
+        reservation, before anything slow), else a new one for the block."""
+        if self._beat is not None and self._beat.trial is trial:
+            try:
+                yield self._beat
+            finally:  # stopped before the final write, as a heartbeat of its own would be
+                self._beat.__exit__(None, None, None)
+            return
+        with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
+            self._beat = beat
+            try:
+                yield beat
+            finally:
+                self._beat = None
 
     @contextlib.contextmanager
     def _reference_guard(self, trial: Trial) -> Iterator[ReferenceGuard | None]:
