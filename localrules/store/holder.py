@@ -51,7 +51,7 @@ class Holder:
         ``controller:host:pid:nonce``, a worker's name, garbage)."""
         try:
             data = json.loads(owner)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: a nesting bomb
             return None
         if not isinstance(data, dict):
             return None
