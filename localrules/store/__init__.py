@@ -15,6 +15,7 @@ from localrules.store.base import (
     TrialNotFound,
     TrialStore,
 )
+from localrules.store.decode import MalformedDocument
 from localrules.store.documents import (
     CANCELLED,
     DONE,
@@ -44,6 +45,7 @@ __all__ = [
     "ExperimentNotFound",
     "HistoryEntry",
     "LeaseLost",
+    "MalformedDocument",
     "StoreError",
     "Trial",
     "TrialExists",

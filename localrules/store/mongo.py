@@ -45,6 +45,14 @@ from localrules.store.base import (
     TrialStore,
     check_cursor,
 )
+from localrules.store.decode import (
+    MalformedDocument,
+    decode_entry,
+    decode_experiment,
+    decode_trial,
+    read_each,
+    trial_name,
+)
 from localrules.store.documents import (
     CANCELLED,
     DONE,
@@ -214,12 +222,27 @@ class MongoStore(TrialStore):
     # --- documents ----------------------------------------------------------------------------
     @staticmethod
     def _trial(doc: Mapping[str, Any]) -> Trial:
-        return Trial.from_dict(doc)  # checked: unknown fields and wrong types are refused
+        """The trial of a document (checked: plain JSON, known fields of the right types, keyed
+        by its experiment and id); MalformedDocument naming it for anything wrong."""
+        trial = decode_trial(doc)
+        if doc.get("_id") != _key(trial.experiment, trial.trial_id):
+            raise MalformedDocument(trial_name(doc), f"_id {doc.get('_id')!r:.60} does not "
+                                                     "match its experiment and trial_id")
+        return trial
+
+    @staticmethod
+    def _entry(doc: Mapping[str, Any]) -> HistoryEntry:
+        """The history entry of a projected document, checked as ``_trial`` checks it."""
+        entry = decode_entry(doc)
+        if doc.get("_id") != _key(doc.get("experiment"), entry.trial_id):
+            raise MalformedDocument(trial_name(doc), f"_id {doc.get('_id')!r:.60} does not "
+                                                     "match its experiment and trial_id")
+        return entry
 
     @staticmethod
     def _experiment(doc: Mapping[str, Any]) -> Experiment:
-        return Experiment.from_dict({k: v for k, v in doc.items()
-                                     if k not in ("_id", "next_trial_id")})
+        return decode_experiment({k: v for k, v in doc.items()
+                                  if k not in ("_id", "next_trial_id")})
 
     def _stamp(self, token: str) -> None:
         """Number the trials a write marked with ``token`` (the last of its three steps)."""
@@ -270,7 +293,7 @@ class MongoStore(TrialStore):
 
     @_guarded
     def list_experiments(self) -> list[Experiment]:
-        return [self._experiment(d) for d in self._experiments.find().sort("_id", 1)]
+        return read_each(self._experiments.find().sort("_id", 1), self._experiment, self.url)
 
     @_guarded
     @_writes
@@ -367,14 +390,12 @@ class MongoStore(TrialStore):
                 return None
             self._stamp(token)
             try:
-                trial = self._trial(doc)
-                if doc["_id"] != _key(trial.experiment, trial.trial_id):
-                    raise ValueError(f"_id {doc['_id']!r} does not match its experiment and "
-                                     "trial_id")
-                return trial
-            except ValueError as err:  # malformed or hostile: fail it, never hand it out
+                return self._trial(doc)
+            except MalformedDocument as err:  # fail it, never hand it out
+                log.warning("%s: %s failed, never run: malformed document: %s", self.url,
+                            err.what, err.reason)
                 self._trials.update_one({"_id": doc["_id"]}, _marked({"$set": {
-                    "state": FAILED, "error": f"malformed trial document: {err}",
+                    "state": FAILED, "error": f"malformed trial document: {err.reason}",
                     "lease_expires": None, "finished_at": t}}, token))
                 self._stamp(token)
 
@@ -429,7 +450,7 @@ class MongoStore(TrialStore):
             sets.update({"finished_at": t} if state == FAILED else {"worker": None})
             # Only if nobody renewed or finished it meanwhile (same attempt, still expired).
             done = self._trials.update_one(
-                {"_id": doc["_id"], "state": RUNNING, "attempt": doc["attempt"],
+                {"_id": doc["_id"], "state": RUNNING, "attempt": doc.get("attempt"),
                  "lease_expires": {"$lt": t}},
                 _marked({"$set": sets, "$inc": {"lapses": 1}}, token))
             if done.modified_count:
@@ -439,15 +460,9 @@ class MongoStore(TrialStore):
         return self._parsed(self._trials.find({"_id": {"$in": changed}}).sort("trial_id", 1))
 
     def _parsed(self, docs: Iterable[Mapping[str, Any]]) -> list[Trial]:
-        """Trials from documents, leaving out (and logging) any that are malformed, so one bad
+        """Trials from documents, malformed ones skipped with a warning naming them, so one bad
         document never stops a controller or a query."""
-        out = []
-        for doc in docs:
-            try:
-                out.append(self._trial(doc))
-            except ValueError as err:
-                log.warning("%s: trial document %r skipped: %s", self.url, doc.get("_id"), err)
-        return out
+        return read_each(docs, self._trial, self.url)
 
     @_guarded
     @_writes
@@ -464,8 +479,8 @@ class MongoStore(TrialStore):
 
     @_guarded
     def get_trial(self, experiment: str, trial_id: int) -> Trial | None:
-        doc = self._trials.find_one({"_id": _key(experiment, trial_id)})
-        return None if doc is None else self._trial(doc)
+        found = self._parsed(self._trials.find({"_id": _key(experiment, trial_id)}).limit(1))
+        return found[0] if found else None
 
     @_guarded
     def trials(self, experiment: str, states: Iterable[str] | None = None) -> list[Trial]:
@@ -482,12 +497,10 @@ class MongoStore(TrialStore):
         query: dict[str, Any] = {"experiment": experiment}
         if after:  # from 0: every trial, unnumbered ones from before numbering included
             query["$or"] = [{"seq": {"$gt": after}}, {"seq_pending": {"$exists": True}}]
-        cursor = self._trials.find(query, {"trial_id": 1, "state": 1, "misc": 1, "result": 1,
-                                           "reference": 1, "seq": 1}).sort("trial_id", 1)
-        entries = [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"),
-                                d.get("reference"), d.get("seq", 0))
-                   for d in cursor if isinstance(d.get("trial_id"), int) and "state" in d]
-        return entries, max(after, counter)
+        cursor = self._trials.find(query, {"experiment": 1, "trial_id": 1, "state": 1,
+                                           "misc": 1, "result": 1, "reference": 1,
+                                           "seq": 1}).sort("trial_id", 1)
+        return read_each(cursor, self._entry, self.url), max(after, counter)
 
     @_guarded
     def reference_runs(self, key: str) -> list[Trial]:
@@ -499,7 +512,8 @@ class MongoStore(TrialStore):
         out = dict.fromkeys(STATES, 0)
         for row in self._trials.aggregate([{"$match": {"experiment": experiment}},
                                            {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
-            out[row["_id"]] = row["n"]
+            if row["_id"] in STATES:  # a tampered state is no state
+                out[row["_id"]] = row["n"]
         return out
 
     # --- the controller lock ------------------------------------------------------------------
