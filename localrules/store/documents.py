@@ -140,6 +140,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_COUNTS = ("trial_id", "attempt", "lapses", "schema_version")
+"""Fields that count from 0 (an attempt below 0 would be handed out as attempt 0, which no
+write can name: the fencing token starts at 1)."""
+
+
 def _check_fields(data: Mapping[str, Any]) -> None:
     """The types of the trial fields ``data`` has, and what readers rely on inside them: a
     known state, a valid reference marker, a numeric objective, a text warm-start label."""
@@ -150,8 +155,14 @@ def _check_fields(data: Mapping[str, Any]) -> None:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ValueError(f"trial document field {name!r} has the wrong type "
                              f"({type(value).__name__})")
+    for name in _COUNTS:
+        if data.get(name, 0) < 0:
+            raise ValueError(f"trial document field {name!r} is negative ({data[name]})")
     if data.get("state", QUEUED) not in STATES:
         raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
+    if data.get("state") == RUNNING and data.get("attempt", 0) < 1:
+        raise ValueError("trial document is running without an attempt (the fencing token "
+                         "starts at 1)")
     if data.get("reference") is not None:
         _check_reference(data["reference"])
     objective = (data.get("result") or {}).get("objective")

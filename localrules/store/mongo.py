@@ -74,6 +74,8 @@ from localrules.validation import ParameterError
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "localrules"
+_COUNTABLE = {"$type": "number", "$not": {"$type": "array"}, "$gte": 0, "$lt": 2**53}
+"""A trial's ``attempt`` a reservation can ``$inc``: a number, not an array holding one."""
 T = TypeVar("T")
 
 
@@ -370,12 +372,14 @@ class MongoStore(TrialStore):
         from pymongo import ReturnDocument
 
         # Documents of a newer schema wait for a newer worker (a rolling upgrade).
-        query: dict[str, Any] = {"state": QUEUED,
-                                 "schema_version": {"$lte": SCHEMA_VERSION}}
+        queued: dict[str, Any] = {"state": QUEUED, "schema_version": {"$lte": SCHEMA_VERSION}}
         if experiments is not None:
             if not experiments:
                 return None
-            query["experiment"] = {"$in": list(experiments)}
+            queued["experiment"] = {"$in": list(experiments)}
+        # Only an attempt that $inc can count on (anything else would make the server refuse
+        # the reservation, every time, and stop the queue); others are failed when it is empty.
+        query = {**queued, "attempt": _COUNTABLE}
         while True:
             t, token = clock(), _token()
             doc = self._trials.find_one_and_update(
@@ -387,6 +391,7 @@ class MongoStore(TrialStore):
                 sort=[("created_at", 1), ("trial_id", 1)],
                 return_document=ReturnDocument.AFTER)
             if doc is None:
+                self._fail_uncountable(queued)
                 return None
             self._stamp(token)
             try:
@@ -398,6 +403,20 @@ class MongoStore(TrialStore):
                     "state": FAILED, "error": f"malformed trial document: {err.reason}",
                     "lease_expires": None, "finished_at": t}}, token))
                 self._stamp(token)
+
+    def _fail_uncountable(self, queued: Mapping[str, Any]) -> None:
+        """Fail the queued trials whose attempt is no count (a tampered document), which
+        ``reserve`` leaves alone: they are never run, and never wait for ever."""
+        token = _token()
+        done = self._trials.update_many(
+            {**queued, "$nor": [{"attempt": _COUNTABLE}]},
+            _marked({"$set": {"state": FAILED, "lease_expires": None, "finished_at": clock(),
+                              "error": "malformed trial document: its attempt is not a "
+                                       "count"}}, token))
+        if done.modified_count:
+            log.warning("%s: %d queued trial(s) failed, never run: malformed document: the "
+                        "attempt is not a count", self.url, done.modified_count)
+            self._stamp(token)
 
     @_guarded
     @_writes
