@@ -160,7 +160,7 @@ def _check_fields(data: Mapping[str, Any]) -> None:
             raise ValueError(f"trial document field {name!r} is negative ({data[name]})")
     if data.get("state", QUEUED) not in STATES:
         raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
-    if data.get("state") == RUNNING and data.get("attempt", 0) < 1:
+    if data.get("state") == RUNNING and data.get("attempt", 1) < 1:
         raise ValueError("trial document is running without an attempt (the fencing token "
                          "starts at 1)")
     if data.get("reference") is not None:
