@@ -228,7 +228,6 @@ def test_the_trials_command_prints_the_others_and_warns(store, store_url, capsys
     (MongoDB) made ``localrules trials`` and ``trials --format json`` unusable."""
     ids = queue_trials(store, tiny_configs(1, 1, 1))
     finish_queued(store, "exp")
-    trial = store.reserve("w", 60) or store.get_trial("exp", ids[1])
     value, text = _non_json(store_url)
     plant(store_url, "exp", ids[1], "state", FAILED)
     plant(store_url, "exp", ids[1], "result", value, text)
@@ -236,7 +235,6 @@ def test_the_trials_command_prints_the_others_and_warns(store, store_url, capsys
         import datetime
 
         plant(store_url, "exp", ids[2], "config", {"when": datetime.datetime(2020, 1, 1)})
-    del trial
     code = main(["trials", "--experiment", "exp", "--db", store_url, "--format", form])
     out = capsys.readouterr().out
     assert code == 0
