@@ -100,3 +100,28 @@ URL_PASSWORDS = st.one_of(
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=24),
 )
 """Passwords a MongoDB URL may carry (raw or percent-encoded); none may ever be printed."""
+
+
+# --- stored documents (tests/test_documents.py) --------------------------------------------------
+NOT_JSON_TEXT = st.one_of(
+    st.sampled_from(["", "{", "{not json", "NaN", '{"objective": NaN}', "[Infinity]", "None",
+                     "{'a': 1}", "\x00", "null", "[]", "7", '"text"', "true"]),
+    st.sampled_from([1_000, 100_000]).map(nesting_bomb_json),
+    st.text(max_size=20),
+)
+"""What a TEXT column holding a JSON document may hold once someone wrote it behind the
+store's back: broken text, non-strict constants, nesting bombs, JSON of the wrong type."""
+
+
+def bson_oddities() -> st.SearchStrategy[Any]:
+    """BSON values JSON has no form for (a MongoDB document written by another program)."""
+    import datetime
+
+    import bson
+    from bson.decimal128 import Decimal128
+
+    return st.sampled_from([
+        bson.ObjectId("0123456789ab0123456789ab"), datetime.datetime(2020, 1, 1), b"\x00bytes",
+        Decimal128("1.5"), bson.Regex("a.*"), bson.MinKey(), bson.Timestamp(1, 2),
+        bson.Code("x"), {"nested": [datetime.datetime(2021, 1, 1)]},
+    ])

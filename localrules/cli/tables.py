@@ -23,10 +23,15 @@ def fmt(value: Any) -> str:
 
 
 def iso(timestamp: float | None) -> str | None:
-    """Unix seconds as an ISO 8601 UTC string."""
+    """Unix seconds as an ISO 8601 UTC string (one no calendar date holds, e.g. a tampered
+    document's 1e300, as the number)."""
     if timestamp is None:
         return None
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+    try:
+        return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(
+            timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return repr(timestamp)
 
 
 def terminal_width() -> int:

@@ -130,7 +130,7 @@ class Controller:
         by. None until it first holds the lock."""
         self.fenced_out = False
         """Set once this controller has lost its lock: it never acts again."""
-        self.history = History()
+        self.history = History(space)
         """The experiment's trials as of the last round, and TPE's history of them."""
         self._references_queued = False
 
@@ -221,7 +221,8 @@ class Controller:
             new = self.suggester.suggest(history, n)  # they join the history as pending
             self.store.add_trials(new, fence=self.fence)
         except BaseException:
-            self.history = History()  # it may hold trials the store does not: read all again
+            # It may hold trials the store does not: read all again.
+            self.history = History(self.space)
             raise
         log.info("queued trial%s %s", "s" if len(new) > 1 else "",
                  ", ".join(str(t.trial_id) for t in new))
@@ -254,7 +255,8 @@ class Controller:
         best trial's document."""
         if history is None:
             self.history.update(self.store, self.experiment.name)
-        return self._status(self.history if history is None else History.of(history))
+        return self._status(self.history if history is None
+                            else History.of(history, self.space))
 
     def _status(self, history: History) -> Status:
         top = history.best()

@@ -19,8 +19,9 @@ suggestions).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrules.spaces.nodes import plain
 from localrules.store.documents import (
@@ -35,6 +36,9 @@ from localrules.store.documents import (
     best_objective,
 )
 
+if TYPE_CHECKING:
+    from localrules.spaces import Space
+
 Entry = Trial | HistoryEntry
 
 log = logging.getLogger(__name__)
@@ -42,12 +46,12 @@ log = logging.getLogger(__name__)
 DOMAIN_CMD = ("domain_attachment", "FMinIter_Domain")
 
 
-def job(trial: Entry) -> tuple[int, dict[str, Any]] | None:
+def job(trial: Entry, space: Space | None = None) -> tuple[int, dict[str, Any]] | None:
     """hyperopt's (state, result) of a stored search trial, or None when it is not part of
     TPE's history (failed, cancelled, done without an objective, or without usable misc)."""
     from hyperopt import base as hyperopt
 
-    if not usable(trial):
+    if not usable(trial, space):
         return None
     if trial.state == DONE:
         objective = (trial.result or {}).get("objective")
@@ -65,40 +69,70 @@ def hyperopt_misc_of(trial: Entry) -> dict[str, Any]:
             "idxs": dict(trial.misc["idxs"]), "vals": dict(trial.misc["vals"])}
 
 
-def hyperopt_doc(trials, trial: Entry) -> dict[str, Any]:
-    """The hyperopt trial document of a stored trial (``trials`` is the hyperopt Trials); in
-    hyperopt's error state when it is not part of TPE's history (``refresh`` drops it)."""
+def hyperopt_doc(trials, trial: Entry,
+                 state: tuple[int, dict[str, Any]] | None) -> dict[str, Any]:
+    """The hyperopt trial document of a stored trial (``trials`` is the hyperopt Trials) in
+    its ``job`` state; in hyperopt's error state when it is not part of TPE's history
+    (``refresh`` drops it)."""
     from hyperopt import base as hyperopt
 
-    state, result = job(trial) or (hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL})
+    state, result = state or (hyperopt.JOB_STATE_ERROR, {"status": hyperopt.STATUS_FAIL})
     (doc,) = trials.new_trial_docs([trial.trial_id], [None], [result],
                                    [hyperopt_misc_of(trial)])
     doc["state"] = state
     return doc
 
 
-def usable(trial: Entry) -> bool:
+def usable(trial: Entry, space: Space | None = None) -> bool:
     """Whether a stored trial belongs in the history: failed and cancelled ones do not
-    (hyperopt's refresh would drop them), nor any whose misc is not idxs/vals mappings (a
-    tampered document must not stop the search)."""
+    (hyperopt's refresh would drop them), nor any whose misc hyperopt cannot read (a tampered
+    document, or one of a buggy old version, must not stop the search: it is left out with a
+    warning naming it)."""
     if trial.state in (FAILED, CANCELLED):
         return False
+    problem = misc_problem(trial, space)
+    if problem is not None:
+        log.warning("trial %s left out of TPE's history: %s", trial.trial_id, problem)
+    return problem is None
+
+
+def misc_problem(trial: Entry, space: Space | None = None) -> str | None:
+    """Why hyperopt could not read a stored trial's misc (None: it can): ``idxs``/``vals``
+    mappings naming the same labels, each label's lists of one length, ``[]`` or ``[tid]``
+    (hyperopt asserts that, bare), values finite numbers; with the ``space``, vals it would
+    make itself (every label, in range: what ``tpe.suggest`` reads)."""
     misc = trial.misc
-    ok = isinstance(misc, Mapping) and all(isinstance(misc.get(k), Mapping)
-                                           for k in ("idxs", "vals"))
-    if not ok:
-        log.warning("trial %s has no usable hyperopt misc; left out of TPE's history",
-                    trial.trial_id)
-    return ok
+    idxs, vals = (misc.get("idxs"), misc.get("vals")) if isinstance(misc, Mapping) else (0, 0)
+    if not (isinstance(idxs, Mapping) and isinstance(vals, Mapping)):
+        return "its misc has no idxs and vals mappings"
+    if set(idxs) != set(vals):
+        return "its misc's idxs and vals name different labels"
+    for label, ids in idxs.items():
+        got = vals[label]
+        if not (isinstance(ids, list) and isinstance(got, list) and len(ids) == len(got)):
+            return f"label {label!r:.40}: idxs and vals are not lists of one length"
+        if ids not in ([], [trial.trial_id]):
+            return f"label {label!r:.40}: idxs name trial {ids!r:.40}, not {trial.trial_id}"
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in got):
+            return f"label {label!r:.40}: vals are not finite numbers"
+    if space is not None:
+        try:
+            again = space.vals_from_params(space.params_from_vals(vals))
+        except Exception as err:  # whatever the space makes of hostile vals
+            return f"its vals do not fit the space ({type(err).__name__}: {err!s:.200})"
+        if any(vals.get(label) != value for label, value in again.items()):
+            return "its vals are not what the space makes of its params"
+    return None
 
 
-def rebuild(stored: Sequence[Entry]):
-    """A ``hyperopt.Trials`` holding the stored trials that belong in it, by trial id."""
+def rebuild(stored: Sequence[Entry], space: Space | None = None):
+    """A ``hyperopt.Trials`` holding the stored trials that belong in it, by trial id (with
+    the ``space``, only those whose vals fit it)."""
     import hyperopt
 
     trials = hyperopt.Trials()
-    docs = [hyperopt_doc(trials, t) for t in sorted(stored, key=lambda t: t.trial_id)
-            if t.reference is None and job(t) is not None]
+    docs = [hyperopt_doc(trials, t, state) for t in sorted(stored, key=lambda t: t.trial_id)
+            if t.reference is None and (state := job(t, space)) is not None]
     trials.insert_trial_docs(docs)
     trials.refresh()
     return trials
@@ -118,9 +152,11 @@ class History:
     it suggests what it would from a ``Trials`` rebuilt from the same entries.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, space: Space | None = None) -> None:
         import hyperopt
 
+        self.space = space
+        """The search's space: a trial whose vals do not fit it stays out of TPE's history."""
         self.cursor = 0
         """Where the next read of the store's changes starts (0: everything)."""
         self.entries: dict[int, HistoryEntry] = {}
@@ -139,9 +175,9 @@ class History:
         self._best_stale = False
 
     @classmethod
-    def of(cls, stored: Iterable[Entry]) -> History:
+    def of(cls, stored: Iterable[Entry], space: Space | None = None) -> History:
         """The history of the given trials (as the store would show them)."""
-        history = cls()
+        history = cls(space)
         history.apply(e if isinstance(e, HistoryEntry) else HistoryEntry.of(e) for e in stored)
         return history
 
@@ -231,11 +267,11 @@ class History:
         from hyperopt import base as hyperopt
 
         tid = entry.trial_id
-        state = job(entry)
+        state = job(entry, self.space)
         doc = self._docs.get(tid)
         if doc is None:
             if state is not None:
-                new[tid] = hyperopt_doc(self.trials, entry)
+                new[tid] = hyperopt_doc(self.trials, entry, state)
             else:
                 new.pop(tid, None)
             return

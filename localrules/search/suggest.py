@@ -83,7 +83,7 @@ class Suggester:
         ignored): warm starts first, then TPE. A ``History`` given keeps them as pending."""
         from hyperopt import tpe
 
-        history = stored if isinstance(stored, History) else History.of(stored)
+        history = stored if isinstance(stored, History) else History.of(stored, self.space)
         warm = self.pending_warm_starts(history)
         tpe_settings = self.settings.tpe
         new: list[Trial] = []

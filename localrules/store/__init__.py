@@ -18,6 +18,7 @@ from localrules.store.base import (
     TrialNotFound,
     TrialStore,
 )
+from localrules.store.decode import MalformedDocument
 from localrules.store.documents import (
     CANCELLED,
     DONE,
@@ -49,6 +50,7 @@ __all__ = [
     "LeaseLost",
     "LockLost",
     "LockState",
+    "MalformedDocument",
     "StoreError",
     "StoreUnavailable",
     "Trial",

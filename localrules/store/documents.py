@@ -9,6 +9,7 @@ code: configs, params, hyperopt's idxs/vals, progress and results are JSON value
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -112,18 +113,8 @@ class Trial:
         missing = sorted(_REQUIRED - set(data))
         if missing:
             raise ValueError(f"trial document lacks {', '.join(missing)}")
-        for name, kinds in _TYPES.items():
-            if name not in data:
-                continue
-            value = data[name]
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise ValueError(f"trial document field {name!r} has the wrong type "
-                                 f"({type(value).__name__})")
-        if data.get("state", QUEUED) not in STATES:
-            raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
+        _check_fields(data)
         check_experiment_name(data["experiment"])  # it becomes part of file paths
-        if data.get("reference") is not None:
-            _check_reference(data["reference"])
         return cls(**{k: v for k, v in data.items() if k in _TRIAL_FIELDS})
 
     @property
@@ -149,6 +140,42 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_COUNTS = ("trial_id", "attempt", "lapses", "schema_version")
+"""Fields that count from 0 (an attempt below 0 would be handed out as attempt 0, which no
+write can name: the fencing token starts at 1)."""
+
+
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """The types of the trial fields ``data`` has, and what readers rely on inside them: a
+    known state, a valid reference marker, a numeric objective, a text warm-start label."""
+    for name, kinds in _TYPES.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ValueError(f"trial document field {name!r} has the wrong type "
+                             f"({type(value).__name__})")
+    for name in _COUNTS:
+        if data.get(name, 0) < 0:
+            raise ValueError(f"trial document field {name!r} is negative ({data[name]})")
+    if data.get("state", QUEUED) not in STATES:
+        raise ValueError(f"trial document state {data['state']!r} is not one of {STATES}")
+    if data.get("state") == RUNNING and data.get("attempt", 1) < 1:
+        raise ValueError("trial document is running without an attempt (the fencing token "
+                         "starts at 1)")
+    if data.get("reference") is not None:
+        _check_reference(data["reference"])
+    objective = (data.get("result") or {}).get("objective")
+    if objective is not None and (isinstance(objective, bool) or not isinstance(
+            objective, _NUMBER) or not math.isfinite(objective)):
+        raise ValueError(f"trial document result's objective is not a finite number "
+                         f"({type(objective).__name__})")
+    label = (data.get("misc") or {}).get("warm_start")
+    if label is not None and not isinstance(label, str):
+        raise ValueError(f"trial document misc's warm_start is not text "
+                         f"({type(label).__name__})")
+
+
 def _check_reference(reference: Mapping[str, Any]) -> None:
     """A reference run's marker: rule (a preset name), replicate and key."""
     rule, replicate, key = (reference.get(k) for k in ("rule", "replicate", "key"))
@@ -169,6 +196,21 @@ class HistoryEntry:
     seq: int = 0
     """The store's change number of the trial's last write (0: written before stores numbered
     their changes, or not read from a store)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HistoryEntry:
+        """The entry of a stored trial's projection, checked as ``Trial.from_dict`` checks
+        those fields (a ValueError for a malformed one)."""
+        missing = sorted({"trial_id", "state", "misc"} - set(data))
+        if missing:
+            raise ValueError(f"trial document lacks {', '.join(missing)}")
+        _check_fields(data)
+        seq = data.get("seq", 0)
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise ValueError(f"trial document field 'seq' has the wrong type "
+                             f"({type(seq).__name__})")
+        return cls(data["trial_id"], data["state"], data["misc"], data.get("result"),
+                   data.get("reference"), seq)
 
     @classmethod
     def of(cls, trial: Trial) -> HistoryEntry:
@@ -204,11 +246,44 @@ def requeue_outcome(lapses: int, max_attempts: int) -> tuple[str, str | None]:
     return QUEUED, None
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings a document may have: far past any real config, misc or
+result, well inside every reader's recursion limit (a nesting bomb is refused, never recursed)."""
+
+
+def check_json(value: Any, what: str = "document") -> None:
+    """ValueError unless ``value`` is plain JSON (mappings with JSON keys, lists, text,
+    numbers, booleans, null) with finite numbers, nested at most ``MAX_DEPTH`` deep. Walked
+    without recursion, so a hostile value of any depth is refused, never a RecursionError."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, (str, int)):  # bool is an int
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{what} holds a non-finite number ({item})")
+            continue
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, (str, int, float, type(None))):  # as json.dumps takes
+                    raise ValueError(f"{what} has a key of type {type(key).__name__}")
+                stack.append((child, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, depth + 1) for child in item)
+        else:
+            raise ValueError(f"{what} holds a {type(item).__name__}, which is not JSON")
+
+
 def strict_json(value: Any) -> str:
-    """``value`` as strict JSON text; ValueError for NaN/Inf or anything JSON cannot hold. Every
-    backend checks documents with it, so no store ever holds what another could not."""
+    """``value`` as strict JSON text; ValueError for NaN/Inf, anything JSON cannot hold, or
+    nesting past ``MAX_DEPTH``. Every backend checks documents with it, so no store ever holds
+    what another could not, nor what a reader would refuse."""
     import json
 
+    check_json(value, "documents are strict JSON, but the document")
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as err:

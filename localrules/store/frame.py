@@ -44,5 +44,6 @@ def trials_frame(trials: Sequence[Trial], references: References | None = None):
     if frame.empty:
         return pd.DataFrame(columns=[*BASE_COLUMNS, *TIME_COLUMNS])
     for column in TIME_COLUMNS:
-        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        # Out of pandas' range (a tampered document's timestamp): NaT, not an error.
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True, errors="coerce")
     return frame

@@ -48,6 +48,14 @@ from localrules.store.base import (
     TrialStore,
     check_cursor,
 )
+from localrules.store.decode import (
+    MalformedDocument,
+    decode_entry,
+    decode_experiment,
+    decode_trial,
+    read_each,
+    trial_name,
+)
 from localrules.store.documents import (
     CANCELLED,
     DONE,
@@ -69,6 +77,8 @@ from localrules.validation import ParameterError
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "localrules"
+_COUNTABLE = {"$type": "number", "$not": {"$type": "array"}, "$gte": 0, "$lt": 2**53}
+"""A trial's ``attempt`` a reservation can ``$inc``: a number, not an array holding one."""
 T = TypeVar("T")
 
 
@@ -210,12 +220,27 @@ class MongoStore(TrialStore):
     # --- documents ----------------------------------------------------------------------------
     @staticmethod
     def _trial(doc: Mapping[str, Any]) -> Trial:
-        return Trial.from_dict(doc)  # checked: unknown fields and wrong types are refused
+        """The trial of a document (checked: plain JSON, known fields of the right types, keyed
+        by its experiment and id); MalformedDocument naming it for anything wrong."""
+        trial = decode_trial(doc)
+        if doc.get("_id") != _key(trial.experiment, trial.trial_id):
+            raise MalformedDocument(trial_name(doc), f"_id {doc.get('_id')!r:.60} does not "
+                                                     "match its experiment and trial_id")
+        return trial
+
+    @staticmethod
+    def _entry(doc: Mapping[str, Any]) -> HistoryEntry:
+        """The history entry of a projected document, checked as ``_trial`` checks it."""
+        entry = decode_entry(doc)
+        if doc.get("_id") != _key(doc.get("experiment"), entry.trial_id):
+            raise MalformedDocument(trial_name(doc), f"_id {doc.get('_id')!r:.60} does not "
+                                                     "match its experiment and trial_id")
+        return entry
 
     @staticmethod
     def _experiment(doc: Mapping[str, Any]) -> Experiment:
-        return Experiment.from_dict({k: v for k, v in doc.items()
-                                     if k not in ("_id", "next_trial_id")})
+        return decode_experiment({k: v for k, v in doc.items()
+                                  if k not in ("_id", "next_trial_id")})
 
     def _stamp(self, token: str) -> None:
         """Number the trials a write marked with ``token`` (the last of its three steps)."""
@@ -266,7 +291,7 @@ class MongoStore(TrialStore):
 
     @_guarded
     def list_experiments(self) -> list[Experiment]:
-        return [self._experiment(d) for d in self._experiments.find().sort("_id", 1)]
+        return read_each(self._experiments.find().sort("_id", 1), self._experiment, self.url)
 
     @_guarded
     @_writes
@@ -356,12 +381,14 @@ class MongoStore(TrialStore):
         from pymongo import ReturnDocument
 
         # Documents of a newer schema wait for a newer worker (a rolling upgrade).
-        query: dict[str, Any] = {"state": QUEUED,
-                                 "schema_version": {"$lte": SCHEMA_VERSION}}
+        queued: dict[str, Any] = {"state": QUEUED, "schema_version": {"$lte": SCHEMA_VERSION}}
         if experiments is not None:
             if not experiments:
                 return None
-            query["experiment"] = {"$in": list(experiments)}
+            queued["experiment"] = {"$in": list(experiments)}
+        # Only an attempt that $inc can count on (anything else would make the server refuse
+        # the reservation, every time, and stop the queue); others are failed when it is empty.
+        query = {**queued, "attempt": _COUNTABLE}
         while True:
             t, token = clock(), _token()
             doc = self._trials.find_one_and_update(
@@ -373,19 +400,32 @@ class MongoStore(TrialStore):
                 sort=[("created_at", 1), ("trial_id", 1)],
                 return_document=ReturnDocument.AFTER)
             if doc is None:
+                self._fail_uncountable(queued)
                 return None
             self._stamp(token)
             try:
-                trial = self._trial(doc)
-                if doc["_id"] != _key(trial.experiment, trial.trial_id):
-                    raise ValueError(f"_id {doc['_id']!r} does not match its experiment and "
-                                     "trial_id")
-                return trial
-            except ValueError as err:  # malformed or hostile: fail it, never hand it out
+                return self._trial(doc)
+            except MalformedDocument as err:  # fail it, never hand it out
+                log.warning("%s: %s failed, never run: malformed document: %s", self.url,
+                            err.what, err.reason)
                 self._trials.update_one({"_id": doc["_id"]}, _marked({"$set": {
-                    "state": FAILED, "error": f"malformed trial document: {err}",
+                    "state": FAILED, "error": f"malformed trial document: {err.reason}",
                     "lease_expires": None, "finished_at": t}}, token))
                 self._stamp(token)
+
+    def _fail_uncountable(self, queued: Mapping[str, Any]) -> None:
+        """Fail the queued trials whose attempt is no count (a tampered document), which
+        ``reserve`` leaves alone: they are never run, and never wait for ever."""
+        token = _token()
+        done = self._trials.update_many(
+            {**queued, "$nor": [{"attempt": _COUNTABLE}]},
+            _marked({"$set": {"state": FAILED, "lease_expires": None, "finished_at": clock(),
+                              "error": "malformed trial document: its attempt is not a "
+                                       "count"}}, token))
+        if done.modified_count:
+            log.warning("%s: %d queued trial(s) failed, never run: malformed document: the "
+                        "attempt is not a count", self.url, done.modified_count)
+            self._stamp(token)
 
     @_guarded
     @_writes
@@ -442,7 +482,7 @@ class MongoStore(TrialStore):
             sets.update({"finished_at": t} if state == FAILED else {"worker": None})
             # Only if nobody renewed or finished it meanwhile (same attempt, still expired).
             done = self._trials.update_one(
-                {"_id": doc["_id"], "state": RUNNING, "attempt": doc["attempt"],
+                {"_id": doc["_id"], "state": RUNNING, "attempt": doc.get("attempt"),
                  "lease_expires": {"$lt": t}},
                 _marked({"$set": sets, "$inc": {"lapses": 1}}, token))
             if done.modified_count:
@@ -452,15 +492,9 @@ class MongoStore(TrialStore):
         return self._parsed(self._trials.find({"_id": {"$in": changed}}).sort("trial_id", 1))
 
     def _parsed(self, docs: Iterable[Mapping[str, Any]]) -> list[Trial]:
-        """Trials from documents, leaving out (and logging) any that are malformed, so one bad
+        """Trials from documents, malformed ones skipped with a warning naming them, so one bad
         document never stops a controller or a query."""
-        out = []
-        for doc in docs:
-            try:
-                out.append(self._trial(doc))
-            except ValueError as err:
-                log.warning("%s: trial document %r skipped: %s", self.url, doc.get("_id"), err)
-        return out
+        return read_each(docs, self._trial, self.url)
 
     @_guarded
     @_writes
@@ -477,8 +511,8 @@ class MongoStore(TrialStore):
 
     @_guarded
     def get_trial(self, experiment: str, trial_id: int) -> Trial | None:
-        doc = self._trials.find_one({"_id": _key(experiment, trial_id)})
-        return None if doc is None else self._trial(doc)
+        found = self._parsed(self._trials.find({"_id": _key(experiment, trial_id)}).limit(1))
+        return found[0] if found else None
 
     @_guarded
     def trials(self, experiment: str, states: Iterable[str] | None = None) -> list[Trial]:
@@ -495,12 +529,10 @@ class MongoStore(TrialStore):
         query: dict[str, Any] = {"experiment": experiment}
         if after:  # from 0: every trial, unnumbered ones from before numbering included
             query["$or"] = [{"seq": {"$gt": after}}, {"seq_pending": {"$exists": True}}]
-        cursor = self._trials.find(query, {"trial_id": 1, "state": 1, "misc": 1, "result": 1,
-                                           "reference": 1, "seq": 1}).sort("trial_id", 1)
-        entries = [HistoryEntry(d["trial_id"], d["state"], d.get("misc"), d.get("result"),
-                                d.get("reference"), d.get("seq", 0))
-                   for d in cursor if isinstance(d.get("trial_id"), int) and "state" in d]
-        return entries, max(after, counter)
+        cursor = self._trials.find(query, {"experiment": 1, "trial_id": 1, "state": 1,
+                                           "misc": 1, "result": 1, "reference": 1,
+                                           "seq": 1}).sort("trial_id", 1)
+        return read_each(cursor, self._entry, self.url), max(after, counter)
 
     @_guarded
     def reference_runs(self, key: str) -> list[Trial]:
@@ -512,7 +544,8 @@ class MongoStore(TrialStore):
         out = dict.fromkeys(STATES, 0)
         for row in self._trials.aggregate([{"$match": {"experiment": experiment}},
                                            {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
-            out[row["_id"]] = row["n"]
+            if row["_id"] in STATES:  # a tampered state is no state
+                out[row["_id"]] = row["n"]
         return out
 
     # --- the controller lock ------------------------------------------------------------------

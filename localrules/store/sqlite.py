@@ -14,7 +14,6 @@ Every write to a trial stamps its ``seq`` column with the next value of the stor
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import threading
@@ -35,6 +34,13 @@ from localrules.store.base import (
     TrialNotFound,
     TrialStore,
     check_cursor,
+)
+from localrules.store.decode import (
+    MalformedDocument,
+    decode_entry,
+    decode_experiment,
+    decode_trial,
+    read_each,
 )
 from localrules.store.documents import (
     CANCELLED,
@@ -64,7 +70,7 @@ _ADDED_COLUMNS = {"lapses": "INTEGER NOT NULL DEFAULT 0", "reference": "TEXT",
                   "reference_key": "TEXT", "seq": "INTEGER NOT NULL DEFAULT 0"}
 """Columns added after the first release: a store created before gets them when opened (its
 trials get ``seq`` 0: read by a reader's first ``changes``, numbered at their next write)."""
-_HISTORY_COLUMNS = "trial_id, state, misc, result, reference, seq"
+_HISTORY_COLUMNS = ("trial_id", "state", "misc", "result", "reference", "seq")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS experiments (
@@ -291,15 +297,13 @@ class SQLiteStore(TrialStore):
 
     @staticmethod
     def _trial(row: Sequence[Any]) -> Trial:
-        data = dict(zip(_TRIAL_COLUMNS, row, strict=True))
-        for name in _JSON_FIELDS:
-            if data[name] is not None:
-                data[name] = json.loads(data[name])
-        return Trial.from_dict(data)
+        """The trial of a row; MalformedDocument (naming it) for anything wrong with it."""
+        return decode_trial(dict(zip(_TRIAL_COLUMNS, row, strict=True)), _JSON_FIELDS)
 
     def _select(self, where: str, args: Sequence[Any] = (), tail: str = "") -> list[Trial]:
+        """The trials of the rows selected, malformed ones skipped with a warning."""
         sql = f"SELECT {', '.join(_TRIAL_COLUMNS)} FROM trials WHERE {where} {tail}"
-        return [self._trial(r) for r in self._read(sql, args)]
+        return read_each(self._read(sql, args), self._trial, self.url)
 
     def _fenced(self, experiment: str, trial_id: int, attempt: int,
                 sets: Mapping[str, Any], late: bool = False) -> None:
@@ -329,15 +333,16 @@ class SQLiteStore(TrialStore):
                        (experiment.name, strict_json(experiment.to_dict())))
             (doc,) = db.execute("SELECT doc FROM experiments WHERE name = ?",
                                 (experiment.name,)).fetchone()
-        return Experiment.from_dict(json.loads(doc))
+        return decode_experiment(doc, text=True)
 
     def get_experiment(self, name: str) -> Experiment | None:
         rows = self._read("SELECT doc FROM experiments WHERE name = ?", (name,))
-        return Experiment.from_dict(json.loads(rows[0][0])) if rows else None
+        return decode_experiment(rows[0][0], text=True) if rows else None
 
     def list_experiments(self) -> list[Experiment]:
         rows = self._read("SELECT doc FROM experiments ORDER BY name")
-        return [Experiment.from_dict(json.loads(r[0])) for r in rows]
+        return read_each((r[0] for r in rows), lambda doc: decode_experiment(doc, text=True),
+                         self.url)
 
     def update_settings(self, name: str, settings: Mapping[str, Any],
                         fence: LockState | None = None) -> Experiment:
@@ -346,7 +351,7 @@ class SQLiteStore(TrialStore):
             row = db.execute("SELECT doc FROM experiments WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise ExperimentNotFound(f"no experiment {name!r} in {self.url}")
-            doc = json.loads(row[0])
+            doc = decode_experiment(row[0], text=True).to_dict()  # MalformedDocument if not
             doc["settings"] = {**doc.get("settings", {}), **settings}
             db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (strict_json(doc), name))
         return Experiment.from_dict(doc)
@@ -404,6 +409,7 @@ class SQLiteStore(TrialStore):
                 return None
             where += f" AND experiment IN ({', '.join('?' for _ in experiments)})"
             args += list(experiments)
+        columns = ", ".join(_TRIAL_COLUMNS)
         with self._write() as db:
             t = clock()  # after the wait for the write lock
             while True:
@@ -417,13 +423,17 @@ class SQLiteStore(TrialStore):
                     "WHERE experiment = ? AND trial_id = ?",
                     (RUNNING, worker, t + lease_seconds, t, t, self._seq(db), *row),
                 )
+                taken = db.execute(f"SELECT {columns} FROM trials WHERE experiment = ? AND "
+                                   "trial_id = ?", row).fetchone()
                 try:
-                    return self.get_trial(*row)
-                except ValueError as err:  # a tampered row: fail it, never hand it out
+                    return self._trial(taken)
+                except MalformedDocument as err:  # fail it (committed), never hand it out
+                    log.warning("%s: %s failed, never run: malformed document: %s", self.url,
+                                err.what, err.reason)
                     db.execute("UPDATE trials SET state = ?, error = ?, lease_expires = NULL, "
                                "finished_at = ?, seq = ? WHERE experiment = ? AND trial_id = ?",
-                               (FAILED, f"malformed trial document: {err}", t, self._seq(db),
-                                *row))
+                               (FAILED, f"malformed trial document: {err.reason}", t,
+                                self._seq(db), *row))
 
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
                   lease_seconds: float) -> None:
@@ -458,6 +468,7 @@ class SQLiteStore(TrialStore):
             rows = db.execute("SELECT experiment, trial_id, lapses FROM trials "
                               "WHERE state = ? AND lease_expires < ?", (RUNNING, t)).fetchall()
             for experiment, trial_id, lapses in rows:
+                lapses = lapses if isinstance(lapses, int) else 0  # a tampered count
                 state, error = requeue_outcome(lapses + 1, max_attempts)
                 db.execute(
                     "UPDATE trials SET state = ?, error = ?, lapses = lapses + 1, worker = "
@@ -465,13 +476,7 @@ class SQLiteStore(TrialStore):
                     "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ?, seq = ? "
                     "WHERE experiment = ? AND trial_id = ?",
                     (state, error, state, state, t, t, self._seq(db), experiment, trial_id))
-            out = []
-            for e, i, _ in rows:
-                try:
-                    out.append(self.get_trial(e, i))
-                except ValueError as err:  # a tampered row must not stop the controller
-                    log.warning("%s: trial %d of %r skipped: %s", self.url, i, e, err)
-            return out
+            return [t for e, i, _ in rows if (t := self.get_trial(e, i)) is not None]
 
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
         where, args = "experiment = ? AND state IN (?, ?)", [experiment, QUEUED, RUNNING]
@@ -505,10 +510,12 @@ class SQLiteStore(TrialStore):
         after = check_cursor(after)
         with self._snapshot() as db:
             (counter,) = db.execute("SELECT value FROM sequence WHERE name = 'trials'").fetchone()
-            rows = db.execute(f"SELECT {_HISTORY_COLUMNS} FROM trials WHERE experiment = ? AND "
-                              "seq > ? ORDER BY trial_id", (experiment, after or -1)).fetchall()
-        entries = [HistoryEntry(i, state, json.loads(misc), _loads(result), _loads(reference),
-                                seq) for i, state, misc, result, reference, seq in rows]
+            rows = db.execute(f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM trials WHERE "
+                              "experiment = ? AND seq > ? ORDER BY trial_id",
+                              (experiment, after or -1)).fetchall()
+        entries = read_each(
+            ({"experiment": experiment, **dict(zip(_HISTORY_COLUMNS, r, strict=True))}
+             for r in rows), lambda data: decode_entry(data, _JSON_FIELDS), self.url)
         return entries, max(after, counter)
 
     def reference_runs(self, key: str) -> list[Trial]:
@@ -570,10 +577,6 @@ def _store_error(url: str, err: sqlite3.OperationalError) -> StoreError:
     now (locked by another process, its file unreadable), else a plain StoreError."""
     kind = StoreUnavailable if any(w in str(err).lower() for w in _AWAY) else StoreError
     return kind(f"{url}: {err}")
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class _Newer(Exception):

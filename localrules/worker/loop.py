@@ -1,6 +1,7 @@
 """The worker loop: reserve a trial, hold its lease, train it, report, move on.
 
-A trial whose config fails validation is marked failed without running anything; an exception
+A trial whose config fails validation (with any exception: a hostile config may raise anything)
+is marked failed without running anything, and the loop takes the next one; an exception
 while training fails that trial with its error and the loop continues; a lost lease abandons the
 trial without writing to the database or the trial's files; SIGTERM (or ``should_stop``) during
 training checkpoints, hands the trial back to the queue and ends the loop (the next holder
@@ -159,9 +160,10 @@ class Worker:
         ident = f"trial {trial.trial_id} of {trial.experiment!r} (attempt {trial.attempt})"
         try:
             config = validate_config(trial.config)
-        except ValueError as err:
-            log.error("%s has an invalid config, not run: %s", ident, err)
-            self._write(self.store.fail, trial, f"invalid trial config: {err}")
+        except Exception as err:  # whatever a hostile config raises: that trial fails, not us
+            reason = err if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            log.error("%s has an invalid config, not run: %.500s", ident, reason)
+            self._write(self.store.fail, trial, f"invalid trial config: {reason}"[:4000])
             self.stats.failed.append(key)
             return
         log.info("%s: training %s/%s on %s", ident, config.rule.kind, config.model,
