@@ -142,18 +142,22 @@ def numeric_flags() -> dict[tuple[str, ...], list[str]]:
 
 
 def _is_numeric(kind: Callable[[str], object]) -> bool:
-    try:
-        value = kind("1")
-    except Exception:
+    """Whether a flag's type reads some plain number as a number (its range may refuse the
+    others) and refuses text."""
+    for text in ("1", "0.5", "8", "64", "1000"):
+        try:
+            value = kind(text)
+        except Exception:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        try:
+            kind("x")
+        except Exception:
+            return True
         return False
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        kind("x")
-    except Exception:
-        return True
     return False
 
 
