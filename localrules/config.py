@@ -21,15 +21,22 @@ from typing import Any
 from localrules.rules.presets import RunParams, get_preset, rule_preset
 from localrules.rules.spec import Rule
 from localrules.validation import (
+    EPOCHS,
+    IMAGE_SIZE,
+    MAGNITUDE,
+    SEED,
+    WIDTH,
+    Limit,
     check_choice,
-    check_int,
     check_keys,
-    check_nonnegative,
     dataclass_from_dict,
+    shown,
 )
 
 STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored", "tpu")
 NOISE_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform")
+WEIGHT_SAMPLES = Limit(0, 2**24, integer=True)
+"""Entries of a layer's (W, B) kept per validation point (the default 4096)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,8 @@ class UpdateNoise:
     distribution: str = "normal"
 
     def __post_init__(self) -> None:
-        check_nonnegative("update_noise.task_variance", self.task_variance)
-        check_nonnegative("update_noise.alignment_variance", self.alignment_variance)
+        MAGNITUDE.check("update_noise.task_variance", self.task_variance)
+        MAGNITUDE.check("update_noise.alignment_variance", self.alignment_variance)
         check_choice("update noise distribution", self.distribution, NOISE_DISTRIBUTIONS)
 
     @property
@@ -77,12 +84,12 @@ class TrialConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        check_int("width", self.width, minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_int("eval_every", self.eval_every, minimum=1)
-        check_int("weight_samples", self.weight_samples, minimum=0)
+        WIDTH.check("width", self.width)
+        SEED.check("seed", self.seed)
+        EPOCHS.check("eval_every", self.eval_every)
+        WEIGHT_SAMPLES.check("weight_samples", self.weight_samples)
         if self.image_size is not None:
-            check_int("image_size", self.image_size, minimum=8)
+            IMAGE_SIZE.check("image_size", self.image_size)
         check_choice("strategy", self.strategy, STRATEGIES)
         if not isinstance(self.dataset_options, Mapping):
             raise ValueError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
@@ -100,6 +107,7 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
+        """A validated config from JSON-like data; ValueError (only) for anything else."""
         return dataclass_from_dict(cls, data, "config")
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +144,9 @@ def parse_value(text: str) -> Any:
     """A command-line value: JSON where it parses, otherwise the string itself."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except RecursionError:
+        raise ValueError(f"value {shown(text)} is nested too deep") from None
+    except ValueError:  # not JSON (or an integer of thousands of digits): the string itself
         return text
 
 

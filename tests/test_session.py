@@ -87,10 +87,14 @@ def test_settings_resolve_from_the_stored_ones_with_the_changes_on_top():
 
 
 @pytest.mark.parametrize(("engine", "message"), [
-    ({"workers": -1}, "workers must be >= 0"),
-    ({"poll_seconds": 0}, "poll_seconds must be positive"),
-    ({"poll_seconds": 31.0}, "poll_seconds must be at most 30 s"),
-    ({"lease_seconds": -1.0}, "lease_seconds must be positive"),
+    ({"workers": -1}, r"workers must be an integer in \[0, 256\]"),
+    ({"poll_seconds": 0}, r"poll_seconds must be a number in \(0, 30\]"),
+    ({"poll_seconds": 31.0}, r"poll_seconds must be a number in \(0, 30\], got 31.0"),
+    ({"lease_seconds": -1.0}, r"lease_seconds must be a number in \(0, 604800\]"),
+    ({"lease_seconds": float("nan")}, r"lease_seconds must be a number in \(0, 604800\]"),
+    ({"lease_seconds": float("inf")}, r"lease_seconds must be a number in \(0, 604800\]"),
+    ({"poll_seconds": float("nan")}, r"poll_seconds must be a number in \(0, 30\]"),
+    ({"workers": 10**30}, r"workers must be an integer in \[0, 256\]"),
 ])
 def test_the_store_engine_names_a_bad_parameter(tmp_path, engine, message):
     with pytest.raises(ParameterError, match=message) as err:

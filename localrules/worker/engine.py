@@ -49,19 +49,15 @@ class StoreEngine(Engine):
     name = "store"
 
     def __post_init__(self) -> None:
-        from localrules.validation import ParameterError, check_int
+        from localrules.validation import INTERVAL, WORKERS, Limit, ParameterError
 
-        try:
-            check_int("{}", self.workers, minimum=0)
+        WORKERS.check_parameter("workers", self.workers)
+        INTERVAL.check_parameter("lease_seconds", self.lease_seconds)
+        try:  # the controller's lock lasts 2 * MAX_POLL between rounds
+            Limit(0, MAX_POLL, low_open=True).check("{}", self.poll_seconds)
         except ValueError as err:
-            raise ParameterError("workers", str(err)) from None
-        for name in ("lease_seconds", "poll_seconds"):
-            if not getattr(self, name) > 0:
-                raise ParameterError(name, f"{{}} must be positive, got {getattr(self, name)!r}")
-        if self.poll_seconds > MAX_POLL:
-            raise ParameterError("poll_seconds", f"{{}} must be at most {MAX_POLL:g} s (the "
-                                                 f"controller's lock lasts {2 * MAX_POLL:g} s "
-                                                 f"between rounds), got {self.poll_seconds}")
+            raise ParameterError("poll_seconds", f"{err} (the controller's lock lasts "
+                                                 f"{2 * MAX_POLL:g} s between rounds)") from None
 
     @property
     def default_concurrency(self) -> int:
