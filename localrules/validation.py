@@ -108,14 +108,15 @@ def check_bool(what: str, value: object) -> bool:
     return value
 
 
-def check_int(what: str, value: object, minimum: int | None = None,
-              maximum: int = MAX_SAFE_INT) -> int:
-    """Return ``value`` if it is an int (not a bool) in [``minimum``, ``maximum``]."""
+def check_int(what: str, value: object, minimum: int | None = -MAX_SAFE_INT,
+              maximum: int | None = MAX_SAFE_INT) -> int:
+    """Return ``value`` if it is an int (not a bool) in [``minimum``, ``maximum``] (by default
+    ±``MAX_SAFE_INT``; None: no bound, for a caller whose own ``Limit`` follows)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} must be an integer, got {shown(value)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {shown(value)}")
-    if value > maximum:
+    if maximum is not None and value > maximum:
         raise ValueError(f"{what} must be <= {maximum}, got {shown(value)}")
     return value
 
@@ -288,8 +289,8 @@ def _coerce(what: str, hint: object, value: object) -> object:
         return _coerce(what, inner, value)
     if hint is bool:
         return check_bool(what, value)
-    if hint is int:
-        return check_int(what, value)
+    if hint is int:  # the type only: the dataclass checks the range with its field's Limit
+        return check_int(what, value, minimum=None, maximum=None)
     if hint is float:
         return check_finite(what, value)
     if hint is str:

@@ -38,4 +38,5 @@ def number(limit: Limit) -> Callable[[str], int | float]:
             raise argparse.ArgumentTypeError(str(err).replace("the value ", "", 1)) from None
 
     parse.__name__ = "integer" if limit.integer else "number"
+    parse.limit = limit  # type: ignore[attr-defined]  # for tests and help texts
     return parse
