@@ -161,7 +161,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r} must look like key=value (e.g. run.epochs=3)")
-        values.append((key.strip(), parse_value(raw.strip())))
+        try:
+            values.append((key.strip(), parse_value(raw.strip())))
+        except ValueError as err:
+            raise ValueError(f"override {key.strip()!r}: {err}") from None
     return set_keys(data, values)
 
 

@@ -91,7 +91,7 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
         (["--space", "wm", "--epochs", "-1"],
          "--epochs: must be an integer in [1, 10000], got '-1'"),
         (["--space", "wm", "--workers", "-1"], "--workers: must be an integer in [0, 256]"),
-        (["--space", "wm", "--poll", "90"], "--poll must be a number in (0, 30], got 90.0 (the"),
+        (["--space", "wm", "--poll", "90"], "--poll: must be a number in (0, 30], got '90'"),
         (["--space", "wm", "--db", "sqlite://"], "in-memory database"),
         (["--space", "gone.yaml"], "cannot read space file 'gone.yaml'"),
         (["--space", "wm", "--dataset", "mnist"], "unknown dataset 'mnist'"),

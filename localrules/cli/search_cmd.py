@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         WIDTH,
         WORKERS,
     )
+    from localrules.worker.engine import POLL
 
     p = sub.add_parser(
         "search", help="run a TPE search over a learning-rule space",
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--ei-candidates", type=number(TRIALS), help="TPE's EI candidates (default 24)")
     add("--artifacts", default="localrules-artifacts", help="directory of the trials' files")
     add("--lease", type=number(INTERVAL), default=60.0, help="worker lease in seconds")
-    add("--poll", type=number(INTERVAL), default=1.0, help="seconds between controller rounds")
+    add("--poll", type=number(POLL), default=1.0, help="seconds between controller rounds")
     add("--show-space", action="store_true", help="print the space and exit")
     add = p.add_argument_group("Ray Tune engine (pip install 'localrules[ray]')").add_argument
     add("--engine", choices=ENGINES, default="store", help="store: the controller queues trials "
