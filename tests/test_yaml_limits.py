@@ -71,6 +71,12 @@ def test_two_parameters_setting_one_config_key_are_refused():
             "both set config key 'run.alignment_lr'")
 
 
+@pytest.mark.parametrize("text", ["parameters:\n  seed: {int: [0, 10]}\n",
+                                  "parameters: {x: {uniform: [0, 1]}}\nfixed: {seed: 3}\n"])
+def test_a_space_cannot_set_the_seed_each_trial_gets(text):
+    refused(text, "'seed' is set per trial from the search's seed")
+
+
 def test_one_key_in_exclusive_branches_is_fine():
     space = parse_space(
         "parameters:\n  branch:\n    key: null\n    choice:\n"

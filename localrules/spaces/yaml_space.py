@@ -65,6 +65,9 @@ def _check_key(where: str, key: object) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"{where}: key must be a dotted config key such as run.batch_size, "
                          f"got {key!r}")
+    if key == "seed":  # Space.config sets it per trial: a space's value would be dropped
+        raise ValueError(f"{where}: 'seed' is set per trial from the search's seed (--seed), "
+                         "not by a space")
     try:
         set_keys(_DEFAULT_CONFIG, {key: None})
     except ValueError as err:
