@@ -28,7 +28,9 @@ from localrules.validation import (
     WIDTH,
     Limit,
     check_choice,
+    check_json,
     check_keys,
+    check_str,
     dataclass_from_dict,
     shown,
 )
@@ -180,6 +182,8 @@ def set_keys(
     out = json.loads(json.dumps(data))
     items = values.items() if isinstance(values, Mapping) else values
     for key, value in items:
+        check_str("config key", key)
+        check_json(f"the value of {key!r}", value, numbers=False)  # copied and dumped below
         path = key.split(".")
         node, open_keys = out, False
         for depth, part in enumerate(path):
@@ -192,7 +196,7 @@ def set_keys(
                 # A copy: a later key below this one must not write into the caller's value.
                 node[part] = copy.deepcopy(value)
                 break
-            if node[part] is None:
+            if node.get(part) is None:  # a null section, or a new key of an open mapping
                 node[part], open_keys = {}, True
             else:
                 open_keys = part in OPEN_MAPPINGS

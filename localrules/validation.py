@@ -225,11 +225,13 @@ JSON_DEPTH = 32
 JSON_ITEMS = 10_000
 
 
-def check_json(what: str, value: object, *, mapping: bool = False) -> object:
+def check_json(what: str, value: object, *, mapping: bool = False,
+               numbers: bool = True) -> object:
     """``value`` if it is plain JSON data a store can keep and a reader can walk: string keys,
     finite numbers (ints within ``MAX_SAFE_INT``), at most ``JSON_DEPTH`` levels and
     ``JSON_ITEMS`` values (walked without recursion, so a nesting bomb is refused, not
-    followed). ``mapping``: the top level must be a mapping."""
+    followed). ``mapping``: the top level must be a mapping; ``numbers=False``: the shape only
+    (the numbers are left to the checks of the fields they go to, which name their range)."""
     if mapping and not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a mapping, got {shown(value)}")
     stack: list[tuple[object, int, str]] = [(value, 0, what)]
@@ -244,7 +246,8 @@ def check_json(what: str, value: object, *, mapping: bool = False) -> object:
         if item is None or isinstance(item, (bool, str)):
             continue
         if isinstance(item, (int, float)):
-            check_finite(where, item)
+            if numbers:
+                check_finite(where, item)
         elif isinstance(item, Mapping):
             for key, child in item.items():
                 if not isinstance(key, str):

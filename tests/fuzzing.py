@@ -106,7 +106,8 @@ URL_PASSWORDS = st.one_of(
 YAML_KEYS = st.sampled_from([
     "parameters", "choice", "value", "set", "key", "uniform", "loguniform", "int", "name", "fixed",
     "warm_start", "base", "description", "run.batch_size", "run.alignment_lr", "run.epochs",
-    "rule.noise", "rule.noise.stddev", "rule.weights.amp", "width", "seed", "x", "y", "<<"])
+    "rule.noise", "rule.noise.stddev", "rule.weights.amp", "width", "seed", "x", "y", "<<",
+    "rule.weights.amp.x", "dataset_options.a.b", "rule.noise.stddev.x", "run", "rule", ""])
 
 YAML_LEAVES = st.one_of(JSON_LEAVES, NON_FINITE, HUGE_INTS, YAML_KEYS)
 

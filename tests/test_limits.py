@@ -84,6 +84,22 @@ def test_check_json_refuses_bombs_without_recursing():
             check_json("options", {"a": [bad]})
 
 
+@pytest.mark.parametrize("override", [
+    "rule.weights.amp.x=1", "rule.weights.null.x=1", "rule.noise.stddev.x=1",
+    "run.drop_epochs=" + "[" * 300 + "]" * 300, "run.drop_epochs=" + "[" * 900 + "]" * 900,
+])
+def test_set_overrides_below_a_missing_or_open_key_are_value_errors(override):
+    """These were KeyError (a missing key of an open mapping) or RecursionError (copying a
+    deep value)."""
+    with pytest.raises(ValueError):
+        config_from_preset("wm-tpe", overrides=[override])
+
+
+def test_a_new_key_below_an_open_mapping_is_created():  # checked by the dataset's loader
+    config = config_from_preset("bp", overrides=["dataset_options.a.b=1"])
+    assert config.dataset_options == {"a": {"b": 1}}
+
+
 def test_parse_value_of_a_nesting_bomb_or_a_huge_integer():
     with pytest.raises(ValueError, match="nested too deep"):
         parse_value("[" * 100_000 + "]" * 100_000)

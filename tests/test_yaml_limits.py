@@ -103,6 +103,8 @@ def test_the_same_key_check_guards_every_space_not_only_yaml():
     ("parameters:\n  run.batch_size: {choice: [16, 4294967296]}\n",
      "batch_size must be an integer in [1, 1048576]"),
     ("parameters:\n  run.epochs: {int: [1, 100000]}\n", "epochs must be an integer in [1, 10000]"),
+    ("base: wm-tpe\nparameters:\n  rule.weights.amp.x: {uniform: [0, 1]}\n",
+     "cannot set 'rule.weights.amp.x': rule.weights.amp is not a section"),
     ("parameters:\n  weight_samples: {int: [0, 4294967296]}\n",
      "weight_samples must be an integer in [0, 16777216]"),
     ("parameters:\n  x: {key: null, uniform: [0, 1]}\nwarm_start:\n  - {x: .nan}\n",
