@@ -123,3 +123,32 @@ def test_the_papers_ranges_still_load():
 
     for name in PAPER_SPACES:
         assert load_space(name, default_budget("imagenet")).labels()
+
+
+def test_a_space_file_that_is_a_pipe_huge_or_not_text_is_refused_before_it_is_read(tmp_path):
+    import os
+
+    from localrules.spaces import load_space
+
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)  # reading it would block for ever
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as f:
+        f.truncate(10**9)  # sparse: a gigabyte that is never read
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"parameters: \xff\xfe\n")
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    for path, fragment in ((pipe, "not a regular file"), (huge, "1000000000 bytes"),
+                           (binary, "not UTF-8 text"), (folder, "not a regular file"),
+                           (tmp_path / "gone.yaml", "no such file")):
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=fragment):
+            load_space(str(path), BUDGET)
+        assert time.monotonic() - started < 1.0
+
+
+def test_warm_starts_are_bounded():
+    points = "".join("  - {x: 0.5}\n" for _ in range(65))
+    refused("parameters: {x: {key: null, uniform: [0, 1]}}\nwarm_start:\n" + points,
+            "warm_start must be a list of 1 to 64 parameter mappings")

@@ -52,6 +52,8 @@ MAX_BYTES = 64 * 1024
 space is a page of text (the paper's largest, written out, is about 2 KB)."""
 MAX_DEPTH = 32
 """Nesting levels of a space file (a choice inside an option is four)."""
+MAX_WARM_STARTS = 64
+"""Points queued before TPE's first suggestion (each is checked like a sample)."""
 MAX_NODES = 2000
 """YAML values in a space file, aliases counted as what they stand for (so a 'billion
 laughs' file is refused while it is read, not expanded)."""
@@ -311,9 +313,9 @@ def _warm_starts(data: object) -> tuple[tuple[str, dict[str, Any]], ...]:
     against the space like any sample when the space is built)."""
     if data is None:
         return ()
-    if not isinstance(data, list) or not data:
-        raise ValueError(f"warm_start must be a non-empty list of parameter mappings, got "
-                         f"{data!r}")
+    if not isinstance(data, list) or not 0 < len(data) <= MAX_WARM_STARTS:
+        raise ValueError(f"warm_start must be a list of 1 to {MAX_WARM_STARTS} parameter "
+                         f"mappings, got {shown(data)}")
     points = []
     for i, point in enumerate(data):
         if not isinstance(point, Mapping) or not point:
@@ -324,9 +326,20 @@ def _warm_starts(data: object) -> tuple[tuple[str, dict[str, Any]], ...]:
 
 
 def load_space_file(path: str | Path, budget: Budget) -> Space:
+    """A space from a file: a regular file of at most ``MAX_BYTES`` characters, checked before
+    it is read (a named pipe would block, a huge file fill memory)."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise ValueError(f"cannot read space file {str(path)!r}: "
+                             f"{'not a regular file' if path.exists() else 'no such file'}")
+        if path.stat().st_size > 4 * MAX_BYTES:  # UTF-8: up to 4 bytes a character
+            raise ValueError(f"{path}: the space file is {path.stat().st_size} bytes; at most "
+                             f"{MAX_BYTES} characters (a space file is a page of text)")
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot read space file {str(path)!r}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot read space file {str(path)!r}: not UTF-8 text "
+                         f"(byte {err.start})") from None
     return parse_space(text, budget, origin=str(path))
