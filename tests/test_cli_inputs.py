@@ -179,8 +179,21 @@ def test_train_refuses_an_out_that_is_a_file(tmp_path, capsys):
     target.write_text("keep me")
     for out in (target, target / "run"):
         _refused(capsys, ["train", "--out", str(out), "--no-progress"], "--out",
-                 "is a file, not a directory")
+                 "exists and is not a directory")
     assert target.read_text() == "keep me" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_artifacts_under_a_file_are_refused_before_the_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, url = _db(tmp_path)
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    _refused(capsys, ["worker", "--db", url, "--artifacts", str(target / "a"),
+                      "--spool", str(tmp_path / "spool")], "--artifacts",
+             "exists and is not a directory")
+    _refused(capsys, ["search", "--space", "wm", "--experiment", "x", "--db", url,
+                      "--workers", "0", "--artifacts", str(target)], "--artifacts")
+    assert sorted(tmp_path.iterdir()) == [target]
 
 
 def test_train_resume_refuses_a_directory_without_a_run(tmp_path, capsys):

@@ -92,17 +92,10 @@ def build_config(args: argparse.Namespace):
 def check_out(out: str, resume: bool) -> None:
     """``--out`` can hold this run: not a file (nor under one), and with ``--resume`` a
     directory that holds a run. Checked before the config is built or TensorFlow started."""
-    from pathlib import Path
+    from localrules.cli.tables import check_out_dir
+    from localrules.runs import RunDirectory
 
-    from localrules.runs import RunDirectory, is_remote
-
-    if not out.strip():
-        raise ValueError("--out must name a directory")
-    if not is_remote(out):
-        path = Path(out).expanduser()
-        for part in (path, *path.parents):
-            if part.exists() and not part.is_dir():
-                raise ValueError(f"--out {out!r}: {str(part)!r} is a file, not a directory")
+    check_out_dir(out)
     if resume and RunDirectory(out).read_config() is None:
         raise ValueError(f"--resume: {out!r} holds no run (no {RunDirectory(out).config}); "
                          "drop --resume to start one there")
