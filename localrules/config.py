@@ -137,7 +137,9 @@ class TrialConfig:
     def from_json(cls, text: str) -> TrialConfig:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except RecursionError:
+            raise ValueError("trial config is nested too deep to be a config") from None
+        except ValueError as err:  # not JSON, or an integer of thousands of digits
             raise ValueError(f"trial config is not valid JSON: {err}") from None
         return cls.from_dict(data)
 

@@ -203,3 +203,11 @@ def test_train_resume_refuses_a_directory_without_a_run(tmp_path, capsys):
         _refused(capsys, ["train", "--out", str(out), "--resume", "--no-progress"], "--resume",
                  "holds no run")
     assert list(empty.iterdir()) == [] and not (tmp_path / "missing").exists()
+
+
+def test_train_resume_refuses_a_hostile_config_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    _refused(capsys, ["train", "--out", str(out), "--resume", "--no-progress"],
+             "nested too deep")

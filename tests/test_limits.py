@@ -100,6 +100,13 @@ def test_a_new_key_below_an_open_mapping_is_created():  # checked by the dataset
     assert config.dataset_options == {"a": {"b": 1}}
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"width": ' + "9" * 5000 + "}",
+                                  '{"width": NaN}', '{"seed": 1e400}', "", "\x00"])
+def test_a_config_file_of_hostile_json_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        TrialConfig.from_json(text)
+
+
 def test_parse_value_of_a_nesting_bomb_or_a_huge_integer():
     with pytest.raises(ValueError, match="nested too deep"):
         parse_value("[" * 100_000 + "]" * 100_000)
