@@ -21,15 +21,24 @@ from typing import Any
 from localrules.rules.presets import RunParams, get_preset, rule_preset
 from localrules.rules.spec import Rule
 from localrules.validation import (
+    EPOCHS,
+    IMAGE_SIZE,
+    MAGNITUDE,
+    SEED,
+    WIDTH,
+    Limit,
     check_choice,
-    check_int,
+    check_json,
     check_keys,
-    check_nonnegative,
+    check_str,
     dataclass_from_dict,
+    shown,
 )
 
 STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored", "tpu")
 NOISE_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform")
+WEIGHT_SAMPLES = Limit(0, 2**24, integer=True)
+"""Entries of a layer's (W, B) kept per validation point (the default 4096)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,8 @@ class UpdateNoise:
     distribution: str = "normal"
 
     def __post_init__(self) -> None:
-        check_nonnegative("update_noise.task_variance", self.task_variance)
-        check_nonnegative("update_noise.alignment_variance", self.alignment_variance)
+        MAGNITUDE.check("update_noise.task_variance", self.task_variance)
+        MAGNITUDE.check("update_noise.alignment_variance", self.alignment_variance)
         check_choice("update noise distribution", self.distribution, NOISE_DISTRIBUTIONS)
 
     @property
@@ -77,12 +86,12 @@ class TrialConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        check_int("width", self.width, minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_int("eval_every", self.eval_every, minimum=1)
-        check_int("weight_samples", self.weight_samples, minimum=0)
+        WIDTH.check("width", self.width)
+        SEED.check("seed", self.seed)
+        EPOCHS.check("eval_every", self.eval_every)
+        WEIGHT_SAMPLES.check("weight_samples", self.weight_samples)
         if self.image_size is not None:
-            check_int("image_size", self.image_size, minimum=8)
+            IMAGE_SIZE.check("image_size", self.image_size)
         check_choice("strategy", self.strategy, STRATEGIES)
         if not isinstance(self.dataset_options, Mapping):
             raise ValueError(f"dataset_options must be a mapping, got {self.dataset_options!r}")
@@ -100,6 +109,7 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
+        """A validated config from JSON-like data; ValueError (only) for anything else."""
         return dataclass_from_dict(cls, data, "config")
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,7 +137,9 @@ class TrialConfig:
     def from_json(cls, text: str) -> TrialConfig:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except RecursionError:
+            raise ValueError("trial config is nested too deep to be a config") from None
+        except ValueError as err:  # not JSON, or an integer of thousands of digits
             raise ValueError(f"trial config is not valid JSON: {err}") from None
         return cls.from_dict(data)
 
@@ -136,7 +148,9 @@ def parse_value(text: str) -> Any:
     """A command-line value: JSON where it parses, otherwise the string itself."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except RecursionError:
+        raise ValueError(f"value {shown(text)} is nested too deep") from None
+    except ValueError:  # not JSON (or an integer of thousands of digits): the string itself
         return text
 
 
@@ -151,7 +165,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r} must look like key=value (e.g. run.epochs=3)")
-        values.append((key.strip(), parse_value(raw.strip())))
+        try:
+            values.append((key.strip(), parse_value(raw.strip())))
+        except ValueError as err:
+            raise ValueError(f"override {key.strip()!r}: {err}") from None
     return set_keys(data, values)
 
 
@@ -167,6 +184,8 @@ def set_keys(
     out = json.loads(json.dumps(data))
     items = values.items() if isinstance(values, Mapping) else values
     for key, value in items:
+        check_str("config key", key)
+        check_json(f"the value of {key!r}", value, numbers=False)  # copied and dumped below
         path = key.split(".")
         node, open_keys = out, False
         for depth, part in enumerate(path):
@@ -179,7 +198,7 @@ def set_keys(
                 # A copy: a later key below this one must not write into the caller's value.
                 node[part] = copy.deepcopy(value)
                 break
-            if node[part] is None:
+            if node.get(part) is None:  # a null section, or a new key of an open mapping
                 node[part], open_keys = {}, True
             else:
                 open_keys = part in OPEN_MAPPINGS

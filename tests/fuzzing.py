@@ -125,3 +125,46 @@ def bson_oddities() -> st.SearchStrategy[Any]:
         Decimal128("1.5"), bson.Regex("a.*"), bson.MinKey(), bson.Timestamp(1, 2),
         bson.Code("x"), {"nested": [datetime.datetime(2021, 1, 1)]},
     ])
+
+
+# --- YAML space files (appended for the input-limits tests) ---------------------------------------
+YAML_KEYS = st.sampled_from([
+    "parameters", "choice", "value", "set", "key", "uniform", "loguniform", "int", "name", "fixed",
+    "warm_start", "base", "description", "run.batch_size", "run.alignment_lr", "run.epochs",
+    "rule.noise", "rule.noise.stddev", "rule.weights.amp", "width", "seed", "x", "y", "<<",
+    "rule.weights.amp.x", "dataset_options.a.b", "rule.noise.stddev.x", "run", "rule", ""])
+
+YAML_LEAVES = st.one_of(JSON_LEAVES, NON_FINITE, HUGE_INTS, YAML_KEYS)
+
+YAML_VALUES = st.recursive(
+    YAML_LEAVES,
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(YAML_KEYS, children, max_size=5)),
+    max_leaves=30,
+)
+"""Space-shaped YAML data: the format's own keys with values of any shape."""
+
+
+def _flow(depth: int, opening: str, closing: str, leaf: str = "1") -> str:
+    return opening * depth + leaf + closing * depth
+
+
+HOSTILE_YAML_TEXT = st.one_of(
+    st.integers(0, 3000).map(lambda d: "parameters:\n  x: " + _flow(d, "[", "]") + "\n"),
+    st.integers(0, 3000).map(lambda d: "parameters:\n  x: " + _flow(d, "{a: ", "}") + "\n"),
+    st.integers(0, 300_000).map(
+        lambda n: "parameters:\n  x: {key: null, choice: [" + ",".join(["1"] * n) + "]}\n"),
+    st.integers(0, 400).map(
+        lambda n: "parameters:\n  x: {key: null, choice: [" + ", ".join(map(str, range(n)))
+        + "]}\n"),
+    st.integers(1, 12).map(lambda k: "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, k))
+        + "parameters: {x: {uniform: [0, 1]}}\n"),
+    st.sampled_from(["parameters:\n  x: {uniform: [0, 1]}\n  x: {uniform: [0, 2]}\n",
+                     "parameters: {a: {key: width, int: [1, 8]}, b: {key: width, int: [2, 9]}}\n",
+                     "parameters: !!python/object:os.system {}\n", "%YAML 9.9\n---\n", "\t",
+                     "parameters: *nowhere\n", "? [a, b]\n: 1\n", "parameters: {[1]: 2}\n"]),
+    st.text(max_size=200),
+)
+"""Space files built to hurt a reader: nesting past any recursion limit, huge choices, alias
+bombs, repeated keys, keys set twice, tags and plain noise."""

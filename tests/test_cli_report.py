@@ -91,7 +91,7 @@ def test_importance_ranks_the_planted_parameter_first(store_url, tmp_path, capsy
     ("importance", ["--experiment", "nope"], "no experiment 'nope'"),
     ("importance", ["--experiment", "empty"], "no finished trial"),
     ("importance", ["--experiment", "empty", "--top-fraction", "1.5"],
-     "--top-fraction must be in (0, 1]"),
+     "--top-fraction: must be a number in (0, 1]"),
     ("progress", ["--experiment", "nope"], "no experiment 'nope'"),
     ("progress", ["--experiment", "empty"], "experiment 'empty' has no search trials yet"),
     ("progress", ["--experiment", "empty", "--experiment", "empty"], "--experiment repeated"),

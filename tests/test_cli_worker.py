@@ -66,9 +66,9 @@ def test_sigterm_hands_the_trial_back_and_the_next_worker_resumes_it(mongodb_dat
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--lease", "0"], "--lease must be positive"),
-    (["--max-trials", "0"], "--max-trials must be positive"),
-    (["--idle-exit", "-1"], "--idle-exit must be >= 0"),
+    (["--lease", "0"], "argument --lease: must be a number in (0, 604800], got '0'"),
+    (["--max-trials", "0"], "argument --max-trials: must be an integer in [1, 1000000]"),
+    (["--idle-exit", "-1"], "argument --idle-exit: must be a number in [0, "),
     (["--experiment", "bad name"], "invalid experiment name"),
 ])
 def test_worker_bad_input_exits_2(mongodb_database_url, capsys, args, message):

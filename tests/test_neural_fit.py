@@ -410,7 +410,7 @@ def test_cli_mismatched_image_counts_exit_2_and_write_nothing(run_dir, tmp_path,
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"extra": ("--layer", "nope")}, "unknown layer 'nope' in resnet18; valid (in forward "
      "order): stem_conv, stem_bn"),
-    ({"extra": ("--components", "0")}, "--components must be >= 1, got 0"),
+    ({"extra": ("--components", "0")}, "--components: must be an integer in [1, 10000], got '0'"),
     ({"responses": np.zeros(40)}, "--responses must be 2-D (images, sites), got shape (40,)"),
     ({"labels": np.r_[np.repeat(np.arange(3), 13), 9]}, "category 9 has a single image"),
     ({"images": np.zeros((4, 8, 8), np.uint8), "responses": np.ones((4, 6)),

@@ -283,11 +283,14 @@ def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--resources-per-trial", "cpu=two"], "--resources-per-trial: cpu='two' is not a number"),
+    (["--resources-per-trial", "cpu=two"],
+     "--resources-per-trial: cpu must be a number in (0, 1e+06], got 'two'"),
     (["--resources-per-trial", "gpu"], "'gpu' is not NAME=AMOUNT"),
-    (["--resources-per-trial", "TPU=0"], "TPU must be a finite number > 0"),
-    (["--resources-per-trial", "cpu=inf"], "cpu must be a finite number > 0"),
-    (["--max-failures", "-1"], "--max-failures must be an integer >= 0"),
+    (["--resources-per-trial", "TPU=0"], "TPU must be a number in (0, 1e+06], got '0'"),
+    (["--resources-per-trial", "cpu=inf"], "cpu must be a number in (0, 1e+06], got 'inf'"),
+    (["--resources-per-trial", "cpu=1e9"], "cpu must be a number in (0, 1e+06], got '1e9'"),
+    (["--max-failures", "-1"], "--max-failures: must be an integer in [0, 1000], got '-1'"),
+    (["--max-failures", "nan"], "--max-failures: must be an integer in [0, 1000], got 'nan'"),
 ])
 def test_ray_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     db = tmp_path / "x.db"

@@ -105,7 +105,7 @@ def test_report_weights_cli_writes_figures_and_csv(sa_run, tmp_path, capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["--layer", "nope"], "no layer 'nope' in the snapshots; layers: "),
     (["--epochs", "7"], "no weight snapshot at epoch(s) 7; available: 0, 1, 2, 3"),
-    (["--epochs", "-1"], "--epochs must be >= 0"),
+    (["--epochs", "-1"], "--epochs: must be an integer in [0, 10000]"),
 ])
 def test_report_weights_bad_input_exits_2_and_writes_nothing(sa_run, tmp_path, capsys, args,
                                                              message):

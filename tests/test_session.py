@@ -48,7 +48,7 @@ def test_a_resume_changes_no_setting_while_another_controller_runs_the_search(tm
 
 def test_bad_settings_and_a_memory_database_are_refused_before_anything_is_written(tmp_path):
     db = tmp_path / "s.db"
-    with pytest.raises(ValueError, match="max_trials must be >= 1"):
+    with pytest.raises(ValueError, match=r"max_trials must be an integer in \[1, 1000000\], got 0"):
         SearchSession.open(f"sqlite:///{db}", "bad", SPACE, {"max_trials": 0})
     with pytest.raises(ValueError, match="unknown search settings key 'trials'"):
         SearchSession.open(f"sqlite:///{db}", "bad", SPACE, {"trials": 3})
@@ -87,10 +87,14 @@ def test_settings_resolve_from_the_stored_ones_with_the_changes_on_top():
 
 
 @pytest.mark.parametrize(("engine", "message"), [
-    ({"workers": -1}, "workers must be >= 0"),
-    ({"poll_seconds": 0}, "poll_seconds must be positive"),
-    ({"poll_seconds": 31.0}, "poll_seconds must be at most 30 s"),
-    ({"lease_seconds": -1.0}, "lease_seconds must be positive"),
+    ({"workers": -1}, r"workers must be an integer in \[0, 256\]"),
+    ({"poll_seconds": 0}, r"poll_seconds must be a number in \(0, 30\]"),
+    ({"poll_seconds": 31.0}, r"poll_seconds must be a number in \(0, 30\], got 31.0"),
+    ({"lease_seconds": -1.0}, r"lease_seconds must be a number in \(0, 604800\]"),
+    ({"lease_seconds": float("nan")}, r"lease_seconds must be a number in \(0, 604800\]"),
+    ({"lease_seconds": float("inf")}, r"lease_seconds must be a number in \(0, 604800\]"),
+    ({"poll_seconds": float("nan")}, r"poll_seconds must be a number in \(0, 30\]"),
+    ({"workers": 10**30}, r"workers must be an integer in \[0, 256\]"),
 ])
 def test_the_store_engine_names_a_bad_parameter(tmp_path, engine, message):
     with pytest.raises(ParameterError, match=message) as err:

@@ -339,11 +339,15 @@ def test_standard_batch_gives_the_budget_rate():
     ({"batch_sizes": ()}, "batch_sizes"),
     ({"batch_sizes": (64, 32)}, "increasing"),
     ({"batch_sizes": (32, 32)}, "distinct"),
-    ({"batch_sizes": (0, 32)}, ">= 1"),
-    ({"lr": 0.0}, "lr must be > 0"),
-    ({"lr": float("nan")}, "finite"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"batch_sizes": (0, 32)}, r"batch_sizes must be an integer in \[1, 1048576\], got 0"),
+    ({"lr": 0.0}, r"lr must be a number in \(0, 1e\+12\], got 0.0"),
+    ({"lr": float("nan")}, r"lr must be a number in \(0, 1e\+12\], got nan"),
+    ({"batch_size": 0}, r"batch_size must be an integer in \[1, 1048576\]"),
+    ({"epochs": 0}, r"epochs must be an integer in \[1, 10000\]"),
+    ({"epochs": 10**30}, r"epochs must be an integer in \[1, 10000\]"),
+    ({"width": 2**63}, r"width must be an integer in \[1, 4096\]"),
+    ({"batch_sizes": (16, 2**64)}, r"batch_sizes must be an integer in \[1, 1048576\]"),
+    ({"lr": float("inf")}, r"lr must be a number in \(0, 1e\+12\], got inf"),
 ])
 def test_invalid_budgets(changes, match):
     with pytest.raises(ValueError, match=match):
@@ -576,7 +580,7 @@ YAML_ERRORS = {
         ["parameters.noise.choice[1].parameters.sigma", "lower bound"]),
     "bounds not numbers": (
         "parameters:\n  run.alignment_lr: {uniform: [a, 1]}\n",
-        ["parameters.run.alignment_lr", "finite numbers"]),
+        ["parameters.run.alignment_lr", "bounds must be numbers in [-1e+15, 1e+15]"]),
     "option without value": (
         NOISE_CHILD.replace("- value: false\n        set:", "- set:"),
         ["parameters.noise.choice[0]", "'value'"]),
@@ -604,7 +608,7 @@ YAML_ERRORS = {
         ["batch_size", "integer"]),
     "invalid value in a later option": (
         "parameters:\n  run.batch_size: {choice: [16, 0]}\n",
-        ["batch_size", ">= 1"]),
+        ["batch_size", "must be an integer in [1, 1048576], got 0"]),
 }
 
 

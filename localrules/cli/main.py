@@ -4,7 +4,9 @@ A subcommand module exposes ``register(subparsers)``, which adds its parser and 
 ``handler=run`` where ``run(args) -> int`` (and ``flags``, the flag of each library parameter
 whose name differs). A ``ValueError`` raised by a handler is bad input: its message goes to
 stderr and the exit status is 2 (argparse's own usage errors exit 2 too); a ``ParameterError``
-names the flag that set the parameter. A
+names the flag that set the parameter. A flag's value that its ``type=`` refuses (every
+numeric flag's ``cli.arguments.number``) is argparse's usage error: status 2 as well, returned
+rather than raised so that callers in-process see the same statuses. A
 ``StoreError`` (database unreachable or refusing) is reported the same way with status 1.
 """
 
@@ -49,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # a usage error (a flag's value refused: 2), --help, --version
+        return done.code if isinstance(done.code, int) else EXIT_BAD_INPUT
+
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

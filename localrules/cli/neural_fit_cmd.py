@@ -21,12 +21,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localrules.cli.arguments import number
 from localrules.cli.tables import check_out_dir, table
+from localrules.validation import BATCH_SIZE, SEED, Limit
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
+COMPONENTS = Limit(1, 10_000, integer=True)
+PCA = Limit(0, 1_000_000, integer=True)
+"""Principal components a layer is reduced to (0: never)."""
 
 FORMATS = ("table", "json")
 OUTPUTS = ("neural_fit.csv", "neural_fit_sites.csv", "neural_fit.json", "neural_fit.png")
@@ -53,12 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reliability", metavar="NPY",
                    help="rel.npy: (sites,) split-half reliability, Spearman–Brown corrected; "
                         "adds r / sqrt(reliability)")
-    p.add_argument("--components", type=int, default=25, help="PLS components (default 25)")
-    p.add_argument("--pca", type=int, default=1000,
+    p.add_argument("--components", type=number(COMPONENTS),
+                   default=25, help="PLS components (default 25)")
+    p.add_argument("--pca", type=number(PCA), default=1000,
                    help="reduce layers with more features to this many principal components "
                         "(default 1000; 0: never)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the PCA")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--seed", type=number(SEED), default=0, help="seed of the split and the PCA")
+    p.add_argument("--batch-size", type=number(BATCH_SIZE),
+                   default=64, help="images per forward pass")
     p.add_argument("--data-dir",
                    help="the run's dataset files, if not where its config says (CIFAR-10 and "
                         "ImageNet; the normalisation comes from the dataset)")
@@ -96,14 +103,6 @@ def load_array(path: str, flag: str, *, mmap: bool = False) -> np.ndarray:
 
 def _check_flags(args: argparse.Namespace) -> None:
     """The numeric flags, --out and (when local) --checkpoint, before any file is read."""
-    if args.components < 1:
-        raise ValueError(f"--components must be >= 1, got {args.components}")
-    if args.pca < 0:
-        raise ValueError(f"--pca must be >= 0 (0: no PCA), got {args.pca}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_out_dir(args.out)
     if "://" not in args.checkpoint and not Path(args.checkpoint).exists():
         raise ValueError(f"--checkpoint {args.checkpoint}: no such directory")

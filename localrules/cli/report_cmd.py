@@ -17,11 +17,14 @@ import json
 import logging
 from pathlib import Path
 
-from localrules.cli.arguments import add_db_argument
+from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import check_out_dir, dict_csv, print_report, table
 from localrules.store.documents import counts_text
+from localrules.validation import SEED, Limit
 
 FORMATS = ("table", "csv", "json")
+TOP_FRACTION = Limit(0, 1, low_open=True)
+BOOTSTRAP = Limit(2, 1000, integer=True)
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db_argument(imp)
     imp.add_argument("--parameter", action="append", dest="parameters", metavar="NAME",
                      help="report only this parameter (repeatable; default: all)")
-    imp.add_argument("--top-fraction", type=float,
+    imp.add_argument("--top-fraction", type=number(TOP_FRACTION),
                      help="analyse only the best fraction of trials (0 < F <= 1)")
     imp.add_argument("--method", choices=("categorical", "model"), default="categorical",
                      help="categorical: level means with SEM (default); model: random-forest "
                           "permutation importance of every parameter, bootstrap SE")
-    imp.add_argument("--bootstrap", type=int, default=30,
+    imp.add_argument("--bootstrap", type=number(BOOTSTRAP), default=30,
                      help="bootstrap resamples for --method model (default 30)")
-    imp.add_argument("--seed", type=int, default=0, help="seed for --method model")
+    imp.add_argument("--seed", type=number(SEED), default=0, help="seed for --method model")
     imp.add_argument("--format", choices=FORMATS, default="table")
     imp.add_argument("--out", help="also write importance.csv/.json, importance.png, "
                                    "progress.png and report.html here (--method model: "
@@ -117,10 +120,6 @@ def run_importance(args: argparse.Namespace) -> int:
     from localrules.spaces.nodes import Choice, walk
     from localrules.store import open_store
 
-    if args.top_fraction is not None and not 0 < args.top_fraction <= 1:
-        raise ValueError(f"--top-fraction must be in (0, 1], got {args.top_fraction}")
-    if args.bootstrap < 2:
-        raise ValueError(f"--bootstrap must be at least 2, got {args.bootstrap}")
     out = check_out_dir(args.out)
     with open_store(args.db, read_only=True) as store:
         data = experiment_data(store, args.experiment)

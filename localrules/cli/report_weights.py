@@ -13,8 +13,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from localrules.cli.arguments import add_db_argument
+from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import table
+from localrules.validation import EPOCHS, TRIAL_ID, Limit
+
+EPOCH = Limit(0, EPOCHS.maximum, integer=True)
+"""A validation epoch (0: initialisation)."""
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +30,12 @@ def register(reports: argparse._SubParsersAction) -> None:
     source.add_argument("--run", help="a run directory (written by `localrules train` or a "
                                       "worker)")
     source.add_argument("--experiment", help="an experiment; with --trial")
-    p.add_argument("--trial", type=int, help="the trial id, with --experiment")
+    p.add_argument("--trial", type=number(TRIAL_ID), help="the trial id, with --experiment")
     add_db_argument(p)
     p.add_argument("--artifacts", help="where the trial directories are, if not where the "
                                        "worker wrote them (ARTIFACTS/EXPERIMENT/trial-NNNNN)")
     p.add_argument("--layer", help="layer of the weight scatter (default: the third)")
-    p.add_argument("--epochs", type=int, nargs="+", metavar="E",
+    p.add_argument("--epochs", type=number(EPOCH), nargs="+", metavar="E",
                    help="validation epochs of the weight scatter (0 = initialisation; default: "
                         "up to four spread over training)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -71,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.experiment is None) != (args.trial is None):
         raise ValueError("--experiment and --trial go together (or give --run DIR)")
-    if args.epochs and any(e < 0 for e in args.epochs):
-        raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
     out = check_out_dir(args.out)
     run_dir = args.run if args.run else _trial_run_dir(args)
     if args.run and "://" not in run_dir and not Path(run_dir).is_dir():

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from localrules.cli.arguments import add_db_argument
+from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import artifacts_location
 from localrules.search.engine import INTERRUPTED, TERMINATED, WORKERS_EXITED
 
@@ -16,15 +16,24 @@ EXIT = {INTERRUPTED: 130, TERMINATED: 143, WORKERS_EXITED: 1}
 """Ctrl-C 130; SIGTERM 143 (128 + 15); 1 when every local worker died."""
 FLAGS = {"resources": "--resources-per-trial", "address": "--ray-address",
          "storage": "--artifacts", "lease_seconds": "--lease", "poll_seconds": "--poll"}
-COUNTS = ("max_trials", "concurrency", "width", "epochs", "image_size", "startup_trials",
-          "ei_candidates", "reference_seeds")
 RESUME = "on resume: as stored"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from localrules.raytune.engine import SCHEDULERS
-    from localrules.search.settings import ENGINES
+    from localrules.raytune.engine import MAX_FAILURES, SCHEDULERS
+    from localrules.search.settings import CONCURRENCY, ENGINES, GAMMA
     from localrules.spaces import PAPER_SPACES
+    from localrules.validation import (
+        EPOCHS,
+        IMAGE_SIZE,
+        INTERVAL,
+        REPLICATES,
+        SEED,
+        TRIALS,
+        WIDTH,
+        WORKERS,
+    )
+    from localrules.worker.engine import POLL
 
     p = sub.add_parser(
         "search", help="run a TPE search over a learning-rule space",
@@ -34,36 +43,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--space", required=True, help=f"{', '.join(PAPER_SPACES)}, or a YAML space file")
     add("--experiment", required=True, help="experiment name (re-use to resume)")
     add_db_argument(p)
-    add("--max-trials", type=int, help=f"trials in all (default 12; {RESUME})")
-    add("--concurrency", type=int, help=f"trials at once (default --workers or 4; {RESUME})")
-    add("--workers", type=int, default=2, help="local worker processes (default 2; 0: none)")
+    add("--max-trials", type=number(TRIALS), help=f"trials in all (default 12; {RESUME})")
+    add("--concurrency", type=number(CONCURRENCY),
+        help=f"trials at once (default --workers or 4; {RESUME})")
+    add("--workers", type=number(WORKERS),
+        default=2, help="local worker processes (default 2; 0: none)")
     add("--model", help="e.g. resnet18 (default)")
     add("--dataset", default="digits", help="digits (default), cifar10, imagenet, synthetic")
     add("--data-dir", help="directory of the dataset's files (cifar10, imagenet)")
-    add("--width", type=int, help="first group's channels (default per dataset)")
-    add("--epochs", type=int, help="epochs per trial (default per dataset)")
-    add("--image-size", type=int, help="image side the model sees (default per dataset)")
+    add("--width", type=number(WIDTH), help="first group's channels (default per dataset)")
+    add("--epochs", type=number(EPOCHS), help="epochs per trial (default per dataset)")
+    add("--image-size", type=number(IMAGE_SIZE),
+        help="image side the model sees (default per dataset)")
     add("--batch-sizes", help="the batch-size choices of the +AD spaces, e.g. 16,32,64,128 "
                               "(default per dataset); the learning rate is linear in the batch")
     add("--references", help=f"presets trained beside the search under its budget and seed: "
                              f"none, or a list such as bp,fa (default) or bp,fa,sa ({RESUME})")
-    add("--reference-seeds", type=int, help=f"replicates of each reference, reported as mean ± "
-                                            f"SEM (default 1; {RESUME})")
+    add("--reference-seeds", type=number(REPLICATES),
+        help=f"replicates of each reference, reported as mean ± SEM (default 1; {RESUME})")
     add("--no-warm-start", action="store_true", help="no published rule as the first trial")
-    add("--seed", type=int, help=f"seed of suggestions and trials (default 0; {RESUME})")
-    add("--startup-trials", type=int, help="random trials first (default max-trials/3, ≤ 20)")
-    add("--gamma", type=float, help="TPE's good-trial quantile γ (default 0.25)")
-    add("--ei-candidates", type=int, help="TPE's EI candidates (default 24)")
+    add("--seed", type=number(SEED), help=f"seed of suggestions and trials (default 0; {RESUME})")
+    add("--startup-trials", type=number(TRIALS),
+        help="random trials first (default max-trials/3, ≤ 20)")
+    add("--gamma", type=number(GAMMA), help="TPE's good-trial quantile γ (default 0.25)")
+    add("--ei-candidates", type=number(TRIALS), help="TPE's EI candidates (default 24)")
     add("--artifacts", default="localrules-artifacts", help="directory of the trials' files")
-    add("--lease", type=float, default=60.0, help="worker lease in seconds")
-    add("--poll", type=float, default=1.0, help="seconds between controller rounds")
+    add("--lease", type=number(INTERVAL), default=60.0, help="worker lease in seconds")
+    add("--poll", type=number(POLL), default=1.0, help="seconds between controller rounds")
     add("--show-space", action="store_true", help="print the space and exit")
     add = p.add_argument_group("Ray Tune engine (pip install 'localrules[ray]')").add_argument
     add("--engine", choices=ENGINES, default="store", help="store: the controller queues trials "
         "for workers (default); ray: Ray Tune runs them (docs/ray.md)")
     add("--ray-address", help="auto or HOST:PORT of a Ray cluster (default: a local one)")
     add("--resources-per-trial", help=f"e.g. cpu=2,gpu=1 or TPU=4 (default cpu=1; {RESUME})")
-    add("--max-failures", type=int, help=f"retries from the last checkpoint (default 2; {RESUME})")
+    add("--max-failures", type=number(MAX_FAILURES),
+        help=f"retries from the last checkpoint (default 2; {RESUME})")
     add("--scheduler", choices=SCHEDULERS, help=f"asha: stop clearly bad trials early (default "
         f"none; {RESUME})")
     p.set_defaults(handler=run, flags=FLAGS)
@@ -86,24 +100,21 @@ def budget(args: argparse.Namespace):
     from localrules.data import DATASETS
     from localrules.models import MODELS
     from localrules.spaces import default_budget
-    from localrules.validation import check_choice
+    from localrules.validation import BATCH_SIZE, check_choice
 
     check_choice("dataset", args.dataset, DATASETS)
     if args.model is not None:
         check_choice("model", args.model, MODELS)
-    for name in COUNTS:
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.dataset in ("cifar10", "imagenet") and not args.data_dir:
         raise ValueError(f"--dataset {args.dataset} needs --data-dir (the dataset's files)")
     if args.data_dir and "://" not in args.data_dir and not Path(args.data_dir).is_dir():
         raise ValueError(f"--data-dir {args.data_dir!r} is not a directory")
     try:
-        sizes = None if args.batch_sizes is None else [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        raise ValueError(f"--batch-sizes must be a list of integers such as 16,32,64,128, got "
-                         f"{args.batch_sizes!r}") from None
+        sizes = None if args.batch_sizes is None else [
+            BATCH_SIZE.parse("a batch size", b) for b in args.batch_sizes.split(",")]
+    except ValueError as err:
+        raise ValueError(f"--batch-sizes must be a list of batch sizes such as 16,32,64,128: "
+                         f"{err}") from None
     return default_budget(args.dataset, model=args.model, width=args.width, epochs=args.epochs,
                           image_size=args.image_size, batch_sizes=sizes, data_dir=args.data_dir)
 

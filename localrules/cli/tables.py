@@ -84,18 +84,24 @@ def print_report(fmt: str, as_json: Any, csv_text: Callable[[], str],
         print(table_text())
 
 
-def check_out_dir(out: str | None) -> Path | None:
-    """An ``--out`` directory, checked before any work is done; the caller creates it only
-    when it writes."""
+def check_out_dir(out: str | None, flag: str = "--out") -> Path | None:
+    """An output directory flag, checked before any work is done: a directory, or a path that
+    can become one (nothing on the way is a file). The caller creates it only when it writes.
+    A URI (gs://…) is returned as it is, for the code that writes there to check."""
     if out is None:
         return None
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out!r} exists and is not a directory")
+    if not out.strip():
+        raise ValueError(f"{flag} must name a directory")
+    path = Path(out).expanduser()
+    if "://" not in out:
+        for part in (path, *path.parents):
+            if part.exists() and not part.is_dir():
+                raise ValueError(f"{flag} {out!r}: {str(part)!r} exists and is not a directory")
     return path
 
 
 def artifacts_location(artifacts: str) -> str:
-    """An ``--artifacts`` value as an absolute path (workers may run elsewhere), or the URI it
-    is."""
-    return artifacts if "://" in artifacts else str(Path(artifacts).resolve())
+    """An ``--artifacts`` value (checked like an ``--out``) as an absolute path (workers may
+    run elsewhere), or the URI it is."""
+    check_out_dir(artifacts, "--artifacts")
+    return artifacts if "://" in artifacts else str(Path(artifacts).expanduser().resolve())

@@ -27,6 +27,9 @@ SCHEDULES = ("budget", "preset")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from localrules.cli.arguments import number
+    from localrules.validation import BATCH_SIZE, EPOCHS, IMAGE_SIZE, SEED, WIDTH
+
     p = sub.add_parser("train", help="train one ResNet with one learning rule",
                        description="Train one trial on the dataset's budget (the search's). "
                                    "Prints a JSON summary line at the end.")
@@ -40,18 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits",
                    help="digits (default), cifar10, imagenet, synthetic")
     p.add_argument("--data-dir", help="directory of the dataset's files (local or gs://)")
-    p.add_argument("--width", type=int, help="first group's channels (default per dataset)")
-    p.add_argument("--image-size", type=int,
+    p.add_argument("--width", type=number(WIDTH),
+                   help="first group's channels (default per dataset)")
+    p.add_argument("--image-size", type=number(IMAGE_SIZE),
                    help="image side the model sees (default per dataset; digits upsample)")
-    p.add_argument("--epochs", type=int,
+    p.add_argument("--epochs", type=number(EPOCHS),
                    help="task epochs; the whole schedule (warmup, drops, delay) stretches")
-    p.add_argument("--batch-size", type=int,
+    p.add_argument("--batch-size", type=number(BATCH_SIZE),
                    help="global batch size; on the budget the learning rate scales linearly "
                         "with it (under --schedule preset, as the preset says)")
     p.add_argument("--schedule", choices=SCHEDULES, default="budget",
                    help="budget: the dataset's budget, as a search trial (default); preset: "
                         "the preset's own run from the appendix")
-    p.add_argument("--seed", type=int, help="seed for weights, data order and noise")
+    p.add_argument("--seed", type=number(SEED), help="seed for weights, data order and noise")
     p.add_argument("--out", required=True, help="run directory (local or gs://)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--deterministic", action="store_true",
@@ -66,13 +70,7 @@ def build_config(args: argparse.Namespace):
     from localrules.config import TrialConfig, apply_overrides, set_keys
     from localrules.rules.presets import get_preset, rule_preset
     from localrules.spaces import default_budget
-    from localrules.validation import check_int
 
-    for flag in ("width", "image_size", "epochs", "batch_size"):
-        if getattr(args, flag) is not None:
-            check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
-    if args.seed is not None:
-        check_int("--seed", args.seed, minimum=0)
     preset = get_preset(args.preset) if args.preset else rule_preset(args.rule or "bp")
     budget = default_budget(args.dataset, model=args.model, width=args.width,
                             image_size=args.image_size, data_dir=args.data_dir,
@@ -91,7 +89,20 @@ def build_config(args: argparse.Namespace):
     return TrialConfig.from_dict(apply_overrides(data, args.overrides))
 
 
+def check_out(out: str, resume: bool) -> None:
+    """``--out`` can hold this run: not a file (nor under one), and with ``--resume`` a
+    directory that holds a run. Checked before the config is built or TensorFlow started."""
+    from localrules.cli.tables import check_out_dir
+    from localrules.runs import RunDirectory
+
+    check_out_dir(out)
+    if resume and RunDirectory(out).read_config() is None:
+        raise ValueError(f"--resume: {out!r} holds no run (no {RunDirectory(out).config}); "
+                         "drop --resume to start one there")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out, args.resume)
     config = build_config(args)
     # Names are checked against the registries before TensorFlow builds anything.
     from localrules.data import DATASETS

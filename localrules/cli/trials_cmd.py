@@ -14,11 +14,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from localrules.cli.arguments import add_db_argument
+from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import fmt, iso, table, terminal_width
 from localrules.store import STATES, Experiment, Trial, TrialStore
 from localrules.store.documents import best_objective, state_counts
 from localrules.store.references import GAP_RULES, References, references_of, search_trials
+from localrules.validation import TRIALS, shown
 
 FORMATS = ("table", "csv", "json")
 DESCENDING = frozenset({"objective", "top1", "top5"})
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trial_id (default), objective, top1 (best first), state, attempt, "
                         "created_at, finished_at, or params.NAME")
     p.add_argument("--reverse", action="store_true", help="reverse the sort order")
-    p.add_argument("--limit", type=int, help="show at most N trials")
+    p.add_argument("--limit", type=number(TRIALS), help="show at most N trials")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(handler=run_trials)
 
@@ -86,10 +87,18 @@ SORT_KEYS = ("trial_id", "objective", "top1", "top5", "state", "attempt", "creat
              "started_at", "finished_at", "updated_at", "diverged", "epochs")
 
 
+def check_sort_key(key: object) -> str:
+    """``key`` if trials can be sorted by it; ValueError listing the valid keys."""
+    if not isinstance(key, str) or (key not in SORT_KEYS and not (
+            key.startswith("params.") and len(key) > len("params."))):
+        raise ValueError(f"unknown sort key {shown(key)}; valid: {', '.join(SORT_KEYS)}, "
+                         "params.NAME")
+    return key
+
+
 def sort_trials(trials: Sequence[Trial], key: str, reverse: bool = False) -> list[Trial]:
     """Sorted by ``key``; trials without a value go last whatever the order."""
-    if key not in SORT_KEYS and not key.startswith("params."):
-        raise ValueError(f"unknown sort key {key!r}; valid: {', '.join(SORT_KEYS)}, params.NAME")
+    check_sort_key(key)
     descending = (key in DESCENDING) != reverse
     have = [t for t in trials if _sort_value(t, key) is not None]
     missing = [t for t in trials if _sort_value(t, key) is None]
@@ -148,8 +157,10 @@ def open_existing(url: str) -> TrialStore:
 
 
 def run_trials(args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    try:
+        check_sort_key(args.sort)
+    except ValueError as err:
+        raise ValueError(f"--sort: {err}") from None
     with open_existing(args.db) as store:
         experiment = store.require_experiment(args.experiment)
         every = store.trials(args.experiment)  # the references come from all of them

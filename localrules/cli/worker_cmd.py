@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from localrules.cli.arguments import add_db_argument
+from localrules.cli.arguments import add_db_argument, number
+from localrules.validation import DURATION, INTERVAL, TRIALS
 from localrules.worker.spool import DEFAULT_SPOOL
 
 log = logging.getLogger(__name__)
+FLAGS = {"lease_seconds": "--lease", "poll_seconds": "--poll", "idle_exit": "--idle-exit"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,19 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db_argument(p)
     p.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
                    help="only trials of this experiment (repeatable; default: any)")
-    p.add_argument("--max-trials", type=int, help="exit after this many trials")
-    p.add_argument("--idle-exit", type=float,
+    p.add_argument("--max-trials", type=number(TRIALS), help="exit after this many trials")
+    p.add_argument("--idle-exit", type=number(DURATION),
                    help="exit after this many seconds without a queued trial (default: never)")
-    p.add_argument("--lease", type=float, default=60.0, help="lease in seconds (default 60)")
+    p.add_argument("--lease", type=number(INTERVAL),
+                   default=60.0, help="lease in seconds (default 60)")
     p.add_argument("--artifacts", default="localrules-artifacts",
                    help="where trial checkpoints and histories go (local path or gs://)")
-    p.add_argument("--poll", type=float, default=5.0,
+    p.add_argument("--poll", type=number(INTERVAL), default=5.0,
                    help="seconds between looks at an empty queue (default 5)")
     p.add_argument("--name", help="worker name in the database (default host:pid:random)")
     p.add_argument("--spool", default=DEFAULT_SPOOL,
                    help=f"local directory for results while the database is away "
                         f"(default {DEFAULT_SPOOL})")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,14 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from localrules.worker import Worker
     from localrules.worker.spool import Spool
 
-    for name, value, minimum in (("--max-trials", args.max_trials, 1),
-                                 ("--lease", args.lease, 1e-9), ("--poll", args.poll, 1e-9),
-                                 ("--idle-exit", args.idle_exit, 0)):
-        if value is not None and value < minimum:
-            raise ValueError(f"{name} must be {'positive' if minimum else '>= 0'}, got {value}")
     for name in args.experiments or ():
         check_experiment_name(name)
     artifacts = artifacts_location(args.artifacts)
+    spool = Spool(args.spool)
+    spool.check_writable()  # before the store: a worker that could not keep results is refused
     with open_store(args.db) as store:
         missing = [e for e in args.experiments or () if store.get_experiment(e) is None]
         if missing:  # workers may well start before the controller creates the experiment
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         worker = Worker(store, artifacts, experiments=args.experiments, worker_id=args.name,
                         lease_seconds=args.lease, poll_seconds=args.poll,
                         idle_exit=args.idle_exit, max_trials=args.max_trials,
-                        spool=Spool(args.spool))
+                        spool=spool)
         log.info("worker %s on %s (artifacts %s)", worker.worker_id, redact(store.url),
                  artifacts)
         stats = worker.run()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import threading
@@ -34,7 +33,7 @@ from localrules.search.engine import (
     StopCheck,
     on_sigterm,
 )
-from localrules.validation import ParameterError
+from localrules.validation import Limit, ParameterError, shown
 
 if TYPE_CHECKING:
     from localrules.search.session import SearchSession
@@ -42,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("none", "asha")
+RESOURCE_AMOUNT = Limit(0, 1e6, low_open=True)
+"""CPUs, GPUs or a custom resource per trial."""
+MAX_FAILURES = Limit(0, 1000, integer=True)
 ASHA_GRACE_PERIOD = 1
 ASHA_REDUCTION_FACTOR = 3
 
@@ -64,13 +66,13 @@ def check_resources(resources: str | Mapping[str, Any]) -> dict[str, float]:
     pairs = _pairs(resources) if isinstance(resources, str) else list(resources.items())
     out: dict[str, float] = {}
     for name, amount in pairs:
+        if not isinstance(name, str):
+            raise ParameterError("resources", f"resource names are strings, got {shown(name)}")
         try:
-            value = float(amount)
-        except (TypeError, ValueError):
-            raise ParameterError("resources", f"{name}={amount!r} is not a number") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise ParameterError("resources", f"{name} must be a finite number > 0, got "
-                                              f"{amount}")
+            value = RESOURCE_AMOUNT.parse(name, amount) if isinstance(amount, str) \
+                else RESOURCE_AMOUNT.check(name, amount)
+        except ValueError as err:
+            raise ParameterError("resources", str(err)) from None
         key = name.lower() if name.lower() in ("cpu", "gpu") else name
         if key in out:
             raise ParameterError("resources", f"{key} given twice")
@@ -99,10 +101,10 @@ class RayOptions:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: "
                              f"{', '.join(SCHEDULERS)}")
-        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) \
-                or self.max_failures < 0:
-            raise ParameterError("max_failures", f"{{}} must be an integer >= 0, got "
-                                                 f"{self.max_failures!r}")
+        try:
+            MAX_FAILURES.check("{}", self.max_failures)
+        except ValueError as err:
+            raise ParameterError("max_failures", str(err)) from None
         if self.address is not None and self.address.startswith("ray://"):
             raise ParameterError("address", "ray://… (Ray Client) would run the search's "
                                             "driver on the head node, away from this machine's "

@@ -19,15 +19,22 @@ from typing import Any
 
 from localrules.rules.spec import AKROUT_OPS, KIND_BY_SHORT, KINDS, Noise, PathOps, Rule
 from localrules.validation import (
+    BATCH_SIZE,
+    EPOCH_TIME,
+    EPOCHS,
+    MAGNITUDE,
+    Limit,
     check_bool,
     check_choice,
-    check_int,
-    check_nonnegative,
     dataclass_from_dict,
+    shown,
 )
 
 ALIGNMENT_SCHEDULES: tuple[str, ...] = ("task", "drops", "constant")
 OPTIMIZERS: tuple[str, ...] = ("separate", "joint")
+MOMENTUM = Limit(0, 1, high_open=True)
+DROP_FACTOR = Limit(0, 1, low_open=True)
+MAX_DROPS = 100
 READINGS_OF_SYMBOLS: tuple[str, ...] = ("appendix", "code", "none")
 """How a preset reads the appendix's α/β/γ: by the appendix's own primitive names, by the
 reference code's flags, or not at all (no primitive weights)."""
@@ -69,20 +76,22 @@ class RunParams:
     optimizer: str = "separate"
 
     def __post_init__(self) -> None:
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_int("epochs", self.epochs, minimum=1)
-        check_nonnegative("delay_epochs", self.delay_epochs)
+        BATCH_SIZE.check("batch_size", self.batch_size)
+        EPOCHS.check("epochs", self.epochs)
+        EPOCH_TIME.check("delay_epochs", self.delay_epochs)
         if self.lr_reference_batch is not None:
-            check_int("lr_reference_batch", self.lr_reference_batch, minimum=1)
-        for name in ("task_lr", "warmup_epochs", "weight_decay"):
-            check_nonnegative(name, getattr(self, name))
+            BATCH_SIZE.check("lr_reference_batch", self.lr_reference_batch)
+        for name in ("task_lr", "weight_decay"):
+            MAGNITUDE.check(name, getattr(self, name))
+        EPOCH_TIME.check("warmup_epochs", self.warmup_epochs)
         if self.alignment_lr is not None:
-            check_nonnegative("alignment_lr", self.alignment_lr)
-        if not 0 <= check_nonnegative("momentum", self.momentum) < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not 0 < check_nonnegative("drop_factor", self.drop_factor) <= 1:
-            raise ValueError(f"drop_factor must be in (0, 1], got {self.drop_factor!r}")
-        drops = tuple(check_nonnegative("drop_epochs", d) for d in self.drop_epochs)
+            MAGNITUDE.check("alignment_lr", self.alignment_lr)
+        MOMENTUM.check("momentum", self.momentum)
+        DROP_FACTOR.check("drop_factor", self.drop_factor)
+        if not isinstance(self.drop_epochs, (list, tuple)) or len(self.drop_epochs) > MAX_DROPS:
+            raise ValueError(f"drop_epochs must be a list of at most {MAX_DROPS} epochs, got "
+                             f"{shown(self.drop_epochs)}")
+        drops = tuple(EPOCH_TIME.check("drop_epochs", d) for d in self.drop_epochs)
         if list(drops) != sorted(set(drops)) or (drops and drops[0] <= 0):
             raise ValueError(f"drop_epochs must be positive and strictly increasing, got "
                              f"{list(drops)}")
@@ -99,7 +108,8 @@ class RunParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunParams:
         # A preset's JSON adds the derived effective_task_lr for readers; it is not a setting.
-        data = {k: v for k, v in data.items() if k != "effective_task_lr"}
+        if isinstance(data, Mapping):
+            data = {k: v for k, v in data.items() if k != "effective_task_lr"}
         return dataclass_from_dict(cls, data, "run")
 
     @property
@@ -116,7 +126,7 @@ class RunParams:
     def stretched(self, epochs: int) -> RunParams:
         """The same schedule over ``epochs``: warmup, drops and delay scaled by
         ``epochs / self.epochs``, so they land at the same fractions of training."""
-        scale = check_int("epochs", epochs, minimum=1) / self.epochs
+        scale = EPOCHS.check("epochs", epochs) / self.epochs
         return dataclasses.replace(
             self, epochs=epochs, warmup_epochs=epoch_count(self.warmup_epochs * scale),
             drop_epochs=tuple(epoch_count(d * scale) for d in self.drop_epochs),

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from localrules.validation import check_bool, check_choice, check_keys, check_nonnegative
+from localrules.validation import MAGNITUDE, check_bool, check_choice, check_keys, shown
 
 PRIMITIVES: tuple[str, ...] = ("amp", "decay", "null", "sparse", "self")
 """Primitive names, at the reference code's scale (no ½; data terms are batch means)."""
@@ -143,7 +143,7 @@ class Noise:
     distribution: str = "normal"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stddev", check_nonnegative("noise stddev", self.stddev))
+        object.__setattr__(self, "stddev", MAGNITUDE.check("noise stddev", self.stddev))
         check_choice("noise distribution", self.distribution, NOISE_DISTRIBUTIONS)
 
     @classmethod
@@ -174,6 +174,9 @@ class Rule:
     def __post_init__(self) -> None:
         name = kind_name(self.kind)
         spec = KINDS[name]
+        if self.weights is not None and not isinstance(self.weights, Mapping):
+            raise ValueError(f"rule weights must be a mapping of primitive names to numbers, "
+                             f"got {shown(self.weights)}")
         weights = dict(self.weights or {})
         check_keys("primitive", weights, PRIMITIVES)
         for prim in weights:
@@ -182,7 +185,7 @@ class Rule:
                 raise ValueError(
                     f"primitive {prim!r} is not part of rule kind {name!r}; it weighs: {allowed}"
                 )
-        merged = {p: check_nonnegative(f"weight of {p!r}", w) for p, w in
+        merged = {p: MAGNITUDE.check(f"weight of {p!r}", w) for p, w in
                   {**spec.default_weights, **weights}.items()}
         if not isinstance(self.ops, PathOps):
             raise ValueError(f"ops must be a PathOps, got {type(self.ops).__name__}")

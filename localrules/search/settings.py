@@ -15,7 +15,20 @@ from typing import Any
 
 from localrules.spaces import Space
 from localrules.store import Experiment
-from localrules.validation import check_bool, check_finite, check_int, dataclass_from_dict
+from localrules.validation import (
+    MAGNITUDE,
+    REPLICATES,
+    SEED,
+    TRIALS,
+    Limit,
+    check_bool,
+    dataclass_from_dict,
+    shown,
+)
+
+GAMMA = Limit(0, 1, low_open=True, high_open=True)
+CONCURRENCY = Limit(1, 10_000, integer=True)
+MAX_REFERENCES = 64
 
 
 @dataclass(frozen=True)
@@ -28,11 +41,10 @@ class TpeSettings:
     prior_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        check_int("tpe n_startup_jobs", self.n_startup_jobs, minimum=1)
-        check_int("tpe n_ei_candidates", self.n_ei_candidates, minimum=1)
-        if not 0 < check_finite("tpe gamma", self.gamma) < 1:
-            raise ValueError(f"tpe gamma must be in (0, 1), got {self.gamma}")
-        if check_finite("tpe prior_weight", self.prior_weight) <= 0:
+        TRIALS.check("tpe n_startup_jobs", self.n_startup_jobs)
+        TRIALS.check("tpe n_ei_candidates", self.n_ei_candidates)
+        GAMMA.check("tpe gamma", self.gamma)
+        if MAGNITUDE.check("tpe prior_weight", self.prior_weight) <= 0:
             raise ValueError(f"tpe prior_weight must be > 0, got {self.prior_weight}")
 
 
@@ -67,14 +79,14 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
-        check_int("max_trials", self.max_trials, minimum=1)
-        check_int("concurrency", self.concurrency, minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_int("max_attempts", self.max_attempts, minimum=1)
+        TRIALS.check("max_trials", self.max_trials)
+        CONCURRENCY.check("concurrency", self.concurrency)
+        SEED.check("seed", self.seed)
+        REPLICATES.check("max_attempts", self.max_attempts)
         if self.objective != "top1":
             raise ValueError(f"unknown objective {self.objective!r}; valid: top1")
         object.__setattr__(self, "references", check_references(self.references))
-        check_int("reference_seeds", self.reference_seeds, minimum=1)
+        REPLICATES.check("reference_seeds", self.reference_seeds)
         check_bool("warm_start", self.warm_start)
 
     @classmethod
@@ -91,11 +103,12 @@ def check_references(rules: object) -> tuple[str, ...]:
     """Reference rules: distinct preset names (ValueError listing the valid ones)."""
     from localrules.rules.presets import PRESETS
 
-    if isinstance(rules, str) or not isinstance(rules, (list, tuple)):
-        raise ValueError(f"references must be a list of presets, got {rules!r}")
+    if isinstance(rules, str) or not isinstance(rules, (list, tuple)) \
+            or len(rules) > MAX_REFERENCES:
+        raise ValueError(f"references must be a list of presets, got {shown(rules)}")
     for rule in rules:
-        if rule not in PRESETS:
-            raise ValueError(f"unknown reference rule {rule!r}; valid: none, or presets among "
+        if not isinstance(rule, str) or rule not in PRESETS:
+            raise ValueError(f"unknown reference rule {shown(rule)}; valid: none, or presets among "
                              f"{', '.join(PRESETS)}")
     if len(set(rules)) != len(rules):
         raise ValueError(f"a reference rule is repeated: {', '.join(rules)}")

@@ -29,7 +29,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from localrules.rules.presets import Preset, RunParams, epoch_count, get_preset
-from localrules.validation import check_finite, check_int, check_str, dataclass_from_dict
+from localrules.validation import (
+    BATCH_SIZE,
+    EPOCHS,
+    IMAGE_SIZE,
+    WIDTH,
+    Limit,
+    check_str,
+    dataclass_from_dict,
+    shown,
+)
 
 PAPER_TRIAL_EPOCHS = 45
 """Epochs of one trial of the paper's searches (appendix B.1)."""
@@ -37,6 +46,8 @@ PAPER_TRIAL = RunParams(epochs=PAPER_TRIAL_EPOCHS, warmup_epochs=6.0, drop_epoch
 """The +AD schedule as a 45-epoch trial saw it: 6 warm-up epochs, the drop at 30 (60 and 80 fall
 after the trial). A budget stretches it to its own epochs (``RunParams.stretched``)."""
 PAPER_BATCH_SIZES: tuple[int, ...] = (256, 1024, 2048, 4096)
+LEARNING_RATE = Limit(0, 1e12, low_open=True)
+MAX_BATCH_CHOICES = 64
 
 
 @dataclass(frozen=True)
@@ -59,23 +70,27 @@ class Budget:
     def __post_init__(self) -> None:
         check_str("budget dataset", self.dataset)
         check_str("budget model", self.model)
-        check_int("width", self.width, minimum=1)
-        check_int("epochs", self.epochs, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
-        sizes = tuple(check_int("batch_sizes", b, minimum=1) for b in self.batch_sizes)
-        if not sizes or list(sizes) != sorted(set(sizes)):
+        WIDTH.check("width", self.width)
+        EPOCHS.check("epochs", self.epochs)
+        BATCH_SIZE.check("batch_size", self.batch_size)
+        if not isinstance(self.batch_sizes, (list, tuple)) \
+                or not 0 < len(self.batch_sizes) <= MAX_BATCH_CHOICES:
+            raise ValueError(f"batch_sizes must be a list of 1 to {MAX_BATCH_CHOICES} batch "
+                             f"sizes, got {shown(self.batch_sizes)}")
+        sizes = tuple(BATCH_SIZE.check("batch_sizes", b) for b in self.batch_sizes)
+        if list(sizes) != sorted(set(sizes)):
             raise ValueError(f"batch_sizes must be distinct and increasing, got {list(sizes)}")
         object.__setattr__(self, "batch_sizes", sizes)
-        if not check_finite("lr", self.lr) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        LEARNING_RATE.check("lr", self.lr)
         if self.data_dir is not None:
             check_str("data_dir", self.data_dir)
         if self.image_size is not None:
-            check_int("image_size", self.image_size, minimum=8)
+            IMAGE_SIZE.check("image_size", self.image_size)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
-        if "batch_divisor" in data:  # an experiment stored before budgets took fractions
+        if isinstance(data, Mapping) and "batch_divisor" in data:
+            # an experiment stored before budgets took fractions
             data = _from_divisor(data)
         return dataclass_from_dict(cls, data, "budget")
 
@@ -163,7 +178,7 @@ _SCHEDULE_KEYS = ("epochs", "warmup_epochs", "drop_epochs", "batch_size", "task_
 def _from_divisor(data: Mapping[str, Any]) -> dict[str, Any]:
     """A budget stored as ``batch_divisor`` (before fractions): the same batches and lr rule."""
     data = dict(data)
-    divisor = data.pop("batch_divisor")
+    divisor = Limit(1, 256, integer=True).check("budget batch_divisor", data.pop("batch_divisor"))
     data.setdefault("batch_size", 256 // divisor)
     data.setdefault("batch_sizes", [b // divisor for b in PAPER_BATCH_SIZES])
     data.setdefault("lr", 0.125)

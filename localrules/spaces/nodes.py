@@ -16,14 +16,27 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from localrules.validation import Limit, check_finite, shown
+
 Scalar = bool | int | float | str | None
+
+BOUND = Limit(-1e15, 1e15)
+"""A distribution's bounds: finite, and far enough from float's range that ``high - low`` and
+hyperopt's draws stay finite (the paper spaces reach 1e7)."""
+MAX_PARAMETERS = 256
+"""Parameters in one space, branches included (the paper's largest search has about 20)."""
+MAX_OPTIONS = 256
+"""Options of all the choices of one space together: building a space checks a config for
+every one of them (``yaml_space._corners``), so this bounds the time that takes."""
 
 
 def _check_bounds(where: str, low: object, high: object, positive: bool = False) -> None:
     for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) \
-                or not math.isfinite(bound):
-            raise ValueError(f"{where}: bounds must be finite numbers, got [{low!r}, {high!r}]")
+        try:
+            BOUND.check("bound", bound)
+        except ValueError:
+            raise ValueError(f"{where}: bounds must be numbers in [-1e+15, 1e+15], got "
+                             f"[{shown(low)}, {shown(high)}]") from None
     if not low < high:
         raise ValueError(f"{where}: the lower bound must be below the upper, got [{low}, {high}]")
     if positive and low <= 0:
@@ -153,7 +166,9 @@ class Choice(Node):
         for v in values:
             if not isinstance(v, (bool, int, float, str, type(None))):
                 raise ValueError(f"choice {self.name!r}: option values must be numbers, strings, "
-                                 f"booleans or null, got {v!r}")
+                                 f"booleans or null, got {shown(v)}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                check_finite(f"choice {self.name!r}: option value", v)
         if len({(type(v), v) for v in values}) != len(values):
             raise ValueError(f"choice {self.name!r} lists an option twice: {values}")
 
@@ -199,15 +214,60 @@ def walk(nodes: Sequence[Node]) -> Iterator[Node]:
 
 
 def check_tree(nodes: Sequence[Node]) -> None:
-    """Names are hyperopt labels: unique over the whole tree, non-empty strings."""
+    """Names are hyperopt labels: unique over the whole tree, non-empty strings. The tree is
+    at most ``MAX_PARAMETERS`` parameters and ``MAX_OPTIONS`` options, and no config key is set
+    twice by parameters (or chosen options) that can be active together."""
     seen: set[str] = set()
+    options = 0
     for node in walk(nodes):
         if not isinstance(node.name, str) or not node.name:
-            raise ValueError(f"parameter names must be non-empty strings, got {node.name!r}")
+            raise ValueError(f"parameter names must be non-empty strings, got {shown(node.name)}")
         if node.name in seen:
             raise ValueError(f"parameter {node.name!r} appears twice in the space; names are "
                              "unique over the whole tree, branches included")
         seen.add(node.name)
+        if len(seen) > MAX_PARAMETERS:
+            raise ValueError(f"the space has more than {MAX_PARAMETERS} parameters")
+        options += len(node.options) if isinstance(node, Choice) else 0
+        if options > MAX_OPTIONS:
+            raise ValueError(f"the space's choices have more than {MAX_OPTIONS} options in all")
+    _check_writers(nodes)
+
+
+def _writers(nodes: Sequence[Node], path: tuple[tuple[str, int], ...] = ()
+             ) -> Iterator[tuple[str, str, tuple[tuple[str, int], ...]]]:
+    """(config key, what sets it, the choices and options on its way) for every parameter's
+    key and every option's settings."""
+    for node in nodes:
+        if node.key is not None:
+            yield node.key, f"parameter {node.name!r}", path
+        if isinstance(node, Choice):
+            for i, option in enumerate(node.options):
+                inner = (*path, (node.name, i))
+                for key in option.settings:
+                    yield key, f"option {_fmt(option.value)} of {node.name!r}", inner
+                yield from _writers(option.children, inner)
+
+
+def _exclusive(a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...]) -> bool:
+    """Whether two places in the tree are never active together: they take different options of
+    one choice on their way down."""
+    for (choice_a, option_a), (choice_b, option_b) in zip(a, b, strict=False):
+        if choice_a != choice_b:
+            return False
+        if option_a != option_b:
+            return True
+    return False
+
+
+def _check_writers(nodes: Sequence[Node]) -> None:
+    by_key: dict[str, list[tuple[str, tuple[tuple[str, int], ...]]]] = {}
+    for key, who, path in _writers(nodes):
+        for other, other_path in by_key.get(key, ()):
+            if not _exclusive(path, other_path):
+                raise ValueError(f"{other} and {who} both set config key {key!r}; one "
+                                 "parameter (or chosen option) per key")
+        by_key.setdefault(key, []).append((who, path))
 
 
 def to_hyperopt(nodes: Sequence[Node]) -> dict[str, Any]:

@@ -44,8 +44,19 @@ from localrules.rules.spec import Noise
 from localrules.spaces.budget import Budget
 from localrules.spaces.nodes import Choice, IntUniform, LogUniform, Node, Option, Uniform, walk
 from localrules.spaces.space import Space
+from localrules.validation import shown
 
 DISTRIBUTIONS = {"uniform": Uniform, "loguniform": LogUniform, "int": IntUniform}
+MAX_BYTES = 64 * 1024
+"""A space file's size: PyYAML reads some tens of kilobytes a second on a busy machine, and a
+space is a page of text (the paper's largest, written out, is about 2 KB)."""
+MAX_DEPTH = 32
+"""Nesting levels of a space file (a choice inside an option is four)."""
+MAX_WARM_STARTS = 64
+"""Points queued before TPE's first suggestion (each is checked like a sample)."""
+MAX_NODES = 2000
+"""YAML values in a space file, aliases counted as what they stand for (so a 'billion
+laughs' file is refused while it is read, not expanded)."""
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "warm_start")
 # The default config with its null section (rule.noise) filled, so keys under it are checked too.
 _DEFAULT_CONFIG = set_keys(TrialConfig().to_dict(), {"rule.noise": Noise(0.0).to_dict()})
@@ -56,6 +67,9 @@ def _check_key(where: str, key: object) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"{where}: key must be a dotted config key such as run.batch_size, "
                          f"got {key!r}")
+    if key == "seed":  # Space.config sets it per trial: a space's value would be dropped
+        raise ValueError(f"{where}: 'seed' is set per trial from the search's seed (--seed), "
+                         "not by a space")
     try:
         set_keys(_DEFAULT_CONFIG, {key: None})
     except ValueError as err:
@@ -163,14 +177,69 @@ def _path_to(nodes: tuple[Node, ...], name: str) -> dict[str, int] | None:
     return None
 
 
+class SpaceTooLarge(ValueError):
+    """A space file past ``MAX_BYTES``, ``MAX_DEPTH`` or ``MAX_NODES``."""
+
+
 def _loader() -> type:
-    """PyYAML's safe loader, reading ``1e-6`` as a number (YAML 1.2) rather than a string."""
+    """PyYAML's safe loader, reading ``1e-6`` as a number (YAML 1.2) rather than a string,
+    refusing a mapping that repeats a key (PyYAML keeps the last one silently), and stopping
+    at ``MAX_DEPTH`` levels or ``MAX_NODES`` values while it reads (before its recursive
+    composer could reach Python's recursion limit, or a huge file be read to its end)."""
     import re
 
     import yaml
+    from yaml.constructor import ConstructorError
+    from yaml.events import AliasEvent
+    from yaml.nodes import ScalarNode
 
     class Loader(yaml.SafeLoader):
-        pass
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = self.deepest = self.nodes = 0
+            self.anchored: dict[str, tuple[int, int]] = {}
+            """anchor → (values under it, its height): the cost of each alias to it."""
+
+        def count(self, nodes: int, depth: int) -> None:
+            self.nodes += nodes
+            self.deepest = max(self.deepest, depth)
+            line = self.peek_event().start_mark.line + 1
+            if depth > MAX_DEPTH:
+                raise SpaceTooLarge(f"nested more than {MAX_DEPTH} levels deep (line {line})")
+            if self.nodes > MAX_NODES:
+                raise SpaceTooLarge(f"too large: more than {MAX_NODES} values (line {line}; "
+                                    "aliases count as what they stand for)")
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(AliasEvent):
+                size, height = self.anchored.get(self.peek_event().anchor, (1, 0))
+                self.count(size, self.depth + height)
+                return super().compose_node(parent, index)
+            anchor = getattr(self.peek_event(), "anchor", None)
+            self.depth += 1
+            before, outer_deepest, self.deepest = self.nodes, self.deepest, self.depth
+            self.count(1, self.depth)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                height = self.deepest - self.depth
+                self.depth -= 1
+                self.deepest = max(outer_deepest, self.deepest)
+            if anchor is not None:
+                self.anchored[anchor] = (self.nodes - before, height)
+            return node
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise ConstructorError("while reading a mapping", node.start_mark,
+                                               f"found the key {shown(key)} twice",
+                                               key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
@@ -184,8 +253,15 @@ def parse_space(text: str, budget: Budget, origin: str = "<space>") -> Space:
     """A Space from YAML text; ``origin`` (the file name) prefixes every error."""
     import yaml
 
+    if not isinstance(text, str):
+        raise ValueError(f"{origin}: a space is YAML text, got {type(text).__name__}")
+    if len(text) > MAX_BYTES:
+        raise ValueError(f"{origin}: the space file is {len(text)} characters; at most "
+                         f"{MAX_BYTES} (a space file is a page of text)")
     try:
         data = yaml.load(text, Loader=_loader())
+    except SpaceTooLarge as err:
+        raise ValueError(f"{origin}: the space file is {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -237,9 +313,9 @@ def _warm_starts(data: object) -> tuple[tuple[str, dict[str, Any]], ...]:
     against the space like any sample when the space is built)."""
     if data is None:
         return ()
-    if not isinstance(data, list) or not data:
-        raise ValueError(f"warm_start must be a non-empty list of parameter mappings, got "
-                         f"{data!r}")
+    if not isinstance(data, list) or not 0 < len(data) <= MAX_WARM_STARTS:
+        raise ValueError(f"warm_start must be a list of 1 to {MAX_WARM_STARTS} parameter "
+                         f"mappings, got {shown(data)}")
     points = []
     for i, point in enumerate(data):
         if not isinstance(point, Mapping) or not point:
@@ -250,9 +326,20 @@ def _warm_starts(data: object) -> tuple[tuple[str, dict[str, Any]], ...]:
 
 
 def load_space_file(path: str | Path, budget: Budget) -> Space:
+    """A space from a file: a regular file of at most ``MAX_BYTES`` characters, checked before
+    it is read (a named pipe would block, a huge file fill memory)."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise ValueError(f"cannot read space file {str(path)!r}: "
+                             f"{'not a regular file' if path.exists() else 'no such file'}")
+        if path.stat().st_size > 4 * MAX_BYTES:  # UTF-8: up to 4 bytes a character
+            raise ValueError(f"{path}: the space file is {path.stat().st_size} bytes; at most "
+                             f"{MAX_BYTES} characters (a space file is a page of text)")
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot read space file {str(path)!r}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot read space file {str(path)!r}: not UTF-8 text "
+                         f"(byte {err.start})") from None
     return parse_space(text, budget, origin=str(path))

@@ -23,6 +23,7 @@ from localrules.search.engine import (
     StopCheck,
     on_sigterm,
 )
+from localrules.validation import INTERVAL, WORKERS, Limit
 
 if TYPE_CHECKING:
     from localrules.search.session import SearchSession
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_POLL = 30.0
 """Longest wait between controller rounds: the controller's lock (60 s) must outlive it."""
+POLL = Limit(0, MAX_POLL, low_open=True)
+"""Seconds between controller rounds."""
 QUEUE_ONLY_CONCURRENCY = 4
 """Trials queued at once when no local worker runs (remote workers take them)."""
 
@@ -49,19 +52,9 @@ class StoreEngine(Engine):
     name = "store"
 
     def __post_init__(self) -> None:
-        from localrules.validation import ParameterError, check_int
-
-        try:
-            check_int("{}", self.workers, minimum=0)
-        except ValueError as err:
-            raise ParameterError("workers", str(err)) from None
-        for name in ("lease_seconds", "poll_seconds"):
-            if not getattr(self, name) > 0:
-                raise ParameterError(name, f"{{}} must be positive, got {getattr(self, name)!r}")
-        if self.poll_seconds > MAX_POLL:
-            raise ParameterError("poll_seconds", f"{{}} must be at most {MAX_POLL:g} s (the "
-                                                 f"controller's lock lasts {2 * MAX_POLL:g} s "
-                                                 f"between rounds), got {self.poll_seconds}")
+        WORKERS.check_parameter("workers", self.workers)
+        INTERVAL.check_parameter("lease_seconds", self.lease_seconds)
+        POLL.check_parameter("poll_seconds", self.poll_seconds)
 
     @property
     def default_concurrency(self) -> int:

@@ -28,6 +28,7 @@ from localrules.runs import trial_dir
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.store.documents import progress_document
 from localrules.store.outage import MAX_BACKOFF, backoff_seconds
+from localrules.validation import DURATION, INTERVAL, TRIALS
 from localrules.worker.heartbeat import Heartbeat
 from localrules.worker.reference_guard import ReferenceGuard
 from localrules.worker.spool import Spool
@@ -66,8 +67,14 @@ class Worker:
         trainer: Callable[..., dict[str, Any]] = train_trial,
         spool: Spool | None = None,
     ) -> None:
-        if lease_seconds <= 0:
-            raise ValueError(f"lease must be > 0 seconds, got {lease_seconds}")
+        INTERVAL.check_parameter("lease_seconds", lease_seconds)
+        INTERVAL.check_parameter("poll_seconds", poll_seconds)
+        if heartbeat_seconds is not None:
+            INTERVAL.check_parameter("heartbeat_seconds", heartbeat_seconds)
+        if idle_exit is not None:
+            DURATION.check_parameter("idle_exit", idle_exit)
+        if max_trials is not None:
+            TRIALS.check_parameter("max_trials", max_trials)
         self.store = store
         self.artifacts = str(artifacts)
         self.experiments = None if experiments is None else list(experiments)

@@ -34,6 +34,20 @@ class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory).expanduser()
 
+    def check_writable(self) -> None:
+        """Create the directory if needed and check that files can be written in it;
+        ``ParameterError("spool", …)`` if not (a worker must not find out during an outage)."""
+        from localrules.validation import ParameterError
+
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as err:
+            raise ParameterError("spool", f"{{}} {str(self.directory)!r} is not a writable "
+                                          f"directory: {err.strerror or err}") from None
+
     def add(self, store: TrialStore, operation: str, trial: Trial, *args: Any) -> Path:
         """Keep one write (``store.<operation>(experiment, trial_id, attempt, *args)``)."""
         if operation not in OPERATIONS:
