@@ -160,3 +160,9 @@ def test_an_empty_file_becomes_a_store_for_a_writer(tmp_path):
     path = _foreign_files(tmp_path)["empty"]
     with open_store(f"sqlite:///{path}") as store:
         assert store.list_experiments() == []
+
+
+def test_usage_errors_quote_no_password(capsys):
+    assert main(["trials", "--experiment", "e", "--dbb", "mongodb://u:hunter2-pw@h/db"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and "hunter2" not in err and "u:***@h" in err

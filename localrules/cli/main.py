@@ -36,8 +36,19 @@ EXIT_BAD_INPUT = 2
 EXIT_STORE_ERROR = 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (which quote what was typed: ``unrecognized
+    arguments: --dbb mongodb://user:pw@...``) show no password. Subcommands' parsers are of
+    the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from localrules.store.urls import redact
+
+        super().error(redact(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="localrules",
         description="Hyperparameter search for learning rules without weight symmetry.",
     )
