@@ -225,36 +225,40 @@ JSON_DEPTH = 32
 JSON_ITEMS = 10_000
 
 
-def check_json(what: str, value: object, *, mapping: bool = False,
-               numbers: bool = True) -> object:
-    """``value`` if it is plain JSON data a store can keep and a reader can walk: string keys,
-    finite numbers (ints within ``MAX_SAFE_INT``), at most ``JSON_DEPTH`` levels and
-    ``JSON_ITEMS`` values (walked without recursion, so a nesting bomb is refused, not
-    followed). ``mapping``: the top level must be a mapping; ``numbers=False``: the shape only
+def check_json(what: str, value: object, *, mapping: bool = False, numbers: bool = True,
+               depth: int = JSON_DEPTH, items: int | None = JSON_ITEMS,
+               string_keys: bool = True) -> object:
+    """``value`` if it is plain JSON data a store can keep and a reader can walk: finite numbers
+    (ints within ``MAX_SAFE_INT``), at most ``depth`` levels and ``items`` values (None: any
+    number), walked without recursion, so a nesting bomb is refused, not followed. Keys are
+    strings (``string_keys=False``: also numbers and null, which ``json.dumps`` writes as
+    strings). ``mapping``: the top level must be a mapping; ``numbers=False``: the shape only
     (the numbers are left to the checks of the fields they go to, which name their range)."""
     if mapping and not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a mapping, got {shown(value)}")
+    keys = (str,) if string_keys else (str, int, float, type(None))
     stack: list[tuple[object, int, str]] = [(value, 0, what)]
     seen = 0
     while stack:
-        item, depth, where = stack.pop()
+        item, level, where = stack.pop()
         seen += 1
-        if seen > JSON_ITEMS:
-            raise ValueError(f"{what} holds more than {JSON_ITEMS} values")
-        if depth > JSON_DEPTH:
-            raise ValueError(f"{what} is nested more than {JSON_DEPTH} levels deep")
+        if items is not None and seen > items:
+            raise ValueError(f"{what} holds more than {items} values")
         if item is None or isinstance(item, (bool, str)):
             continue
         if isinstance(item, (int, float)):
             if numbers:
                 check_finite(where, item)
-        elif isinstance(item, Mapping):
+            continue
+        if level >= depth:
+            raise ValueError(f"{what} is nested more than {depth} levels deep")
+        if isinstance(item, Mapping):
             for key, child in item.items():
-                if not isinstance(key, str):
+                if not isinstance(key, keys):
                     raise ValueError(f"{where} keys must be strings, got {shown(key)}")
-                stack.append((child, depth + 1, f"{where}.{key}"))
+                stack.append((child, level + 1, f"{where}.{key}"))
         elif isinstance(item, (list, tuple)):
-            stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
+            stack.extend((child, level + 1, f"{where}[{i}]") for i, child in enumerate(item))
         else:
             raise ValueError(f"{where} must be JSON data (null, true/false, a number, a string, "
                              f"a list or a mapping), got {type(item).__name__}")

@@ -252,29 +252,12 @@ result, well inside every reader's recursion limit (a nesting bomb is refused, n
 
 
 def check_json(value: Any, what: str = "document") -> None:
-    """ValueError unless ``value`` is plain JSON (mappings with JSON keys, lists, text,
-    numbers, booleans, null) with finite numbers, nested at most ``MAX_DEPTH`` deep. Walked
-    without recursion, so a hostile value of any depth is refused, never a RecursionError."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if item is None or isinstance(item, (str, int)):  # bool is an int
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"{what} holds a non-finite number ({item})")
-            continue
-        if depth >= MAX_DEPTH:
-            raise ValueError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-        if isinstance(item, Mapping):
-            for key, child in item.items():
-                if not isinstance(key, (str, int, float, type(None))):  # as json.dumps takes
-                    raise ValueError(f"{what} has a key of type {type(key).__name__}")
-                stack.append((child, depth + 1))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((child, depth + 1) for child in item)
-        else:
-            raise ValueError(f"{what} holds a {type(item).__name__}, which is not JSON")
+    """ValueError unless ``value`` is plain JSON with finite numbers, nested at most
+    ``MAX_DEPTH`` deep (``validation.check_json``, any number of values): a hostile value of any
+    depth is refused, never a RecursionError."""
+    from localrules.validation import check_json as check
+
+    check(what, value, depth=MAX_DEPTH, items=None, string_keys=False)
 
 
 def strict_json(value: Any) -> str:
