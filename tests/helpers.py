@@ -48,3 +48,38 @@ def finish_queued(store: TrialStore, experiment: str,
                        {"objective": objective(trial), "diverged": False})
         n += 1
     return n
+
+
+class RestartableMongoDB:
+    """A SecantusDB server on a port and storage of its own, which an outage test stops and
+    starts again (the data survives). Skips the test when the suite runs against an external
+    mongod (``LOCALRULES_TEST_MONGODB_URI``), which a test cannot stop."""
+
+    def __init__(self, storage: str, options: str = "serverSelectionTimeoutMS=500") -> None:
+        import os
+
+        import pytest
+
+        if os.environ.get("LOCALRULES_TEST_MONGODB_URI"):
+            pytest.skip("stops and restarts its own server; cannot do that to an external mongod")
+        self.port, self.storage = free_port(), storage
+        self.url = f"mongodb://127.0.0.1:{self.port}/lr?{options}"
+        self._server: Any = None
+
+    def start(self) -> None:
+        from secantus import SecantusDBServer
+
+        self._server = SecantusDBServer(port=self.port, storage_path=self.storage)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> RestartableMongoDB:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import RestartableMongoDB, free_port
 
 import localrules
 from localrules.search import Controller, SearchSettings, open_experiment, open_search
@@ -210,7 +210,8 @@ def _worker(url: str, stop: threading.Event, seconds: float = 0.5) -> None:
 
 
 def _block(path: str, after: float, seconds: float) -> threading.Thread:
-    """Another connection holds the database's write lock from ``after`` for ``seconds``."""
+    """A thread (not started) in which another connection holds the database's write lock from
+    ``after`` for ``seconds``."""
     def hold() -> None:
         time.sleep(after)
         db = sqlite3.connect(path, isolation_level=None)
@@ -219,27 +220,33 @@ def _block(path: str, after: float, seconds: float) -> threading.Thread:
         db.execute("COMMIT")
         db.close()
 
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    return thread
+    return threading.Thread(target=hold, daemon=True)
+
+
+def _run_beside_a_worker(controller: Controller, url: str, caplog,
+                         *threads: threading.Thread):
+    """``controller.run`` with a worker thread on ``url`` and ``threads`` (the outage) running;
+    its status and the experiment's trials once all have stopped."""
+    stop = threading.Event()
+    worker = threading.Thread(target=_worker, args=(url, stop), daemon=True)
+    for thread in (*threads, worker):
+        thread.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            status = controller.run(poll_seconds=0.1)
+    finally:
+        stop.set()
+        for thread in (worker, *threads):
+            thread.join(60)
+    return status, controller.store.trials("exp")
 
 
 def test_the_controller_rides_out_a_locked_database_and_resumes(tmp_path, caplog):
     path = str(tmp_path / "s.db")
-    stop = threading.Event()
     with SQLiteStore(path, busy_timeout=0.2) as store:  # a short wait: the round fails
         c = _controller(store, max_trials=4, concurrency=1)
-        blocker = _block(path, after=0.3, seconds=3.0)
-        worker = threading.Thread(target=_worker, args=(f"sqlite:///{path}", stop), daemon=True)
-        worker.start()
-        try:
-            with caplog.at_level(logging.WARNING):
-                status = c.run(poll_seconds=0.1)
-        finally:
-            stop.set()
-            worker.join(30)
-            blocker.join(30)
-        trials = store.trials("exp")
+        status, trials = _run_beside_a_worker(c, f"sqlite:///{path}", caplog,
+                                              _block(path, after=0.3, seconds=3.0))
     assert status.finished and status.done == 4
     assert "the database is away" in caplog.text and "the database is back" in caplog.text
     assert [t.trial_id for t in trials] == [0, 1, 2, 3]
@@ -252,6 +259,7 @@ def test_an_outage_longer_than_the_bound_ends_the_run_with_a_database_error(tmp_
         c = _controller(store, max_trials=4, concurrency=1)
         c.outage_seconds = 1.0
         blocker = _block(path, after=0.0, seconds=4.0)
+        blocker.start()
         time.sleep(0.2)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match=r"unreachable for .* gives up"):
@@ -262,41 +270,18 @@ def test_an_outage_longer_than_the_bound_ends_the_run_with_a_database_error(tmp_
 
 
 def test_the_controller_rides_out_a_mongodb_restart(tmp_path, caplog):
-    if os.environ.get("LOCALRULES_TEST_MONGODB_URI"):
-        pytest.skip("stops and restarts its own server; cannot do that to an external mongod")
-    from secantus import SecantusDBServer
-
-    port, data = free_port(), str(tmp_path / "db")
-    server = SecantusDBServer(port=port, storage_path=data)
-    server.start()
-    url = f"mongodb://127.0.0.1:{port}/lr?serverSelectionTimeoutMS=500"
-    stop = threading.Event()
-    servers = [server]
+    server = RestartableMongoDB(str(tmp_path / "db"))
 
     def restart() -> None:
         time.sleep(1.0)
-        servers[0].stop()
+        server.stop()
         time.sleep(3.0)
-        servers[0] = SecantusDBServer(port=port, storage_path=data)
-        servers[0].start()
+        server.start()
 
-    try:
-        with open_store(url) as store:
-            c = _controller(store, max_trials=4, concurrency=1)
-            bouncer = threading.Thread(target=restart, daemon=True)
-            worker = threading.Thread(target=_worker, args=(url, stop), daemon=True)
-            bouncer.start()
-            worker.start()
-            try:
-                with caplog.at_level(logging.WARNING):
-                    status = c.run(poll_seconds=0.1)
-            finally:
-                stop.set()
-                worker.join(60)
-                bouncer.join(60)
-            trials = store.trials("exp")
-    finally:
-        servers[0].stop()
+    with server, open_store(server.url) as store:
+        c = _controller(store, max_trials=4, concurrency=1)
+        status, trials = _run_beside_a_worker(c, server.url, caplog,
+                                              threading.Thread(target=restart, daemon=True))
     assert status.finished and status.done == 4
     assert "the database is away" in caplog.text
     assert [t.trial_id for t in trials] == [0, 1, 2, 3]
@@ -372,6 +357,7 @@ def test_a_database_that_is_away_is_store_unavailable_and_a_refusal_is_not(tmp_p
     with SQLiteStore(path, busy_timeout=0.1) as store:
         open_experiment(store, "exp", SPACE, SETTINGS)
         blocker = _block(path, after=0.0, seconds=1.0)
+        blocker.start()
         time.sleep(0.3)
         with pytest.raises(StoreUnavailable, match="locked"):
             store.requeue_expired(3)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from fuzzing import JSON_VALUES, nesting_bomb_json
-from helpers import free_port, queue_trials, tiny_configs
+from helpers import RestartableMongoDB, queue_trials, tiny_configs
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -78,15 +78,8 @@ def test_spooling_only_final_writes(tmp_path):
 
 @pytest.mark.slow  # a killed or signalled process, or a second strategy: evidence, minutes
 def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_for_epoch):
-    if os.environ.get("LOCALRULES_TEST_MONGODB_URI"):
-        pytest.skip("stops and restarts its own server; cannot do that to an external mongod")
-    from secantus import SecantusDBServer
-
-    port, data = free_port(), str(tmp_path / "db")
-    server = SecantusDBServer(port=port, storage_path=data)
-    server.start()
-    url = f"mongodb://127.0.0.1:{port}/lr?serverSelectionTimeoutMS=1000"
-    try:
+    with RestartableMongoDB(str(tmp_path / "db"), "serverSelectionTimeoutMS=1000") as server:
+        url = server.url
         with open_store(url) as store:
             queue_trials(store, tiny_configs(2, 1))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -99,7 +92,6 @@ def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_f
             wait_for_epoch(url, "exp", 0)
             server.stop()  # trial 0 finishes while the database is away
             time.sleep(8)
-            server = SecantusDBServer(port=port, storage_path=data)
             server.start()
             _, err = proc.communicate(timeout=300)
         finally:
@@ -107,8 +99,6 @@ def test_the_database_stops_and_restarts_under_a_running_worker(tmp_path, wait_f
         assert proc.returncode == 0, err[-3000:]
         with open_store(url) as store:
             trials = store.trials("exp")
-    finally:
-        server.stop()
     assert [t.state for t in trials] == ["done", "done"], err[-3000:]
     assert [t.attempt for t in trials] == [1, 1]
     assert trials[0].result["epochs"] == 2 and trials[1].result["epochs"] == 1
