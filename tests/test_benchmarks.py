@@ -232,3 +232,34 @@ def test_bench_layers_smoke_prints_one_json_line_with_both_clocks():
     assert set(out["cpu_ratio"]) == {"bp", "fa"}
     assert out["cpu_ratio"]["fa"]["min"] <= out["cpu_ratio"]["fa"]["max"]
     assert out["seconds"]["native"]["utilisation"] > 0
+
+
+@pytest.fixture
+def bench_adversarial(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("bench_adversarial")
+
+
+def test_the_adversarial_pass_finds_what_it_looks_for(bench_adversarial, tmp_path):
+    """The judge of bench_adversarial is not blind: a wrong exit, a printed secret, a change to
+    a file a refusal must leave alone and an unnamed flag are each a finding."""
+    b = bench_adversarial
+    findings = b.run_case(b.Case("t", ["rules"], (2,), secrets=["wm"]), tmp_path)
+    assert {kind for kind, _ in findings} == {"wrong_exit", "secret_printed"}
+    kept = tmp_path / "kept.db"
+    kept.touch()  # a worker makes an empty file a store: a change a reader must not make
+    changed = b.Case("t", ["worker", "--db", f"sqlite:///{kept}", "--idle-exit", "0"], (0,),
+                     [kept], reader=True, after=lambda: "checked after")
+    assert {kind for kind, _ in b.run_case(changed, tmp_path)} == {"written", "lost_or_wrong"}
+    unnamed = b.Case("t", ["trials", "--experiment", "e", "--limit", "nan"], (2,),
+                     mentions="--flag-it-is-not-about")
+    assert {kind for kind, _ in b.run_case(unnamed, tmp_path)} == {"unnamed"}
+    assert b.run_case(b.Case("t", ["trials", "--experiment", "e", "--limit", "nan"], (2,),
+                             mentions="--limit"), tmp_path) == []
+
+
+def test_the_adversarial_pass_finds_every_numeric_flag(bench_adversarial):
+    flags = bench_adversarial.numeric_flags()
+    assert "--lease" in flags[("worker",)] and "--gamma" in flags[("search",)]
+    assert "--epochs" in flags[("train",)] and "--top-fraction" in flags[("report", "importance")]
+    assert sum(map(len, flags.values())) >= 39
