@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from localrules.store.documents import Experiment, HistoryEntry, Trial, check_json
+from localrules.validation import shown
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,10 @@ class MalformedDocument(ValueError):
         return f"{self.what}: malformed document: {self.reason}"
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a hostile value's repr may fail too
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def trial_name(data: Any) -> str:
     """``trial 3 of 'exp'`` from whatever a document holds (never raises)."""
     get = data.get if isinstance(data, Mapping) else (lambda key: None)
-    return f"trial {_short(get('trial_id'))} of {_short(get('experiment'))}"
+    return f"trial {shown(get('trial_id'))} of {shown(get('experiment'))}"
 
 
 def _reason(err: BaseException) -> str:
@@ -108,14 +101,14 @@ def decode_entry(data: Mapping[str, Any], json_fields: Collection[str] = ()) -> 
 
 def decode_experiment(data: Any, text: bool = False) -> Experiment:
     """The experiment of a stored document (``text``: JSON text to parse first)."""
-    name = f"experiment {_short(data.get('name'))}" if isinstance(data, Mapping) \
+    name = f"experiment {shown(data.get('name'))}" if isinstance(data, Mapping) \
         else "an experiment"
     try:
         doc = loads(data, "doc") if text else dict(data)
         if not isinstance(doc, Mapping):
             raise ValueError(f"an experiment document is a mapping, not a {type(doc).__name__}")
         if text:
-            name = f"experiment {_short(doc.get('name'))}"
+            name = f"experiment {shown(doc.get('name'))}"
         check_json(doc, "the document")
         return Experiment.from_dict(doc)
     except Exception as err:
