@@ -237,32 +237,51 @@ def check_json(what: str, value: object, *, mapping: bool = False, numbers: bool
     if mapping and not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a mapping, got {shown(value)}")
     keys = (str,) if string_keys else (str, int, float, type(None))
-    stack: list[tuple[object, int, str]] = [(value, 0, what)]
+    # Walked on every stored document a store reads or writes: plain types are tested first
+    # (cheap), and an item's path is kept as (parent path, key) and spelt out only for an error.
+    stack: list[tuple[object, int, object]] = [(value, 0, None)]
     seen = 0
     while stack:
-        item, level, where = stack.pop()
+        item, level, path = stack.pop()
         seen += 1
         if items is not None and seen > items:
             raise ValueError(f"{what} holds more than {items} values")
-        if item is None or isinstance(item, (bool, str)):
+        kind = type(item)
+        if item is None or kind is str or kind is bool:
             continue
-        if isinstance(item, (int, float)):
-            if numbers:
-                check_finite(where, item)
+        if kind is int or kind is float:
+            if numbers and not (-MAX_SAFE_INT <= item <= MAX_SAFE_INT if kind is int
+                                else math.isfinite(item)):
+                check_finite(_spelt(what, path), item)
             continue
         if level >= depth:
             raise ValueError(f"{what} is nested more than {depth} levels deep")
-        if isinstance(item, Mapping):
+        if kind is dict or isinstance(item, Mapping):
             for key, child in item.items():
                 if not isinstance(key, keys):
-                    raise ValueError(f"{where} keys must be strings, got {shown(key)}")
-                stack.append((child, level + 1, f"{where}.{key}"))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((child, level + 1, f"{where}[{i}]") for i, child in enumerate(item))
+                    raise ValueError(f"{_spelt(what, path)} keys must be strings, got "
+                                     f"{shown(key)}")
+                stack.append((child, level + 1, (path, f".{key}")))
+        elif kind is list or kind is tuple or isinstance(item, (list, tuple)):
+            stack.extend((child, level + 1, (path, f"[{i}]")) for i, child in enumerate(item))
+        elif isinstance(item, (str, bool)):
+            continue
+        elif isinstance(item, (int, float)):
+            if numbers:
+                check_finite(_spelt(what, path), item)
         else:
-            raise ValueError(f"{where} must be JSON data (null, true/false, a number, a string, "
-                             f"a list or a mapping), got {type(item).__name__}")
+            raise ValueError(f"{_spelt(what, path)} must be JSON data (null, true/false, a "
+                             f"number, a string, a list or a mapping), got {type(item).__name__}")
     return value
+
+
+def _spelt(what: str, path: object) -> str:
+    """``what.key[3]`` from a ``check_json`` path of nested (parent, step) pairs."""
+    steps = []
+    while path is not None:
+        path, step = path  # type: ignore[misc]
+        steps.append(step)
+    return what + "".join(reversed(steps))
 
 
 def dataclass_from_dict(cls: type, data: Mapping[str, object], what: str) -> object:
