@@ -6,8 +6,8 @@ search needs (objective, chance level, time, where the files are, the code's ver
 A store worker (``worker.trial_runner``) builds it from the trainer's outcome, the Ray engine's
 store callback (``raytune.callback``) from the trial's last reported epoch; both write
 ``to_document()``, so the two documents cannot drift apart and every reader (``trials``, the
-reports, TPE's history, the references) reads one schema. The Ray engine adds its own three
-fields, which a worker's document leaves out.
+reports, TPE's history, the references) reads one schema. The Ray engine adds its own two
+fields, which a worker's document leaves out; under multi-fidelity both write the rung fields.
 
 Standard library only: the Ray driver imports it without TensorFlow.
 """
@@ -64,11 +64,24 @@ class TrialResult(TrainResult):
     code_version: str = __version__
     engine: str | None = None
     ray_trial_id: str | None = None
+    trial_epochs: int | None = None
+    """Epochs this trial has trained, every rung so far included (what a search spends: the
+    x-axis that compares fidelities fairly); both engines write it."""
+    rung: int | None = None
+    """Under a multi-fidelity search, the rung this result is at (0: the first; the last is
+    the budget's epochs). Both engines write it (``search.fidelity``)."""
     stopped_early: bool | None = None
-    """Stopped by ASHA before its last epoch (Ray only)."""
+    """Paused at a rung below the budget's epochs (the store engine's successive halving: it
+    may still be promoted) or stopped there (Ray's ASHA): not a full-budget result, so never
+    the best, nor used by gap closed and importance."""
+    rungs: list[dict[str, Any]] | None = None
+    """Every rung result so far, ``{"rung", "epochs", "objective"}`` by rung: successive
+    halving ranks rung k on rung-k objectives."""
 
-    ENGINE_FIELDS: ClassVar[tuple[str, ...]] = ("engine", "ray_trial_id", "stopped_early")
-    """Written only by the engine that sets them (None: left out of the document)."""
+    OPTIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "engine", "ray_trial_id", "trial_epochs", "rung", "stopped_early", "rungs")
+    """Written only when set (None: left out of the document): an engine's own, and the
+    multi-fidelity ones."""
 
     @classmethod
     def of_run(cls, outcome: TrainResult, *, chance: float, seconds: float,
@@ -82,7 +95,31 @@ class TrialResult(TrainResult):
         """The stored result: strict JSON (NaN/Inf as null), the engine's own fields only when
         set."""
         document = json_safe(self.to_dict())
-        for name in self.ENGINE_FIELDS:
+        for name in self.OPTIONAL_FIELDS:
             if document[name] is None:
                 del document[name]
         return document
+
+
+def at_rung(result: Mapping[str, Any], fidelity: Mapping[str, Any] | None,
+            before: Mapping[str, Any] | None, full_epochs: int) -> dict[str, Any]:
+    """A store worker's result with its multi-fidelity fields: the trial's rung (its
+    ``fidelity``), whether it paused below the budget's ``full_epochs``, every rung result so
+    far (those of the result ``before`` this run, then this one) and the epochs it has trained.
+    Without a fidelity (a plain search, a reference run, a warm start) only ``trial_epochs``."""
+    document = {**result, "trial_epochs": result.get("epochs")}
+    if fidelity is None:
+        return document
+    rung, epochs = int(fidelity["rung"]), int(fidelity["epochs"])
+    earlier = [r for r in (before or {}).get("rungs") or [] if r.get("rung", rung) < rung]
+    diverged = bool(result.get("diverged"))
+    return {**document, "rung": rung,
+            "stopped_early": not diverged and epochs < full_epochs,
+            "rungs": [*earlier, {"rung": rung, "epochs": epochs,
+                                 "objective": result.get("objective")}]}
+
+
+def full_budget(result: Mapping[str, Any] | None) -> bool:
+    """Whether a result is a full-budget one (not paused or stopped at a lower rung): what
+    the best trial, gap closed and importance read."""
+    return result is not None and not result.get("stopped_early")

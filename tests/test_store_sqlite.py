@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from localrules.store import DONE, Experiment, StoreError, Trial, open_store
+from localrules.store.documents import SCHEMA_VERSION
 from localrules.store.urls import redact
 
 
@@ -253,8 +254,8 @@ def test_a_reader_reads_an_older_store_without_upgrading_the_file(tmp_path):
 
 
 def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
-    """A schema-2 store (no seq column, no counter) opens, is marked schema 3 (an older
-    localrules would write unnumbered), and its old trials come with the first changes only,
+    """A schema-2 store (no seq column, no counter) opens, is marked with this schema (an
+    older localrules would write unnumbered), and its old trials come with the first changes only,
     until they are written again."""
     path = tmp_path / "v2.db"
     with open_store(url_of(path)) as store:
@@ -270,7 +271,7 @@ def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
     db = sqlite3.connect(path)
     try:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "3",)
+            str(SCHEMA_VERSION),) == ("4",)
         plan = " ".join(r[-1] for r in db.execute(
             "EXPLAIN QUERY PLAN SELECT trial_id FROM trials WHERE experiment = 'exp' AND "
             "seq > 5"))

@@ -132,9 +132,11 @@ def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_pa
     assert trial.state == "done", trial.error
     assert trial.result["diverged"] is True
     assert trial.result["objective"] == pytest.approx(0.1)  # digits: 10 classes
-    # the one result type's document, which the Ray engine writes too (plus its own fields)
+    # the one result type's document, which the Ray engine writes too (plus its own fields);
+    # no rung fields outside a multi-fidelity search
     assert set(trial.result) == ({f.name for f in dataclasses.fields(TrialResult)}
-                                 - set(TrialResult.ENGINE_FIELDS))
+                                 - set(TrialResult.OPTIONAL_FIELDS) | {"trial_epochs"})
+    assert trial.result["trial_epochs"] == trial.result["epochs"]
 
 
 def test_a_trial_directory_holding_another_run_is_not_overwritten(db, tmp_path):

@@ -21,6 +21,7 @@ RESUME = "on resume: as stored"
 
 def register(sub: argparse._SubParsersAction) -> None:
     from localrules.raytune.engine import MAX_FAILURES, SCHEDULERS
+    from localrules.search.fidelity import BRACKETS, FIDELITIES, REDUCTION
     from localrules.search.settings import CONCURRENCY, ENGINES, GAMMA
     from localrules.spaces import PAPER_SPACES
     from localrules.validation import (
@@ -71,6 +72,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--lease", type=number(INTERVAL), default=60.0, help="worker lease in seconds")
     add("--poll", type=number(POLL), default=1.0, help="seconds between controller rounds")
     add("--show-space", action="store_true", help="print the space and exit")
+    add = p.add_argument_group(
+        "multi-fidelity (docs/search.md): trials train to rungs of min-epochs·η^k epochs and "
+        "the top 1/η of each rung goes on, resuming from its checkpoint").add_argument
+    add("--fidelity", choices=FIDELITIES, help=f"none: every trial trains the budget's epochs "
+        f"(default); asha: asynchronous successive halving; hyperband: asha in several "
+        f"brackets ({RESUME}, fixed)")
+    add("--min-epochs", type=number(EPOCHS), help="epochs of the first rung (default 1)")
+    add("--reduction-factor", type=number(REDUCTION),
+        help="η: the top 1/η of a rung is promoted, rungs grow η-fold (default 3)")
+    add("--brackets", type=number(BRACKETS),
+        help="hyperband's brackets (default: one per rung below the last)")
     add = p.add_argument_group("Ray Tune engine (pip install 'localrules[ray]')").add_argument
     add("--engine", choices=ENGINES, default="store", help="store: the controller queues trials "
         "for workers (default); ray: Ray Tune runs them (docs/ray.md)")
@@ -92,7 +104,9 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
             "references": references, "reference_seeds": args.reference_seeds,
             "warm_start": False if args.no_warm_start else None,
             "tpe": {"n_startup_jobs": args.startup_trials, "gamma": args.gamma,
-                    "n_ei_candidates": args.ei_candidates}}
+                    "n_ei_candidates": args.ei_candidates},
+            "fidelity": {"kind": args.fidelity, "min_epochs": args.min_epochs,
+                         "reduction_factor": args.reduction_factor, "brackets": args.brackets}}
 
 
 def budget(args: argparse.Namespace):

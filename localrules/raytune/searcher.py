@@ -116,7 +116,8 @@ class StoreSearcher(Searcher):
         from localrules.store import RUNNING, HistoryEntry
 
         if self._history_kept is None:
-            self._history_kept = History(self.suggester.space)
+            self._history_kept = History(self.suggester.space,
+                                          self.suggester.settings.tpe.n_startup_jobs)
         history = self._history_kept
         history.update(self.store, self.experiment)
         self.handed = {i: m for i, m in self.handed.items() if not history.shown(i)}

@@ -45,11 +45,13 @@ Only the controller requeues expired leases, so it must not be a single point of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from localrules.search.fidelity import promotions
 from localrules.search.history import History
 from localrules.search.references import new_reference_trials
 from localrules.search.settings import SearchSettings
@@ -57,6 +59,7 @@ from localrules.search.suggest import Suggester, suggestion_seed, trial_seed
 from localrules.spaces import Space
 from localrules.store import (
     FAILED,
+    QUEUED,
     Experiment,
     HistoryEntry,
     LockLost,
@@ -130,9 +133,12 @@ class Controller:
         by. None until it first holds the lock."""
         self.fenced_out = False
         """Set once this controller has lost its lock: it never acts again."""
-        self.history = History(space)
+        self.history = self._new_history()
         """The experiment's trials as of the last round, and TPE's history of them."""
         self._references_queued = False
+
+    def _new_history(self) -> History:
+        return History(self.space, self.settings.tpe.n_startup_jobs)
 
     @property
     def domain(self):
@@ -213,6 +219,7 @@ class Controller:
             self.queue_references()
         history = self.history
         history.update(self.store, self.experiment.name)
+        self.promote(history)
         n = min(self.settings.concurrency - history.pending,
                 self.settings.max_trials - history.created)
         if n <= 0:
@@ -222,11 +229,31 @@ class Controller:
             self.store.add_trials(new, fence=self.fence)
         except BaseException:
             # It may hold trials the store does not: read all again.
-            self.history = History(self.space)
+            self.history = self._new_history()
             raise
         log.info("queued trial%s %s", "s" if len(new) > 1 else "",
                  ", ".join(str(t.trial_id) for t in new))
         return len(new)
+
+    def promote(self, history: History) -> list[int]:
+        """Make the promotions ASHA's rule calls for now (``search.fidelity.promotions``, from
+        the trial documents alone, so a restarted controller makes the same ones), each in the
+        store, fenced by the trial's attempt and this controller's lock; the history shows them
+        queued again. Returns the trial ids promoted."""
+        fidelity = self.settings.fidelity
+        if not fidelity.enabled or self.settings.engine != "store":
+            return []
+        made = []
+        for entry, target in promotions(history.values(), fidelity, self.space.budget.epochs):
+            if self.store.promote(self.experiment.name, entry.trial_id, entry.attempt, target,
+                                  fence=self.fence):
+                made.append(dataclasses.replace(entry, state=QUEUED, fidelity=target))
+                log.info("trial %d promoted to rung %d (%d epochs): objective %.4f at rung %d "
+                         "is in the top 1/%d", entry.trial_id, target["rung"], target["epochs"],
+                         entry.result["objective"], target["rung"] - 1,
+                         fidelity.reduction_factor)
+        history.apply(made)
+        return [e.trial_id for e in made]
 
     def queue_references(self) -> list[Trial]:
         """Add the reference runs the experiment still needs (once per controller, under its
@@ -256,7 +283,8 @@ class Controller:
         if history is None:
             self.history.update(self.store, self.experiment.name)
         return self._status(self.history if history is None
-                            else History.of(history, self.space))
+                            else History.of(history, self.space,
+                                                self.settings.tpe.n_startup_jobs))
 
     def _status(self, history: History) -> Status:
         top = history.best()

@@ -9,6 +9,19 @@ would drop them: they are neither modelled nor counted towards the startup trial
 usually the machine's, not the configuration's). A diverged trial is ``done`` with a
 chance-level objective and is modelled like any other. Reference runs never enter it.
 
+**Multi-fidelity.** Under successive halving trials stop at different rungs, and objectives of
+different rungs are not comparable (a 1-epoch top-1 is not a 10-epoch one). TPE only ranks
+losses (its good set is the best ⌈γ√n⌉), so each trial is scored at one level: the highest rung
+at which at least ``min_rung_results`` trials have reported (hyperopt's startup count: the
+number of points TPE itself wants before it models), as BOHB models the largest budget with
+enough observations. A trial with a result at that rung is scored by it (one that went past it
+without reporting there, a warm start trained fully, by its lowest result above); a trial that
+stopped below it ranks below every trial that reached it, by its highest rung and then its
+objective there. That is ASHA's own verdict (a trial not promoted lost at its rung), so the
+paused trials still teach TPE where not to look, where BOHB would drop them. A plain search has
+one level (its full-budget results): losses are the negated objectives, as always. A promoted
+trial, queued or running again, keeps its known rung results in the history.
+
 ``History`` is what a controller (or the Ray searcher) keeps: reading and decoding every trial
 each round cost seconds at 10,000 trials, most of it hyperopt's checks of every document as it is
 inserted. It reads only the trials written since its cursor (``TrialStore.changes``) and applies
@@ -23,6 +36,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from localrules.results import full_budget
+from localrules.search.fidelity import rung_points
 from localrules.spaces.nodes import plain
 from localrules.store.documents import (
     CANCELLED,
@@ -46,18 +61,60 @@ log = logging.getLogger(__name__)
 DOMAIN_CMD = ("domain_attachment", "FMinIter_Domain")
 
 
-def job(trial: Entry, space: Space | None = None) -> tuple[int, dict[str, Any]] | None:
-    """hyperopt's (state, result) of a stored search trial, or None when it is not part of
-    TPE's history (failed, cancelled, done without an objective, or without usable misc)."""
+FULL_BUDGET_LEVEL = 2**31
+"""The level of a result without rungs: a full-budget one (a plain search, a warm start)."""
+RUNG_GAP = 10.0
+"""Loss added per rung a trial stopped below the scoring level (objectives are top-1, in
+[0, 1]: a trial that reached a higher rung always ranks better)."""
+MIN_RUNG_RESULTS = 20
+"""hyperopt's default startup count: results a rung needs before TPE scores trials at it."""
+
+
+def points(trial: Entry) -> list[tuple[int, float]]:
+    """A trial's (level, objective) observations: its rung results, or its objective at the
+    full-budget level; empty before it has one (pending, failed before a result)."""
+    if trial.state in (FAILED, CANCELLED):
+        return []
+    found = rung_points(trial.result)
+    objective = (trial.result or {}).get("objective")
+    if found or objective is None or trial.state != DONE:
+        return found
+    return [(FULL_BUDGET_LEVEL, float(objective))]
+
+
+def scoring_level(reached: Mapping[int, int], min_results: int) -> int:
+    """The level trials are scored at, given how many trials' highest observation is at each
+    level: the highest level that ``min_results`` trials reached, else the lowest observed."""
+    total = 0
+    for level in sorted(reached, reverse=True):
+        total += reached[level]
+        if total >= min_results:
+            return level
+    return min(reached, default=FULL_BUDGET_LEVEL)
+
+
+def loss_at(observed: Sequence[tuple[int, float]], level: int) -> float:
+    """TPE's loss of a trial's observations (by level) scored at ``level`` (module docstring)."""
+    above = [(k, o) for k, o in observed if k >= level]
+    if above:
+        return -float(above[0][1])
+    k, objective = observed[-1]
+    return (level - k) * RUNG_GAP - float(objective)
+
+
+def job(trial: Entry, space: Space | None = None, level: int = FULL_BUDGET_LEVEL
+        ) -> tuple[int, dict[str, Any]] | None:
+    """hyperopt's (state, result) of a stored search trial scored at ``level``, or None when
+    it is not part of TPE's history (failed, cancelled, done without an objective, or without
+    usable misc). A pending trial with rung results (a promoted one) is known at them."""
     from hyperopt import base as hyperopt
 
     if not usable(trial, space):
         return None
-    if trial.state == DONE:
-        objective = (trial.result or {}).get("objective")
-        if objective is None:
-            return None
-        return hyperopt.JOB_STATE_DONE, {"status": hyperopt.STATUS_OK, "loss": -float(objective)}
+    observed = points(trial)
+    if observed:
+        return hyperopt.JOB_STATE_DONE, {"status": hyperopt.STATUS_OK,
+                                         "loss": loss_at(observed, level)}
     state = {QUEUED: hyperopt.JOB_STATE_NEW, RUNNING: hyperopt.JOB_STATE_RUNNING}.get(trial.state)
     return None if state is None else (state, {"status": hyperopt.STATUS_NEW})
 
@@ -125,14 +182,21 @@ def misc_problem(trial: Entry, space: Space | None = None) -> str | None:
     return None
 
 
-def rebuild(stored: Sequence[Entry], space: Space | None = None):
+def rebuild(stored: Sequence[Entry], space: Space | None = None,
+            min_rung_results: int = MIN_RUNG_RESULTS):
     """A ``hyperopt.Trials`` holding the stored trials that belong in it, by trial id (with
-    the ``space``, only those whose vals fit it)."""
+    the ``space``, only those whose vals fit it), scored at the level their rungs give."""
     import hyperopt
 
+    search = [t for t in stored if t.reference is None]
+    reached: dict[int, int] = {}
+    for t in search:
+        if observed := points(t):
+            reached[observed[-1][0]] = reached.get(observed[-1][0], 0) + 1
+    level = scoring_level(reached, min_rung_results)
     trials = hyperopt.Trials()
-    docs = [hyperopt_doc(trials, t, state) for t in sorted(stored, key=lambda t: t.trial_id)
-            if t.reference is None and (state := job(t, space)) is not None]
+    docs = [hyperopt_doc(trials, t, state) for t in sorted(search, key=lambda t: t.trial_id)
+            if (state := job(t, space, level)) is not None]
     trials.insert_trial_docs(docs)
     trials.refresh()
     return trials
@@ -152,11 +216,19 @@ class History:
     it suggests what it would from a ``Trials`` rebuilt from the same entries.
     """
 
-    def __init__(self, space: Space | None = None) -> None:
+    def __init__(self, space: Space | None = None,
+                 min_rung_results: int = MIN_RUNG_RESULTS) -> None:
         import hyperopt
 
         self.space = space
         """The search's space: a trial whose vals do not fit it stays out of TPE's history."""
+        self.min_rung_results = min_rung_results
+        self.level = FULL_BUDGET_LEVEL
+        """The level TPE scores trials at (module docstring)."""
+        self._reached: dict[int, int] = {}
+        """Search trials per level of their highest observation."""
+        self._top: dict[int, int] = {}
+        """Each search trial's highest observed level."""
         self.cursor = 0
         """Where the next read of the store's changes starts (0: everything)."""
         self.entries: dict[int, HistoryEntry] = {}
@@ -175,9 +247,10 @@ class History:
         self._best_stale = False
 
     @classmethod
-    def of(cls, stored: Iterable[Entry], space: Space | None = None) -> History:
+    def of(cls, stored: Iterable[Entry], space: Space | None = None,
+           min_rung_results: int = MIN_RUNG_RESULTS) -> History:
         """The history of the given trials (as the store would show them)."""
-        history = cls(space)
+        history = cls(space, min_rung_results)
         history.apply(e if isinstance(e, HistoryEntry) else HistoryEntry.of(e) for e in stored)
         return history
 
@@ -217,6 +290,7 @@ class History:
         """Take these entries as the trials' current state. ``local`` ones (made here, not read
         from the store) never replace what the store has shown of the same trial."""
         new: dict[int, dict[str, Any]] = {}
+        changed: list[HistoryEntry] = []
         for entry in entries:
             tid = entry.trial_id
             if local and tid in self._stored:
@@ -232,6 +306,13 @@ class History:
                 self._references[tid] = entry
                 continue
             self._track_best(old, entry)
+            self._observe(entry)
+            changed.append(entry)
+        level = scoring_level(self._reached, self.min_rung_results)
+        if level != self.level:  # every trial is scored again
+            self.level = level
+            changed = [e for e in self.values() if e.reference is None]
+        for entry in changed:
             self._set_doc(entry, new)
         if new:
             self.trials.insert_trial_docs(list(new.values()))
@@ -247,6 +328,19 @@ class History:
             if sign > 0 and label is not None:
                 self.warm_starts.add(label)
 
+    def _observe(self, entry: HistoryEntry) -> None:
+        """Count the trial at the level of its highest observation."""
+        tid = entry.trial_id
+        before = self._top.pop(tid, None)
+        if before is not None:
+            self._reached[before] -= 1
+            if not self._reached[before]:
+                del self._reached[before]
+        observed = points(entry)
+        if observed:
+            self._top[tid] = top = observed[-1][0]
+            self._reached[top] = self._reached.get(top, 0) + 1
+
     def _track_best(self, old: HistoryEntry | None, entry: HistoryEntry) -> None:
         if self._best_stale:
             return
@@ -254,7 +348,7 @@ class History:
             self._best_stale = True  # the best changed: found again when asked
             return
         objective = (entry.result or {}).get("objective")
-        if objective is None:
+        if objective is None or entry.state != DONE or not full_budget(entry.result):
             return
         best = self._best
         if best is None or objective > best.result["objective"] or (
@@ -267,7 +361,7 @@ class History:
         from hyperopt import base as hyperopt
 
         tid = entry.trial_id
-        state = job(entry, self.space)
+        state = job(entry, self.space, self.level)
         doc = self._docs.get(tid)
         if doc is None:
             if state is not None:

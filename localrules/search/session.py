@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TRIALS = 12
 """Trials of a new search that does not say (a few minutes per trial on digits)."""
 MAX_STARTUP_TRIALS = 20
+MERGED = ("tpe", "fidelity")
+"""Settings given key by key: a resume's flags change those keys only."""
 
 
 def read_experiment(url: str, name: str) -> Experiment | None:
@@ -70,11 +72,12 @@ def resolve_settings(stored: Mapping[str, Any] | None, changes: Mapping[str, Any
                      default_concurrency: int = 2) -> SearchSettings:
     """The settings a search runs with: the stored ones on resume (else a new search's
     defaults: ``DEFAULT_MAX_TRIALS`` trials, a third of them random startup trials, up to
-    ``MAX_STARTUP_TRIALS``), with ``changes`` on top (None means not given; ``tpe`` is merged
-    key by key). ValueError naming a bad value."""
+    ``MAX_STARTUP_TRIALS``), with ``changes`` on top (None means not given; ``tpe`` and
+    ``fidelity`` are merged key by key). ValueError naming a bad value."""
     changes = dict(changes)
-    given = {k: v for k, v in changes.items() if v is not None and k != "tpe"}
-    tpe = {k: v for k, v in dict(changes.get("tpe") or {}).items() if v is not None}
+    given = {k: v for k, v in changes.items() if v is not None and k not in MERGED}
+    merged = {name: {k: v for k, v in dict(changes.get(name) or {}).items() if v is not None}
+              for name in MERGED}
     if stored is None:
         max_trials = given.get("max_trials", DEFAULT_MAX_TRIALS)
         startup = min(MAX_STARTUP_TRIALS, max(1, max_trials // 3)) \
@@ -85,7 +88,8 @@ def resolve_settings(stored: Mapping[str, Any] | None, changes: Mapping[str, Any
     else:
         base = copy.deepcopy(dict(stored))
     base.update(given)
-    base["tpe"] = {**dict(base.get("tpe") or {}), **tpe}
+    for name, values in merged.items():
+        base[name] = {**dict(base.get(name) or {}), **values}
     return SearchSettings.from_dict(base)
 
 
@@ -108,12 +112,14 @@ def open_search(store: TrialStore, name: str, space: Space,
     from localrules.store.urls import redact
 
     changes, concurrency = _changes(settings, engine)
-    resolve_settings(None, changes, concurrency)  # every value checked before anything is written
+    # every value checked before anything is written
+    resolve_settings(None, changes, concurrency).fidelity.check_budget(space.budget.epochs)
     existing = store.get_experiment(name)
     if existing is not None:
         check_same_search(existing, space, store.url)
     chosen = resolve_settings(None if existing is None else existing.settings, changes,
                               concurrency)
+    chosen.fidelity.check_budget(space.budget.epochs)
     # Another process may create it first: the stored one is what counts.
     experiment = existing or store.create_experiment(new_experiment(name, space, chosen))
     check_same_search(experiment, space, store.url)
@@ -165,7 +171,9 @@ class SearchSession:
             raise ParameterError("url", "{} sqlite:// is an in-memory database that the "
                                         "engine's worker processes cannot share; give a file, "
                                         "e.g. sqlite:///localrules.db")
-        resolve_settings(None, *_changes(settings, engine))  # before the database is touched
+        # before the database is touched
+        resolve_settings(None, *_changes(settings, engine)).fidelity.check_budget(
+            space.budget.epochs)
         store = open_store(url)
         try:
             return cls(url, store, open_search(store, name, space, settings, engine))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from localrules.search.fidelity import Fidelity
 from localrules.spaces import Space
 from localrules.store import Experiment
 from localrules.validation import (
@@ -75,6 +76,9 @@ class SearchSettings:
     warm_start: bool = True
     """Queue the space's warm starts (a paper space's published rule) before TPE's first
     suggestion."""
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    """How trials spend epochs: all of the budget's (``none``), or rungs with successive
+    halving (``asha``, ``hyperband``; ``search.fidelity``). Fixed on resume."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -115,7 +119,7 @@ def check_references(rules: object) -> tuple[str, ...]:
     return tuple(rules)
 
 
-FIXED = ("objective", "engine", "warm_start")
+FIXED = ("objective", "engine", "warm_start", "fidelity")
 """Settings a resumed search may not change. The rest (budget of trials, concurrency, seed, TPE
 knobs) may for the store engine: the history is rebuilt from the store whatever produced it
 (Ray's restored Tuner keeps its own, so a Ray search resumes with its stored settings)."""

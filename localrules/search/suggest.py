@@ -66,10 +66,17 @@ class Suggester:
         return Domain(lambda params: 0.0, self.space.to_hyperopt())
 
     def trial(self, trial_id: int, params: Mapping[str, Any], misc: Mapping[str, Any]) -> Trial:
-        """The queued trial document of a sample (params checked, config validated)."""
+        """The queued trial document of a sample (params checked, config validated). Under a
+        multi-fidelity search on the store engine, a TPE trial starts at its bracket's first
+        rung; warm starts train fully (``search.fidelity``). Ray's scheduler keeps its own
+        rungs."""
         config = self.space.config(params, seed=trial_seed(self.settings.seed, trial_id))
+        fidelity = None
+        if self.settings.engine == "store" and "warm_start" not in misc:
+            fidelity = self.settings.fidelity.start(self.settings.seed, trial_id,
+                                                    self.space.budget.epochs)
         return Trial(experiment=self.experiment, trial_id=trial_id, config=config.to_dict(),
-                     params=self.space.check_params(params), misc=dict(misc))
+                     params=self.space.check_params(params), misc=dict(misc), fidelity=fidelity)
 
     def pending_warm_starts(self, history: History) -> list[tuple[str, Mapping[str, Any]]]:
         """The warm starts not yet made into trials (none when the search turned them off)."""
@@ -83,9 +90,10 @@ class Suggester:
         ignored): warm starts first, then TPE. A ``History`` given keeps them as pending."""
         from hyperopt import tpe
 
-        history = stored if isinstance(stored, History) else History.of(stored, self.space)
-        warm = self.pending_warm_starts(history)
         tpe_settings = self.settings.tpe
+        history = stored if isinstance(stored, History) else History.of(
+            stored, self.space, tpe_settings.n_startup_jobs)
+        warm = self.pending_warm_starts(history)
         new: list[Trial] = []
         for trial_id in self.store.allocate_trial_ids(self.experiment, n):
             if warm:

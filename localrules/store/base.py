@@ -161,6 +161,17 @@ class TrialStore(abc.ABC):
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
         """running → queued (a worker hands its trial back, e.g. on preemption)."""
 
+    # --- the controller's side ----------------------------------------------------------------
+    @abc.abstractmethod
+    def promote(self, experiment: str, trial_id: int, attempt: int,
+                fidelity: Mapping[str, Any], fence: LockState | None = None) -> bool:
+        """done → queued with the next rung (``fidelity``): a multi-fidelity search's
+        promotion, the only transition out of ``done``. Made only while the trial is still
+        done with this ``attempt`` (the one the decision read) at the rung below, so it happens
+        at most once; it
+        is no lapse and keeps the result (its rung results). With ``fence``, only while that
+        lock is held as it says (``LockLost``). True if promoted."""
+
     # --- any process --------------------------------------------------------------------------
     @abc.abstractmethod
     def requeue_expired(self, max_attempts: int, now: float | None = None,

@@ -87,12 +87,12 @@ def decode_trial(data: Mapping[str, Any], json_fields: Collection[str] = ()) -> 
         raise MalformedDocument(trial_name(data), _reason(err)) from None
 
 
-_ENTRY_JSON = ("misc", "result", "reference")
+_ENTRY_JSON = ("misc", "result", "reference", "fidelity")
 
 
 def decode_entry(data: Mapping[str, Any], json_fields: Collection[str] = ()) -> HistoryEntry:
     """The history entry of a stored trial's projection (trial_id, state, misc, result,
-    reference, seq), checked as ``decode_trial`` checks those fields."""
+    reference, seq, fidelity), checked as ``decode_trial`` checks those fields."""
     try:
         return HistoryEntry.from_dict(_decoded(data, json_fields, _ENTRY_JSON))
     except Exception as err:

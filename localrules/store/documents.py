@@ -17,13 +17,16 @@ from typing import Any
 
 from localrules import __version__
 from localrules.jsonsafe import json_safe
+from localrules.results import full_budget
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: trials may be reference runs (``reference``). 3: every write to a trial stamps it with the
 store's change number (``seq``, see ``TrialStore.changes``); a store opened by this version is
 marked 3, so an older localrules, which would write without stamping (and a controller would
-never see the change), refuses it. Workers leave documents of a newer schema for newer workers;
-older documents are read as they are."""
+never see the change), refuses it. 4: a trial of a multi-fidelity search carries its rung and
+target epoch (``fidelity``) and may be promoted (done → queued, ``TrialStore.promote``); an
+older worker would train it to the end, so an older localrules refuses the store. Workers leave
+documents of a newer schema for newer workers; older documents are read as they are."""
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES: tuple[str, ...] = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -98,6 +101,10 @@ class Trial:
     reference: Mapping[str, Any] | None = None
     """Set on a reference run (bp, fa, … under the experiment's budget; never given to TPE nor
     counted in ``max_trials``): ``{"rule", "replicate", "key"}``, see ``store.references``."""
+    fidelity: Mapping[str, Any] | None = None
+    """Set on a trial of a multi-fidelity search (``search.fidelity``): ``{"bracket", "rung",
+    "epochs"}``, the rung it trains to (or paused at) and that rung's epochs. A promotion
+    raises both and queues the trial again; it resumes from its checkpoint."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +143,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "error": (str, type(None)), "code_version": (str,), "created_at": _NUMBER,
     "started_at": (*_NUMBER, type(None)), "updated_at": (*_NUMBER, type(None)),
     "finished_at": (*_NUMBER, type(None)), "reference": (Mapping, type(None)),
-    "schema_version": (int,),
+    "fidelity": (Mapping, type(None)), "schema_version": (int,),
 }
 
 
@@ -165,6 +172,8 @@ def _check_fields(data: Mapping[str, Any]) -> None:
                          "starts at 1)")
     if data.get("reference") is not None:
         _check_reference(data["reference"])
+    if data.get("fidelity") is not None:
+        check_fidelity(data["fidelity"])
     objective = (data.get("result") or {}).get("objective")
     if objective is not None and (isinstance(objective, bool) or not isinstance(
             objective, _NUMBER) or not math.isfinite(objective)):
@@ -184,6 +193,17 @@ def _check_reference(reference: Mapping[str, Any]) -> None:
         raise ValueError(f"trial document field 'reference' is malformed: {dict(reference)!r}")
 
 
+def check_fidelity(fidelity: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A trial's rung marker: bracket, rung and epochs, counts (epochs from 1); ValueError
+    naming what is wrong."""
+    values = [fidelity.get(k) for k in ("bracket", "rung", "epochs")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31
+               for v in values) or values[2] < 1 or set(fidelity) - {"bracket", "rung",
+                                                                     "epochs"}:
+        raise ValueError(f"trial document field 'fidelity' is malformed: {dict(fidelity)!r:.200}")
+    return fidelity
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """The part of a trial that TPE's history needs (a cheap projection of the document)."""
@@ -196,6 +216,10 @@ class HistoryEntry:
     seq: int = 0
     """The store's change number of the trial's last write (0: written before stores numbered
     their changes, or not read from a store)."""
+    fidelity: Mapping[str, Any] | None = None
+    """The trial's rung marker under a multi-fidelity search (``Trial.fidelity``)."""
+    attempt: int = 0
+    """Reservations so far: what a promotion is fenced by (``TrialStore.promote``)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HistoryEntry:
@@ -210,12 +234,13 @@ class HistoryEntry:
             raise ValueError(f"trial document field 'seq' has the wrong type "
                              f"({type(seq).__name__})")
         return cls(data["trial_id"], data["state"], data["misc"], data.get("result"),
-                   data.get("reference"), seq)
+                   data.get("reference"), seq, data.get("fidelity"), data.get("attempt", 0))
 
     @classmethod
     def of(cls, trial: Trial) -> HistoryEntry:
         """The entry of a trial document (one not read back from the store: ``seq`` 0)."""
-        return cls(trial.trial_id, trial.state, trial.misc, trial.result, trial.reference)
+        return cls(trial.trial_id, trial.state, trial.misc, trial.result, trial.reference,
+                   fidelity=trial.fidelity, attempt=trial.attempt)
 
 
 def state_counts(trials: Iterable[Trial | HistoryEntry]) -> dict[str, int]:
@@ -232,10 +257,11 @@ def counts_text(counts: Mapping[str, int]) -> str:
 
 
 def best_objective(trials: Iterable[Trial | HistoryEntry]) -> Trial | HistoryEntry | None:
-    """The search trial with the highest objective (done trials only carry one; reference runs
-    are not candidates), or None."""
-    scored = [t for t in trials
-              if t.reference is None and (t.result or {}).get("objective") is not None]
+    """The search trial with the highest full-budget objective (done trials only carry one;
+    a trial paused or stopped at a lower rung is not a candidate, nor is a reference run), or
+    None."""
+    scored = [t for t in trials if t.reference is None and t.state == DONE
+              and full_budget(t.result) and t.result.get("objective") is not None]
     return max(scored, key=lambda t: t.result["objective"], default=None)
 
 

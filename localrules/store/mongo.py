@@ -67,6 +67,7 @@ from localrules.store.documents import (
     Experiment,
     HistoryEntry,
     Trial,
+    check_fidelity,
     requeue_outcome,
     strict_json,
 )
@@ -498,6 +499,27 @@ class MongoStore(TrialStore):
 
     @_guarded
     @_writes
+    def promote(self, experiment: str, trial_id: int, attempt: int,
+                fidelity: Mapping[str, Any], fence: LockState | None = None) -> bool:
+        # Conditional on the trial itself (done, same attempt), so it is made at most once
+        # whoever makes it; a controller fenced out just after the check promotes only what
+        # its successor would (promotions follow from the trial documents alone).
+        check_fidelity(fidelity)
+        strict_json(dict(fidelity))
+        self._check_fence(fence)
+        token = _token()
+        done = self._trials.update_one(
+            {"_id": _key(experiment, trial_id), "state": DONE, "attempt": {"$eq": attempt},
+             "fidelity.rung": {"$eq": fidelity["rung"] - 1}},
+            _marked({"$set": {"state": QUEUED, "fidelity": dict(fidelity), "worker": None,
+                              "lease_expires": None, "finished_at": None,
+                              "updated_at": clock()}}, token))
+        if done.modified_count:
+            self._stamp(token)
+        return bool(done.modified_count)
+
+    @_guarded
+    @_writes
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
         query: dict[str, Any] = {"experiment": experiment, "state": {"$in": [QUEUED, RUNNING]}}
         if trial_ids is not None:
@@ -531,7 +553,8 @@ class MongoStore(TrialStore):
             query["$or"] = [{"seq": {"$gt": after}}, {"seq_pending": {"$exists": True}}]
         cursor = self._trials.find(query, {"experiment": 1, "trial_id": 1, "state": 1,
                                            "misc": 1, "result": 1, "reference": 1,
-                                           "seq": 1}).sort("trial_id", 1)
+                                           "seq": 1, "fidelity": 1, "attempt": 1}
+                                   ).sort("trial_id", 1)
         return read_each(cursor, self._entry, self.url), max(after, counter)
 
     @_guarded

@@ -53,6 +53,7 @@ from localrules.store.documents import (
     Experiment,
     HistoryEntry,
     Trial,
+    check_fidelity,
     requeue_outcome,
     strict_json,
 )
@@ -60,17 +61,19 @@ from localrules.store.documents import now as clock
 
 log = logging.getLogger(__name__)
 
-_JSON_FIELDS = ("config", "params", "misc", "progress", "result", "reference")
+_JSON_FIELDS = ("config", "params", "misc", "progress", "result", "reference", "fidelity")
 _TRIAL_COLUMNS = (
     "experiment", "trial_id", "state", "attempt", "lapses", "worker", "lease_expires", "config",
     "params", "misc", "progress", "result", "error", "code_version", "created_at", "started_at",
-    "updated_at", "finished_at", "reference", "schema_version",
+    "updated_at", "finished_at", "reference", "schema_version", "fidelity",
 )
 _ADDED_COLUMNS = {"lapses": "INTEGER NOT NULL DEFAULT 0", "reference": "TEXT",
-                  "reference_key": "TEXT", "seq": "INTEGER NOT NULL DEFAULT 0"}
+                  "reference_key": "TEXT", "seq": "INTEGER NOT NULL DEFAULT 0",
+                  "fidelity": "TEXT"}
 """Columns added after the first release: a store created before gets them when opened (its
 trials get ``seq`` 0: read by a reader's first ``changes``, numbered at their next write)."""
-_HISTORY_COLUMNS = ("trial_id", "state", "misc", "result", "reference", "seq")
+_HISTORY_COLUMNS = ("trial_id", "state", "misc", "result", "reference", "seq", "fidelity",
+                    "attempt")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS experiments (
@@ -101,6 +104,7 @@ CREATE TABLE IF NOT EXISTS trials (
     reference_key TEXT,
     schema_version INTEGER NOT NULL,
     seq INTEGER NOT NULL DEFAULT 0,
+    fidelity TEXT,
     PRIMARY KEY (experiment, trial_id)
 );
 CREATE INDEX IF NOT EXISTS trials_queue ON trials (state, created_at, trial_id);
@@ -458,6 +462,21 @@ class SQLiteStore(TrialStore):
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
         self._fenced(experiment, trial_id, attempt,
                      {"state": QUEUED, "worker": None, "lease_expires": None})
+
+    def promote(self, experiment: str, trial_id: int, attempt: int,
+                fidelity: Mapping[str, Any], fence: LockState | None = None) -> bool:
+        check_fidelity(fidelity)
+        text = strict_json(dict(fidelity))
+        with self._write() as db:
+            self._check_fence(db, fence)
+            cur = db.execute(
+                "UPDATE trials SET state = ?, fidelity = ?, worker = NULL, lease_expires = NULL,"
+                " finished_at = NULL, updated_at = ?, seq = ? WHERE experiment = ? AND "
+                "trial_id = ? AND state = ? AND attempt = ? AND "
+                "json_extract(fidelity, '$.rung') = ?",
+                (QUEUED, text, clock(), self._seq(db), experiment, trial_id, DONE, attempt,
+                 fidelity["rung"] - 1))
+            return cur.rowcount == 1
 
     # --- any process --------------------------------------------------------------------------
     def requeue_expired(self, max_attempts: int, now: float | None = None,

@@ -37,10 +37,13 @@ class Validation(Callback):
         self.every = every
         self.epochs = epochs
         self.probe = probe
+        self.until: int | None = None
+        """The epoch this run stops at, when it stops early (a multi-fidelity rung)."""
 
     def due(self, epoch: int) -> bool:
-        """Every ``eval_every`` epochs and at the last (``epoch`` 1-based)."""
-        return epoch % self.every == 0 or epoch == self.epochs
+        """Every ``eval_every`` epochs, at the last and where the run stops (``epoch``
+        1-based)."""
+        return epoch % self.every == 0 or epoch in (self.epochs, self.until)
 
     def on_epoch_end(self, end: EpochEnd) -> None:
         if not end.finite or not self.due(end.epoch):

@@ -37,6 +37,7 @@ from localrules.train.signals import StopSignal
 from localrules.train.state import build_state
 from localrules.train.strategy import make_strategy
 from localrules.train.stream import BatchStream
+from localrules.validation import EPOCHS
 
 
 class RunAbandoned(RuntimeError):
@@ -80,7 +81,7 @@ class Trainer:
         # weight snapshots (an unused random B would read ~90°).
         probe = (WeightProbe(self.state.layers, config.weight_samples, config.seed)
                  if config.rule.spec.uses_backward_kernel else None)
-        validation = Validation(
+        self.validation = validation = Validation(
             lambda: evaluate(self.dataset, run.batch_size, self.strategy, self.state.steps),
             config.eval_every, run.epochs, probe)
         snapshots = [WeightSnapshots(self.run_dir, probe)] if probe is not None else []
@@ -112,8 +113,13 @@ class Trainer:
 
     def fit(self, on_epoch: Callable[[dict[str, Any]], None] | None = None, *,
             should_stop: Callable[[], bool] | None = None,
-            may_write: Callable[[], bool] | None = None) -> TrainResult:
+            may_write: Callable[[], bool] | None = None,
+            until_epoch: int | None = None) -> TrainResult:
         """Train to the configured number of epochs (or until divergence or a stop request).
+
+        ``until_epoch`` stops the run once that epoch is trained, validated and checkpointed
+        (a multi-fidelity rung): the schedule stays the configured run's, so a later ``fit``
+        of the restored run continues exactly as an uninterrupted one would.
 
         A stop request (SIGTERM, or ``should_stop()`` returning True; with ``should_stop`` the
         caller owns SIGTERM and no handler is installed) is honoured after the current step:
@@ -129,6 +135,14 @@ class Trainer:
                 raise RunAbandoned(f"{self.run_dir}: writes refused, run abandoned")
 
         plan, batch = self.plan, self.config.run.batch_size
+        last = plan.total_steps
+        if until_epoch is not None:
+            EPOCHS.check("until_epoch", until_epoch)
+            if until_epoch > self.config.run.epochs:
+                raise ValueError(f"until_epoch {until_epoch} is past the run's "
+                                 f"{self.config.run.epochs} epochs")
+            last = plan.epoch_end(until_epoch - 1)
+        self.validation.until = until_epoch
         callbacks = [*self.callbacks, *([EpochFunction(on_epoch)] if on_epoch else [])]
         stream = BatchStream(self.dataset, batch, self.strategy, int(self.state.consumed))
         diverged = interrupted = False
@@ -141,7 +155,7 @@ class Trainer:
                 def stopping() -> bool:
                     return signal_stop.requested or (should_stop is not None and should_stop())
 
-                while int(self.step) < plan.total_steps and not (diverged or interrupted):
+                while int(self.step) < last and not (diverged or interrupted):
                     if stopping():  # between epochs: the last epoch's checkpoint stands
                         interrupted = True
                         break

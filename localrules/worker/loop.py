@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localrules.results import at_rung
 from localrules.runs import trial_dir
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.store.documents import progress_document
@@ -211,7 +212,8 @@ class Worker:
                     result = {"interrupted": True}
                 else:
                     result = self.train(config, out_dir, on_epoch=on_epoch, should_stop=stop,
-                                        may_write=lambda: not beat.lost.is_set())
+                                        may_write=lambda: not beat.lost.is_set(),
+                                        **self._rung(trial))
             except (RunAbandoned, LeaseLost):
                 result = None
             except Exception as err:  # one bad trial must not stop the worker
@@ -225,12 +227,22 @@ class Worker:
         elif result.get("interrupted"):  # only a stop request interrupts a run
             self._stopping = True
             self._hand_back(trial, ident)
-        elif self._write(self.store.complete, trial, result):
-            log.info("%s done: objective %.4f%s", ident, result["objective"],
+        elif self._write(self.store.complete, trial,
+                         result := at_rung(result, trial.fidelity, trial.result,
+                                           config.run.epochs)):
+            log.info("%s %s: objective %.4f%s", ident,
+                     f"paused at rung {result['rung']}" if result.get("stopped_early")
+                     else "done", result["objective"],
                      " (diverged)" if result.get("diverged") else "")
             self.stats.completed.append(key)
         else:
             self.stats.abandoned.append(key)
+
+    @staticmethod
+    def _rung(trial: Trial) -> dict[str, Any]:
+        """The trainer's stop under a multi-fidelity search: the trial's rung's epochs (it
+        resumes from its checkpoint when promoted); nothing for a trial trained fully."""
+        return {} if trial.fidelity is None else {"until_epoch": int(trial.fidelity["epochs"])}
 
     @contextlib.contextmanager
     def _heartbeat(self, trial: Trial) -> Iterator[Heartbeat]:

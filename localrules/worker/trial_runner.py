@@ -39,10 +39,12 @@ def validate_config(data: Mapping[str, Any]) -> TrialConfig:
 def train_trial(config: TrialConfig, out_dir: str,
                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                may_write: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train (or resume) the trial in ``out_dir``; return its result document. ``should_stop``
-    and ``may_write`` go to ``Trainer.fit``. The directory's run is resumed under the one
-    resume policy (``RunDirectory.resumes``; a run of another config there is an error)."""
+                may_write: Callable[[], bool] | None = None,
+                until_epoch: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the trial in ``out_dir``; return its result document. ``should_stop``,
+    ``may_write`` and ``until_epoch`` (a multi-fidelity rung's epochs) go to ``Trainer.fit``.
+    The directory's run is resumed under the one resume policy (``RunDirectory.resumes``; a run
+    of another config there is an error)."""
     import gc
 
     import keras
@@ -57,7 +59,8 @@ def train_trial(config: TrialConfig, out_dir: str,
     report = None if on_epoch is None else _reporter(on_epoch, RunDirectory(out_dir),
                                                      int(trainer.step), chance)
     try:
-        outcome = trainer.fit(on_epoch=report, should_stop=should_stop, may_write=may_write)
+        outcome = trainer.fit(on_epoch=report, should_stop=should_stop, may_write=may_write,
+                              until_epoch=until_epoch)
     finally:
         del trainer
         keras.backend.clear_session()
