@@ -28,6 +28,7 @@ from localrules.store import (
     Experiment,
     ExperimentNotFound,
     LeaseLost,
+    LockLost,
     StoreError,
     Trial,
     TrialExists,
@@ -639,6 +640,96 @@ def test_history_is_the_projection_of_the_trials(store, exp):
     for h, trial in zip(history, store.trials(exp), strict=True):
         assert_same(h.misc, trial.misc)
     assert store.history("nope") == []
+
+# --- promotion (multi-fidelity) -----------------------------------------------------------------
+RUNG_0 = {"bracket": 0, "rung": 0, "epochs": 1}
+RUNG_1 = {"bracket": 0, "rung": 1, "epochs": 3}
+PAUSED = {"objective": 0.5, "epochs": 1, "rung": 0, "stopped_early": True,
+          "rungs": [{"rung": 0, "epochs": 1, "objective": 0.5}]}
+
+
+def paused(store, exp: str) -> Trial:
+    """A trial of a multi-fidelity search that ran to rung 0 and paused there."""
+    add_trials(store, exp, 1, fidelity=RUNG_0)
+    t = store.reserve("w", LEASE, [exp])
+    store.complete(exp, t.trial_id, t.attempt, PAUSED)
+    return one(store, exp, t.trial_id)
+
+
+def test_fidelity_round_trips_and_is_in_the_history(store, exp):
+    trial = paused(store, exp)
+    assert_same(dict(trial.fidelity), RUNG_0)
+    (entry,) = store.history(exp)
+    assert_same(dict(entry.fidelity), RUNG_0)
+    assert entry.attempt == trial.attempt == 1
+
+
+def test_promote_requeues_a_paused_trial_at_the_next_rung(store, exp):
+    trial = paused(store, exp)
+    _, cursor = store.changes(exp, 0)
+    assert store.promote(exp, trial.trial_id, trial.attempt, RUNG_1) is True
+    again = one(store, exp, trial.trial_id)
+    assert (again.state, again.attempt, again.lapses) == (QUEUED, 1, 0)  # not a lapse
+    assert_same(dict(again.fidelity), RUNG_1)
+    assert_same(dict(again.result), PAUSED)  # the rung results stay
+    assert again.worker is None and again.lease_expires is None and again.finished_at is None
+    (entry,) = store.changes(exp, cursor)[0]
+    assert entry.state == QUEUED and entry.fidelity == RUNG_1
+    taken = store.reserve("w2", LEASE, [exp])
+    assert (taken.trial_id, taken.attempt, taken.fidelity) == (trial.trial_id, 2, RUNG_1)
+
+
+def test_a_promotion_is_made_at_most_once(store, exp):
+    """Fenced by the attempt the decision read, and by the rung it paused at: a decision made
+    twice (a restarted controller, a stale read) promotes once."""
+    trial = paused(store, exp)
+    assert store.promote(exp, trial.trial_id, trial.attempt, RUNG_1)
+    assert not store.promote(exp, trial.trial_id, trial.attempt, RUNG_1)  # queued now
+    taken = store.reserve("w", LEASE, [exp])
+    store.complete(exp, taken.trial_id, taken.attempt, {**PAUSED, "rung": 1})
+    assert not store.promote(exp, trial.trial_id, trial.attempt, RUNG_1)  # an old attempt
+    assert not store.promote(exp, trial.trial_id, taken.attempt, RUNG_1)  # not at rung 0
+    assert one(store, exp, trial.trial_id).state == DONE
+
+
+@pytest.mark.parametrize("state", [QUEUED, RUNNING, FAILED, CANCELLED])
+def test_only_a_done_trial_is_promoted(store, exp, state):
+    add_trials(store, exp, 1, fidelity=RUNG_0)
+    if state != QUEUED:
+        t = store.reserve("w", LEASE, [exp])
+        if state == FAILED:
+            store.fail(exp, t.trial_id, t.attempt, "boom")
+        elif state == CANCELLED:
+            store.cancel(exp, [t.trial_id])
+    trial = one(store, exp, 0)
+    assert not store.promote(exp, 0, trial.attempt, RUNG_1)
+    assert one(store, exp, 0).state == state
+
+
+@pytest.mark.parametrize("fidelity", [{"bracket": 0, "rung": 1}, {"bracket": 0, "rung": 1,
+                                      "epochs": 0}, {"bracket": -1, "rung": 1, "epochs": 3},
+                                      {"bracket": 0, "rung": True, "epochs": 3},
+                                      {**RUNG_1, "extra": 1}])
+def test_a_malformed_fidelity_is_refused(store, exp, fidelity):
+    trial = paused(store, exp)
+    with pytest.raises(ValueError, match="fidelity"):
+        store.promote(exp, trial.trial_id, trial.attempt, fidelity)
+    with pytest.raises(ValueError, match="fidelity"):
+        add_trials(store, exp, 1, fidelity=fidelity)
+    assert one(store, exp, trial.trial_id).state == DONE
+
+
+def test_promote_is_fenced_by_the_controller_lock(store, exp):
+    trial = paused(store, exp)
+    mine = store.take_lock("controller:exp", "a", LEASE)
+    store.release_lock("controller:exp", "a")
+    store.take_lock("controller:exp", "b", LEASE)
+    with pytest.raises(LockLost):
+        store.promote(exp, trial.trial_id, trial.attempt, RUNG_1, fence=mine)
+    assert one(store, exp, trial.trial_id).state == DONE
+    held = store.take_lock("controller:exp", "b", LEASE)
+    assert store.promote(exp, trial.trial_id, trial.attempt, RUNG_1, fence=held)
+
 
 # --- changes since a cursor ----------------------------------------------------------------
 # Every write to a trial, whoever makes it, and the call that makes it happen in the test.

@@ -243,6 +243,34 @@ def test_an_epoch_is_reported_once_it_is_written_and_checkpointed(tmp_path):
     assert seen == [(1, [1], f"ckpt-{end(0)}", [0, 1]), (2, [1, 2], f"ckpt-{end(1)}", [0, 1, 2])]
 
 
+@pytest.mark.slow  # three trainings: about a minute on 2 busy cores
+def test_a_run_paused_at_a_rung_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
+    """A multi-fidelity rung: ``fit(until_epoch=…)`` stops after that epoch (validated and
+    checkpointed) under the whole run's schedule, so the resumed run ends exactly where an
+    uninterrupted one does; each epoch is in the history once."""
+    from localrules.runs import RunDirectory
+    from localrules.train.trainer import start_run
+
+    config = config_from_preset("ia-tpe", overrides=[
+        "dataset=\"digits\"", "width=4", "run.batch_size=128", "run.epochs=2",
+        "run.warmup_epochs=1", "run.drop_epochs=[1.5]", "deterministic=true", "eval_every=2"])
+    whole = start_run(config, tmp_path / "whole", resume=False)[0].fit()
+    trainer, _ = start_run(config, tmp_path / "paused", resume=True)
+    paused = trainer.fit(until_epoch=1)
+    assert (paused.epochs, paused.interrupted) == (1, False)
+    assert paused.top1 is not None  # validated at the rung though eval_every is 2
+    assert paused.steps == trainer.plan.epoch_end(0)
+    with pytest.raises(ValueError, match="past the run's 2 epochs"):
+        trainer.fit(until_epoch=3)
+    trainer, restored = start_run(config, tmp_path / "paused", resume=True)
+    assert restored and int(trainer.step) == paused.steps
+    resumed = trainer.fit()
+    assert (resumed.top1, resumed.eval_loss, resumed.steps) == (
+        whole.top1, whole.eval_loss, whole.steps)
+    epochs = [r["epoch"] for r in RunDirectory(tmp_path / "paused").read_history()]
+    assert epochs == [1, 2]
+
+
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen([sys.executable, "-m", "localrules.cli.main", *args],
