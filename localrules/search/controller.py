@@ -13,6 +13,14 @@ and the same completion order give the same suggestions). Reference runs (``stor
 sit beside the search: queued in the controller's first round, they are not counted in
 ``max_trials`` and never enter TPE's history, but the search is finished only once they are.
 
+Under a multi-fidelity search (``search.fidelity``) each round also promotes the paused trials
+ASHA's rule calls for, before topping the queue up: a promotion queues the trial again at its
+next rung (``TrialStore.promote``, fenced by the trial's attempt and the controller's lock) and
+counts as pending; promoted trials are reserved before new ones (they are older), as ASHA
+prefers a promotion to a new trial. The decisions follow from the trial documents alone, so a
+restarted controller makes the same ones. A search is finished once ``max_trials`` trials exist,
+none is pending and no paused trial is due a promotion.
+
 Only the controller requeues expired leases, so it must not be a single point of failure:
 
 * **Outages.** A round that fails because the database is away (``StoreUnavailable``: SQLite

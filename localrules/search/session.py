@@ -132,8 +132,9 @@ def open_search(store: TrialStore, name: str, space: Space,
         raise
     if update:  # fenced: only while this controller still holds the lock it took
         controller.experiment = store.update_settings(name, update, fence=controller.fence)
-    log.info("%s experiment %r in %s: %s", "resuming" if existing else "starting", name,
-             redact(store.url), space.describe_budget())
+    log.info("%s experiment %r in %s: %s; %s", "resuming" if existing else "starting", name,
+             redact(store.url), space.describe_budget(),
+             chosen.fidelity.describe(space.budget.epochs))
     return controller
 
 

@@ -187,6 +187,7 @@ class Worker:
 
         key = (trial.experiment, trial.trial_id)
         out_dir = trial_dir(self.artifacts, trial)
+        _warn_without_checkpoint(trial, out_dir, ident)
         with self._heartbeat(trial) as beat:
             if guard is not None:
                 beat.also.append(guard.renew)
@@ -298,6 +299,21 @@ class Worker:
             log.warning("database unreachable (%s); %s of trial %d spooled in %s", err,
                         method.__name__, trial.trial_id, path)
             return True
+
+
+def _warn_without_checkpoint(trial: Trial, out_dir: str, ident: str) -> None:
+    """A promoted trial resumes from the checkpoint its last rung left; when this worker cannot
+    see it (artifacts on a disk of another machine), it trains from epoch 0 to the same result
+    at a cost, and says so."""
+    from localrules.runs import RunDirectory, listdir
+
+    fidelity = trial.fidelity
+    if fidelity is None or fidelity["rung"] == fidelity["bracket"]:
+        return
+    if not listdir(RunDirectory(out_dir).checkpoints):
+        log.warning("%s was promoted to rung %d but its checkpoint is not in %s: training it "
+                    "again from epoch 0 (on a cluster, give every worker the same --artifacts: "
+                    "a shared path or gs://)", ident, fidelity["rung"], out_dir)
 
 
 def _error_text(err: BaseException, limit: int = 4000) -> str:
