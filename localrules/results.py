@@ -15,6 +15,7 @@ Standard library only: the Ray driver imports it without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -75,8 +76,9 @@ class TrialResult(TrainResult):
     may still be promoted) or stopped there (Ray's ASHA): not a full-budget result, so never
     the best, nor used by gap closed and importance."""
     rungs: list[dict[str, Any]] | None = None
-    """Every rung result so far, ``{"rung", "epochs", "objective"}`` by rung: successive
-    halving ranks rung k on rung-k objectives."""
+    """Every rung result so far, ``{"rung", "epochs", "objective", "finished_at"}`` by rung:
+    successive halving ranks rung k on rung-k objectives, and the reports place each rung's
+    epochs when they were spent (``finished_at``, Unix seconds)."""
 
     OPTIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
         "engine", "ray_trial_id", "trial_epochs", "rung", "stopped_early", "rungs")
@@ -102,11 +104,13 @@ class TrialResult(TrainResult):
 
 
 def at_rung(result: Mapping[str, Any], fidelity: Mapping[str, Any] | None,
-            before: Mapping[str, Any] | None, full_epochs: int) -> dict[str, Any]:
+            before: Mapping[str, Any] | None, full_epochs: int,
+            finished_at: float | None = None) -> dict[str, Any]:
     """A store worker's result with its multi-fidelity fields: the trial's rung (its
     ``fidelity``), whether it paused below the budget's ``full_epochs``, every rung result so
-    far (those of the result ``before`` this run, then this one) and the epochs it has trained.
-    Without a fidelity (a plain search, a reference run, a warm start) only ``trial_epochs``."""
+    far (those of the result ``before`` this run, then this one, stamped ``finished_at``: now
+    by default) and the epochs it has trained. Without a fidelity (a plain search, a reference
+    run, a warm start) only ``trial_epochs``."""
     document = {**result, "trial_epochs": result.get("epochs")}
     if fidelity is None:
         return document
@@ -116,10 +120,26 @@ def at_rung(result: Mapping[str, Any], fidelity: Mapping[str, Any] | None,
     return {**document, "rung": rung,
             "stopped_early": not diverged and epochs < full_epochs,
             "rungs": [*earlier, {"rung": rung, "epochs": epochs,
-                                 "objective": result.get("objective")}]}
+                                 "objective": result.get("objective"),
+                                 "finished_at": time.time() if finished_at is None
+                                 else finished_at}]}
 
 
 def full_budget(result: Mapping[str, Any] | None) -> bool:
     """Whether a result is a full-budget one (not paused or stopped at a lower rung): what
     the best trial, gap closed and importance read."""
     return result is not None and not result.get("stopped_early")
+
+
+def trial_epochs(result: Mapping[str, Any] | None) -> int:
+    """The epochs a trial's result says it has trained, every rung so far included: its
+    ``trial_epochs``, or ``epochs`` for a result written before that field (0 without a result
+    or a count). What the reports add up as trial-epochs spent: the epochs of reported
+    results, so a run still going (or one that failed before reporting) adds nothing yet."""
+    if not result:
+        return 0
+    for key in ("trial_epochs", "epochs"):
+        value = result.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0

@@ -97,7 +97,10 @@ def importance_html(report: ImportanceReport, figures: Mapping[str, bytes | None
         f"<p>Trials: {html.escape(counts)}; {report.diverged} diverged (counted at chance "
         f"level); {report.analysed} analysed ({html.escape(scope)}). Failed and unfinished "
         "trials have no objective and are not analysed; reference runs are not search trials "
-        "and are not analysed either.</p>",
+        "and are not analysed either."
+        + (f" {report.paused} trial(s) paused at a lower rung of the multi-fidelity search "
+           "are left out: only full-budget results are analysed." if report.paused else "")
+        + "</p>",
         _references_html(references or References({}, ()),
                          next((b for b in reversed(best_so_far) if b is not None), None)),
         _figure("Importance of categorical metaparameters", figures.get("importance"),

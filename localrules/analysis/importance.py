@@ -9,17 +9,25 @@ than 2 trials has no SEM; a parameter with fewer than 2 such levels, or one that
 reported as not estimable rather than dropped or crashed on.
 
 Diverged trials count at their recorded objective (chance level); failed or unfinished trials have
-no objective and are left out, and the report says how many. With more than two levels the
-spread picks the extreme means, which biases it upwards for noisy levels; the SE does not correct
-for that selection (as the paper's plot does not).
+no objective and are left out, and the report says how many. Under a multi-fidelity search only
+full-budget results are analysed: a trial paused (or stopped) at a lower rung has a rung
+objective, lower for fewer epochs whatever its settings, and which trials trained fully was
+decided by their early objectives, so mixing the two would credit a parameter with the epochs
+its trials were given. The paused trials left out are counted (``paused``).
+
+With more than two levels the spread picks the extreme means, which biases it upwards for noisy
+levels; the SE does not correct for that selection (as the paper's plot does not).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,8 @@ class ImportanceReport:
     diverged: int
     analysed: int
     top_fraction: float | None
+    paused: int = 0
+    """Done trials paused or stopped at a lower rung (multi-fidelity): left out."""
 
 
 @dataclass(frozen=True)
@@ -152,29 +162,44 @@ class ExperimentData:
     experiment: str
     space: Any
     rows: list[dict[str, Any]]
-    """``{"params", "objective"}`` of each done trial with an objective."""
+    """``{"params", "objective"}`` of each full-budget result (``full_budget_trial``)."""
     counts: dict[str, int]
     diverged: int
+    paused: int = 0
+    """Done trials with only a rung result (paused or stopped below the budget's epochs),
+    left out of ``rows``."""
+
+    def paused_note(self) -> str:
+        """What a report says about the paused trials it left out ("" when there are none)."""
+        if not self.paused:
+            return ""
+        return (f"{self.paused} trial(s) paused at a lower rung left out (only full-budget "
+                "results are analysed)")
 
 
 def experiment_data(store, experiment: str) -> ExperimentData:
     """The space and the finished trials of a stored experiment (any backend; a running search
     gives what has finished so far). ValueError for an unknown or empty experiment."""
     from localrules.spaces import Budget, space_from_source
-    from localrules.store.documents import state_counts
+    from localrules.store.documents import full_budget_trial, paused_trial, state_counts
     from localrules.store.references import search_trials
 
     found = store.require_experiment(experiment)
     space = space_from_source(found.space_source, Budget.from_dict(found.budget))
     trials = search_trials(store.trials(experiment))  # one read: counts and rows agree
     rows = [{"params": t.params, "objective": t.objective}
-            for t in trials if t.state == "done" and t.objective is not None]
+            for t in trials if full_budget_trial(t)]
+    paused = sum(map(paused_trial, trials))
+    if paused:
+        log.debug("%s: %d trial(s) paused at a lower rung left out of the importance analysis "
+                 "(only full-budget results are analysed)", experiment, paused)
     if not rows:
-        raise ValueError(f"experiment {experiment!r} has no finished trial with an objective "
-                         f"yet ({len(trials)} trial(s) in all)")
+        more = f", {paused} paused at a lower rung" if paused else ""
+        raise ValueError(f"experiment {experiment!r} has no finished trial with a full-budget "
+                         f"objective yet ({len(trials)} trial(s) in all{more})")
     counts = {state: n for state, n in state_counts(trials).items() if n}
     diverged = sum(bool((t.result or {}).get("diverged")) for t in trials)
-    return ExperimentData(experiment, space, rows, counts, diverged)
+    return ExperimentData(experiment, space, rows, counts, diverged, paused)
 
 
 def importance_report(data: ExperimentData, top_fraction: float | None = None,
@@ -188,7 +213,7 @@ def importance_report(data: ExperimentData, top_fraction: float | None = None,
     rows = top_rows(data.rows, top_fraction)
     results = categorical_importance(rows, categorical)
     return ImportanceReport(data.experiment, results, data.counts, data.diverged, len(rows),
-                            top_fraction)
+                            top_fraction, data.paused)
 
 
 def experiment_importance(store, experiment: str,

@@ -1,6 +1,8 @@
 """Model-based importance of all metaparameters together, with bootstrap standard errors.
 
-A random forest is fitted to the objective of the finished trials, every parameter as one
+A random forest is fitted to the objective of the finished trials (full-budget results only:
+``importance.experiment_data`` leaves out a multi-fidelity search's paused trials, whose rung
+objectives measure the epochs they trained as much as their settings), every parameter as one
 feature (numbers as they are, booleans 0/1, strings as category codes; a parameter inactive in a
 trial gets a sentinel below its range, so conditional parameters keep their meaning without
 imputing values that were never used). A parameter's importance is the drop in R² when its

@@ -84,14 +84,19 @@ def importance_figure(parameters: Sequence[ParameterImportance], title: str = ""
     return fig
 
 
-def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
+def progress_figure(progress: Sequence[SearchProgress], x: str = "trial") -> Figure:
     """Each trial's objective (dots) and the best so far (a step line) against trial number;
     the random startup phase shaded; failed or unfinished trials as crosses on the bottom edge
-    and diverged ones as hollow markers; a warm start as a star; each experiment's reference
-    runs (bp, fa, …) as dashed horizontal lines. Several experiments share the axes, one colour
-    each."""
+    and diverged ones as hollow markers; a warm start as a star; a trial paused at a lower rung
+    (multi-fidelity) as a faint small marker at its rung objective, never in the best so far;
+    each experiment's reference runs (bp, fa, …) as dashed horizontal lines. Several
+    experiments share the axes, one colour each. ``x`` "trial-epochs": ``epochs_figure``."""
     if not progress:
         raise ValueError("no experiment to plot")
+    if x == "trial-epochs":
+        return epochs_figure(progress)
+    if x != "trial":
+        raise ValueError(f"unknown x-axis {x!r}; valid: trial, trial-epochs")
     fig = _figure(8, 4.5)
     ax = fig.subplots()
     scored = [p.objective for s in progress for p in s.points if p.objective is not None]
@@ -112,7 +117,9 @@ def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
         colour = f"C{i % 10}"
         xs = range(1, len(s.points) + 1)
         ok = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
-              if p.objective is not None and not p.diverged]
+              if p.full_budget and not p.diverged]
+        paused = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
+                  if p.objective is not None and not p.full_budget]
         div = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
                if p.objective is not None and p.diverged]
         missing = [x for x, p in zip(xs, s.points, strict=True) if p.objective is None]
@@ -121,6 +128,9 @@ def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
         if div:
             ax.scatter(*zip(*div, strict=True), s=22, facecolors="none", edgecolors=colour,
                        zorder=2, label=f"{s.experiment}: diverged ({len(div)})")
+        if paused:
+            _rung_markers(ax, paused, colour, f"{s.experiment}: paused at a lower rung "
+                          f"({len(paused)})")
         if missing:
             ax.scatter(missing, [floor] * len(missing), marker="x", s=18, color=colour,
                        zorder=2, label=f"{s.experiment}: no objective ({len(missing)})")
@@ -145,6 +155,64 @@ def progress_figure(progress: Sequence[SearchProgress]) -> Figure:
     ax.set_xlim(0.5, longest + 0.5)
     ax.set_ylim(floor - pad / 2, top + pad)
     ax.set_xlabel("trial number (creation order)")
+    ax.set_ylabel("objective (validation top-1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def _rung_markers(ax, points: Sequence[tuple[float, float]], colour: str, label: str) -> None:
+    """Rung results: faint, small and behind everything, so they read as apart from the
+    full-budget results without hiding where the search spent its epochs."""
+    ax.scatter(*zip(*points, strict=True), s=10, marker="v", color=colour, alpha=0.35,
+               linewidths=0, zorder=1, label=label)
+
+
+def epochs_figure(progress: Sequence[SearchProgress]) -> Figure:
+    """The best full-budget objective so far (a step line) against trial-epochs spent, every
+    result placed where the search had spent that many epochs once it finished: full-budget
+    results as dots (diverged ones hollow), rung results of paused trials as faint small
+    markers, reference runs as horizontal lines. The fair comparison between a plain search
+    and a multi-fidelity one: the same x means the same compute."""
+    if not progress:
+        raise ValueError("no experiment to plot")
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    scored = [c.objective for s in progress for c in s.curve if c.objective is not None]
+    scored += [level.objective for s in progress for level in s.references.levels.values()
+               if level.objective is not None]
+    bottom, top = min(scored, default=0.0), max(scored, default=1.0)
+    pad = max((top - bottom) * 0.08, 0.01)
+    most = max((s.curve[-1].trial_epochs for s in progress if s.curve), default=1)
+    for i, s in enumerate(progress):
+        colour = f"C{i % 10}"
+        full = [(c.trial_epochs, c.objective) for c in s.curve
+                if c.full_budget and not c.diverged]
+        div = [(c.trial_epochs, c.objective) for c in s.curve if c.full_budget and c.diverged]
+        rung = [(c.trial_epochs, c.objective) for c in s.curve
+                if not c.full_budget and c.objective is not None]
+        if full:
+            ax.scatter(*zip(*full, strict=True), s=14, color=colour, alpha=0.6, zorder=2)
+        if div:
+            ax.scatter(*zip(*div, strict=True), s=22, facecolors="none", edgecolors=colour,
+                       zorder=2, label=f"{s.experiment}: diverged ({len(div)})")
+        if rung:
+            _rung_markers(ax, rung, colour, f"{s.experiment}: rung results ({len(rung)})")
+        for n, (rule, level) in enumerate(s.references.levels.items()):
+            if level.objective is not None:
+                ax.axhline(level.objective, color=colour, linestyle=("--", ":", "-.")[n % 3],
+                           linewidth=1.0, zorder=1,
+                           label=f"{s.experiment}: {rule} reference ({level.objective:.4g})")
+        steps = [(c.trial_epochs, b) for c, b in zip(s.curve, s.curve_best, strict=True)
+                 if b is not None]
+        if steps:
+            steps.append((s.curve[-1].trial_epochs, steps[-1][1]))  # to what it spent
+            ax.step(*zip(*steps, strict=True), where="post", color=colour, linewidth=1.8,
+                    zorder=3, label=f"{s.experiment}: best full-budget so far "
+                                    f"({steps[-1][1]:.4g} in {s.trial_epochs} trial-epochs)")
+    ax.set_xlim(0, most * 1.02)
+    ax.set_ylim(bottom - pad * 1.5, top + pad)
+    ax.set_xlabel("trial-epochs spent (cumulative, in order of finishing)")
     ax.set_ylabel("objective (validation top-1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -3,9 +3,11 @@
 ``report importance`` ranks the categorical metaparameters of an experiment by the spread of the
 objective's mean between their levels, with SEMs and n per level (appendix B.4, Fig. S2), or every
 parameter by a model's permutation importance; ``report progress`` follows the objective and the
-best so far trial by trial; ``report weights`` (``report_weights.py``) draws Figs. S3–S4. Each
-works on any store and on a search that is still running, and says how many trials were failed,
-unfinished or diverged. ``docs/analysis.md`` is the user's guide.
+best so far trial by trial, or against trial-epochs spent (``--x trial-epochs``, the fair
+comparison between a plain and a multi-fidelity search); ``report weights``
+(``report_weights.py``) draws Figs. S3–S4. Each works on any store and on a search that is still
+running, and says how many trials were failed, unfinished, diverged or paused at a lower rung.
+``docs/analysis.md`` is the user's guide.
 """
 
 from __future__ import annotations
@@ -52,10 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "model_importance.csv/.json)")
     imp.set_defaults(handler=run_importance)
 
-    prog = reports.add_parser("progress", help="objective and best so far against trial number")
+    prog = reports.add_parser("progress", help="objective and best so far against trial number "
+                              "or trial-epochs spent")
     prog.add_argument("--experiment", action="append", dest="experiments", required=True,
                       metavar="NAME", help="an experiment (repeat to compare several)")
     add_db_argument(prog)
+    prog.add_argument("--x", choices=("trial", "trial-epochs"), default="trial", dest="x_axis",
+                      help="x-axis of progress.png and rows of progress.csv: trial number "
+                           "(default) or trial-epochs spent, in order of finishing (the fair "
+                           "comparison between fidelities)")
     prog.add_argument("--format", choices=FORMATS, default="table")
     prog.add_argument("--out", help="also write progress.csv/.json and progress.png here")
     prog.set_defaults(handler=run_progress)
@@ -81,11 +88,13 @@ def _csv_text(report) -> str:
 
 
 def _head(data, analysed: int, top_fraction: float | None) -> str:
-    """What the analysis rests on: trials analysed, per state, diverged."""
+    """What the analysis rests on: trials analysed, per state, diverged, and paused trials
+    left out (a multi-fidelity search's rung results)."""
     counts = counts_text(data.counts)
     top = "" if top_fraction is None else f" (top {top_fraction:g})"
+    paused = f"; {data.paused_note()}" if data.paused else ""
     return (f"experiment {data.experiment}: {analysed} trials analysed{top}; {counts}; "
-            f"{data.diverged} diverged (counted at chance level)")
+            f"{data.diverged} diverged (counted at chance level){paused}")
 
 
 def _table_text(report, data) -> str:
@@ -200,13 +209,13 @@ def run_progress(args: argparse.Namespace) -> int:
         raise ValueError(f"--experiment repeated: {', '.join(args.experiments)}")
     with open_store(args.db, read_only=True) as store:
         progress = [experiment_progress(store, name) for name in args.experiments]
-    rows = progress_rows(progress)
+    rows = progress_rows(progress, args.x_axis)
     as_json = [p.to_dict() for p in progress]
     print_report(args.format, as_json, lambda: dict_csv(rows), lambda: _progress_table(progress))
     if out is not None:
         from localrules.analysis.plots import progress_figure, save_png
 
-        figure = progress_figure(progress)
+        figure = progress_figure(progress, args.x_axis)
         out.mkdir(parents=True, exist_ok=True)
         (out / "progress.json").write_text(json.dumps(as_json, indent=2))
         (out / "progress.csv").write_text(dict_csv(rows))
@@ -215,17 +224,22 @@ def run_progress(args: argparse.Namespace) -> int:
 
 
 def _progress_table(progress) -> str:
+    """One row per experiment: counts, the best full-budget objective (and the trial-epochs
+    spent when it was first reached) beside all the trial-epochs spent; paused trials
+    (multi-fidelity rung results) are counted apart, never the best."""
     rows = []
     for p in progress:
         best = [b for b in p.best_so_far if b is not None]
-        startup = [t.objective for t in p.points if t.startup and t.objective is not None]
-        warm = [t.objective for t in p.points if t.warm_start and t.objective is not None]
+        startup = [t.objective for t in p.points if t.startup and t.full_budget]
+        warm = [t.objective for t in p.points if t.warm_start and t.full_budget]
         counts = counts_text(p.counts())
         top = best[-1] if best else None
-        rows.append([p.experiment, len(p.points), counts, p.diverged, p.startup_trials,
-                     max(startup, default=None), max(warm, default=None), top,
-                     p.references.gap_closed(top)])
-    lines = [table(["experiment", "trials", "states", "diverged", "random startup",
-                    "best in startup", "warm start", "best", "gap closed"], rows)]
+        rows.append([p.experiment, len(p.points), counts, p.diverged, p.paused,
+                     p.startup_trials, max(startup, default=None), max(warm, default=None),
+                     top, p.references.gap_closed(top), p.trial_epochs,
+                     None if top is None else p.epochs_to(top)])
+    lines = [table(["experiment", "trials", "states", "diverged", "paused", "random startup",
+                    "best in startup", "warm start", "best", "gap closed", "trial-epochs",
+                    "to best"], rows)]
     lines += [f"{p.experiment} references: {p.references.describe()}" for p in progress]
     return "\n".join(lines)

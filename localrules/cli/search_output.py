@@ -14,18 +14,22 @@ log = logging.getLogger(__name__)
 
 
 def summary(session, outcome) -> str:
-    """What a finished search prints: counts, the references, the leaderboard with each trial's
-    gap closed, and the best trial."""
+    """What a finished search prints: counts (trials paused at a lower rung of a multi-fidelity
+    search among the done), the references, the trial-epochs spent, the leaderboard of
+    full-budget results with each trial's gap closed, and the best full-budget trial."""
     from localrules.cli.trials_cmd import leaderboard
-    from localrules.store.documents import best_objective, state_counts
+    from localrules.store.documents import best_objective, paused_trial, state_counts
     from localrules.store.references import references_of, search_trials
 
     trials = outcome.trials
     experiment, space, settings = session.experiment, session.space, session.settings
     references = references_of(trials, settings.references)
-    counts = state_counts(search_trials(trials))
+    search = search_trials(trials)
+    counts = state_counts(search)
+    paused = sum(map(paused_trial, search))
     note = f" ({outcome.note})" if outcome.note else ""
-    lines = [f"experiment {experiment.name}{note}: {counts['done']} done, "
+    done = f"{counts['done']} done" + (f" ({paused} paused at a lower rung)" if paused else "")
+    lines = [f"experiment {experiment.name}{note}: {done}, "
              f"{counts['failed']} failed of {settings.max_trials}; space {space.name}; "
              f"{space.describe_budget()}",
              leaderboard(trials, references)]

@@ -256,12 +256,27 @@ def counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
 
 
+def full_budget_trial(trial: Trial | HistoryEntry) -> bool:
+    """Whether a trial holds a full-budget result: done, with an objective, not paused or
+    stopped below the budget's epochs (``results.full_budget``). The one test behind the best
+    trial, gap closed, importance and the reports' best so far; a rung result is shown apart,
+    never ranked against these."""
+    return (trial.state == DONE and full_budget(trial.result)
+            and trial.result.get("objective") is not None)
+
+
+def paused_trial(trial: Trial | HistoryEntry) -> bool:
+    """Whether a trial is done with only a rung result: paused (or stopped) below the budget's
+    epochs by a multi-fidelity search. Shown apart from full-budget results, never ranked."""
+    return (trial.state == DONE and trial.result is not None
+            and trial.result.get("objective") is not None and not full_budget(trial.result))
+
+
 def best_objective(trials: Iterable[Trial | HistoryEntry]) -> Trial | HistoryEntry | None:
     """The search trial with the highest full-budget objective (done trials only carry one;
     a trial paused or stopped at a lower rung is not a candidate, nor is a reference run), or
     None."""
-    scored = [t for t in trials if t.reference is None and t.state == DONE
-              and full_budget(t.result) and t.result.get("objective") is not None]
+    scored = [t for t in trials if t.reference is None and full_budget_trial(t)]
     return max(scored, key=lambda t: t.result["objective"], default=None)
 
 

@@ -1,8 +1,15 @@
 """Trials as a pandas DataFrame: the form analysis code and notebooks want.
 
 One row per trial; ``params.<name>`` columns (missing where a parameter was inactive, so
-conditional parameters stay distinguishable from any value), ``result.<key>`` and
-``progress.epoch`` columns, and timestamps as UTC datetimes.
+conditional parameters stay distinguishable from any value), ``result.<key>`` (scalars; the
+per-rung list ``result.rungs`` stays in the documents) and ``progress.epoch`` columns, and
+timestamps as UTC datetimes.
+
+Every row also has the multi-fidelity columns, whatever the search: ``rung`` (the rung of its
+result, None outside a multi-fidelity search), ``stopped_early`` (paused or stopped below the
+budget's epochs), ``full_budget`` (``FULL_BUDGET``: the rows best, gap closed and importance
+read; ``frame[frame.full_budget]``) and ``trial_epochs`` (epochs its result reports, every rung
+included: what a search spent on it).
 """
 
 from __future__ import annotations
@@ -10,11 +17,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from localrules.store.documents import Trial
+from localrules.results import trial_epochs
+from localrules.store.documents import Trial, full_budget_trial
 from localrules.store.references import References, references_of
 
 TIME_COLUMNS = ("created_at", "started_at", "updated_at", "finished_at")
 BASE_COLUMNS = ("experiment", "trial_id", "state", "attempt", "worker", "error", "code_version")
+FIDELITY_COLUMNS = ("rung", "stopped_early", "full_budget", "trial_epochs")
+FULL_BUDGET = "full_budget"
+"""The column that says a row is a full-budget result: done, with an objective, not paused or
+stopped at a lower rung (``store.documents.full_budget_trial``)."""
 
 
 def trial_row(trial: Trial, references: References | None = None) -> dict[str, Any]:
@@ -27,8 +39,13 @@ def trial_row(trial: Trial, references: References | None = None) -> dict[str, A
     for key, value in (trial.result or {}).items():
         if not isinstance(value, (dict, list)):
             row[f"result.{key}"] = value
-    if references is not None:
-        row["gap_closed"] = references.gap_closed(trial.objective)
+    result = trial.result or {}
+    row["rung"] = result.get("rung")
+    row["stopped_early"] = bool(result.get("stopped_early"))
+    row[FULL_BUDGET] = full_budget_trial(trial)
+    row["trial_epochs"] = trial_epochs(trial.result)
+    if references is not None:  # paused at a rung: none (References.result_gap_closed)
+        row["gap_closed"] = references.result_gap_closed(trial.result)
     row["progress.epoch"] = (trial.progress or {}).get("epoch")
     row.update({c: getattr(trial, c) for c in TIME_COLUMNS})
     return row
@@ -42,7 +59,7 @@ def trials_frame(trials: Sequence[Trial], references: References | None = None):
     references = references_of(trials) if references is None else references
     frame = pd.DataFrame([trial_row(t, references) for t in trials])
     if frame.empty:
-        return pd.DataFrame(columns=[*BASE_COLUMNS, *TIME_COLUMNS])
+        return pd.DataFrame(columns=[*BASE_COLUMNS, *FIDELITY_COLUMNS, *TIME_COLUMNS])
     for column in TIME_COLUMNS:
         # Out of pandas' range (a tampered document's timestamp): NaT, not an error.
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True, errors="coerce")

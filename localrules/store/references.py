@@ -13,7 +13,10 @@ whose ``reference`` field says which rule and replicate it is, and its key:
   trial, the importance analysis and the progress curve (which draws it as a line);
 - ``gap_closed`` is derived when read, from the experiment's finished references (the mean over
   replicates), so it is right whichever finishes first, and None — with the reason — while one is
-  missing or when bp − fa is below ``MIN_GAP`` (too close for a gap to mean anything).
+  missing or when bp − fa is below ``MIN_GAP`` (too close for a gap to mean anything);
+- under multi-fidelity, a trial paused or stopped at a rung below the budget's epochs has no gap
+  closed (``result_gap_closed``): the references train the full budget, so a rung-1 top-1 set
+  against a 10-epoch bp measures the epochs it did not train, not a gap it closed.
 
 Pure functions on documents plus one store lock; nothing here trains.
 """
@@ -28,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from localrules.results import full_budget
 from localrules.store.documents import DONE, HistoryEntry, Trial
 
 MIN_GAP = 0.05
@@ -96,6 +100,28 @@ class References:
         if objective is None or self.gap_reason() is not None:
             return None
         return (objective - self.levels["fa"].objective) / self.gap
+
+    def result_gap_closed(self, result: Mapping[str, Any] | None) -> float | None:
+        """The gap closed of a trial's result: only a full-budget result has one.
+
+        References are full-budget runs; a result paused (or stopped) at a lower rung was
+        trained for fewer epochs, and its distance to bp is mostly the epochs it has not
+        trained yet, not a gap its rule leaves. Its rung objective is shown apart, never as a
+        gap closed (``result_gap_reason`` says why)."""
+        if not full_budget(result):
+            return None
+        return self.gap_closed((result or {}).get("objective"))
+
+    def result_gap_reason(self, result: Mapping[str, Any] | None) -> str | None:
+        """Why ``result_gap_closed`` is None for this result (None when it is not)."""
+        if result is not None and not full_budget(result):
+            rung = result.get("rung")
+            at = "" if rung is None else f" {rung}"
+            return (f"stopped at rung{at} below the budget's epochs: not a full-budget result "
+                    "(references train the full budget)")
+        if (result or {}).get("objective") is None:
+            return "no objective"
+        return self.gap_reason()
 
     def to_dict(self) -> dict[str, Any]:
         """``{rule: {objective, sem, n, pending}}`` plus the gap and, without one, why."""
