@@ -59,8 +59,10 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
 
     table = cli("trials", "--experiment", "e2e", "--db", db, "--sort", "objective",
                 "--limit", "2")
-    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 5
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 6
     assert table.stdout.startswith("references: bp")
+    # one epoch per search trial (the references are not the search's spending)
+    assert "trial-epochs spent: 4; best full-budget objective so far: " in table.stdout
     csv = cli("trials", "--experiment", "e2e", "--db", db, "--format", "csv")
     header = csv.stdout.splitlines()[0].split(",")
     assert header[:3] == ["experiment", "trial_id", "state"]
@@ -72,6 +74,8 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
     assert set(exp["references"]) == {"bp", "fa"} and exp["references"]["bp"]["n"] == 1
     assert exp["references"]["fa"]["objective"] == trials[1]["result"]["objective"]
     assert exp["reading"] == "appendix" and "too close" in exp["gap_reason"]
+    assert exp["trial_epochs"] == 4 and exp["paused"] == 0 and exp["fidelity"] == "none"
+    assert all(t["trial_epochs"] == 1 and t["full_budget"] for t in trials)
 
     # Re-running the finished search resumes it: nothing new is trained.
     again = cli(*args)

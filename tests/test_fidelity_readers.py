@@ -298,3 +298,46 @@ def test_epoch_curve_interleaves_rungs_by_when_they_finished():
     assert progress.curve_best == [None, None, None, None, 0.6, 0.6, 0.7]
     assert progress.epochs_to(0.6) == 17 and progress.epochs_to(0.7) == 24
     assert progress.epochs_to(0.8) is None
+
+
+def test_a_rung_result_is_stamped_when_it_finished():
+    """The worker's rung results carry their own finish time (the trial's is overwritten by
+    each rung), which is what places a promoted trial's earlier epochs on the curve."""
+    first = at_rung({"objective": 0.4, "epochs": 1}, {"bracket": 0, "rung": 0, "epochs": 1},
+                    None, 10, finished_at=5.0)
+    assert first["rungs"] == [{"rung": 0, "epochs": 1, "objective": 0.4, "finished_at": 5.0}]
+    second = at_rung({"objective": 0.6, "epochs": 3}, {"bracket": 0, "rung": 1, "epochs": 3},
+                     first, 10)
+    assert second["rungs"][0]["finished_at"] == 5.0 and second["rungs"][1]["finished_at"] > 5
+    assert second["trial_epochs"] == 3 and second["stopped_early"]
+    plain = at_rung({"objective": 0.6, "epochs": 10}, None, None, 10)
+    assert plain == {"objective": 0.6, "epochs": 10, "trial_epochs": 10}
+
+
+def test_the_html_report_says_how_many_paused_trials_were_left_out(mf, tmp_path, capsys):
+    url, final = mf
+    out = tmp_path / "r"
+    assert main(["report", "importance", "--experiment", "mf", "--db", url, "--out",
+                 str(out)]) == 0
+    page = (out / "report.html").read_text()
+    paused = sum(r < 3 for r in final.values())
+    assert f"{paused} trial(s) paused at a lower rung of the multi-fidelity search" in page
+    with open_store(url, create=False) as store:
+        best = best_objective(store.trials("mf"))
+    assert f"Best trial: objective {best.objective:.4f}" in page  # not a rung result's 0.95
+
+
+def test_every_backend_reads_the_rungs_alike(store_url, capsys):
+    final = asha_store(store_url, n=9)
+    spent = sum(RUNGS[r] for r in final.values())
+    assert main(["experiments", "--db", store_url, "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["trial_epochs"] == spent and row["paused"] == sum(r < 3 for r in final.values())
+    assert main(["report", "progress", "--experiment", "mf", "--db", store_url, "--format",
+                 "json"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert doc["curve"][-1]["trial_epochs"] == spent
+    assert [c["finished_at"] for c in doc["curve"]] == sorted(c["finished_at"]
+                                                             for c in doc["curve"])
+    full = {c["trial_id"] for c in doc["curve"] if c["full_budget"]}
+    assert full == {i for i, r in final.items() if r == 3}
