@@ -341,3 +341,29 @@ def test_every_backend_reads_the_rungs_alike(store_url, capsys):
                                                              for c in doc["curve"])
     full = {c["trial_id"] for c in doc["curve"] if c["full_budget"]}
     assert full == {i for i, r in final.items() if r == 3}
+
+
+def test_the_rung_column_and_the_spent_line_of_a_history():
+    from localrules.cli.trials_cmd import rung_text, spent_line
+
+    paused = {"objective": 0.5, "epochs": 1, "trial_epochs": 1, "rung": 0,
+              "stopped_early": True}
+    promoted = Trial("x", 1, {}, {}, {}, state="running", result=paused,
+                     fidelity={"bracket": 0, "rung": 1, "epochs": 3})
+    first = Trial("x", 2, {}, {}, {}, state="queued",
+                  fidelity={"bracket": 0, "rung": 0, "epochs": 1})
+    done = Trial("x", 3, {}, {}, {}, state="done", result={**paused, "stopped_early": False,
+                                                           "rung": 3, "trial_epochs": 10,
+                                                           "objective": 0.7})
+    ray = Trial("x", 4, {}, {}, {}, state="done", result={"objective": 0.9, "epochs": 2,
+                                                          "stopped_early": True})
+    plain = Trial("x", 5, {}, {}, {}, state="done", result={"objective": 0.6, "epochs": 10})
+    assert [rung_text(t) for t in (promoted, first, done, ray, plain)] == \
+        ["0→1", "→0", "3", "stopped", "-"]
+    assert rung_text(Trial("x", 6, {}, {}, {}, state="done", result=paused)) == "0 paused"
+    from localrules.store.documents import HistoryEntry
+
+    entries = [HistoryEntry.of(t) for t in (promoted, first, done, ray, plain)]
+    line = spent_line(entries, references_of(entries))
+    assert line == ("trial-epochs spent: 23; best full-budget objective so far: 0.7000 "
+                    "(trial 3, gap closed -); 1 paused at a lower rung (not ranked)")

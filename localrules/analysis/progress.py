@@ -90,13 +90,12 @@ class SearchProgress:
     n_startup: int | None
     """The TPE setting ``n_startup_jobs`` (None if the experiment does not record it)."""
     references: References = field(default_factory=lambda: References({}, ()))
+    curve: tuple[EpochPoint, ...] = ()
+    """Every reported result in the order it finished, against trial-epochs spent."""
 
     @property
     def startup_trials(self) -> int:
         return sum(p.startup for p in self.points)
-
-    curve: tuple[EpochPoint, ...] = ()
-    """Every reported result in the order it finished, against trial-epochs spent."""
 
     @property
     def best_so_far(self) -> list[float | None]:

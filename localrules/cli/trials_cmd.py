@@ -175,8 +175,9 @@ def spent_line(trials: Sequence[Trial | HistoryEntry], references: References) -
     if best is None:
         text += "none yet"
     else:
-        text += (f"{best.objective:.4f} (trial {best.trial_id}, gap closed "
-                 f"{fmt(references.gap_closed(best.objective))})")
+        objective = best.result["objective"]
+        text += (f"{objective:.4f} (trial {best.trial_id}, gap closed "
+                 f"{fmt(references.gap_closed(objective))})")
     return text + (f"; {paused} paused at a lower rung (not ranked)" if paused else "")
 
 
