@@ -96,7 +96,9 @@ def progress_figure(progress: Sequence[SearchProgress], x: str = "trial") -> Fig
     if x == "trial-epochs":
         return epochs_figure(progress)
     if x != "trial":
-        raise ValueError(f"unknown x-axis {x!r}; valid: trial, trial-epochs")
+        from localrules.analysis.progress import X_AXES
+
+        raise ValueError(f"unknown x-axis {x!r}; valid: {', '.join(X_AXES)}")
     fig = _figure(8, 4.5)
     ax = fig.subplots()
     scored = [p.objective for s in progress for p in s.points if p.objective is not None]

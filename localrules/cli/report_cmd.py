@@ -19,6 +19,7 @@ import json
 import logging
 from pathlib import Path
 
+from localrules.analysis.progress import X_AXES
 from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import check_out_dir, dict_csv, print_report, table
 from localrules.store.documents import counts_text
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prog.add_argument("--experiment", action="append", dest="experiments", required=True,
                       metavar="NAME", help="an experiment (repeat to compare several)")
     add_db_argument(prog)
-    prog.add_argument("--x", choices=("trial", "trial-epochs"), default="trial", dest="x_axis",
+    prog.add_argument("--x", choices=X_AXES, default="trial", dest="x_axis",
                       help="x-axis of progress.png and rows of progress.csv: trial number "
                            "(default) or trial-epochs spent, in order of finishing (the fair "
                            "comparison between fidelities)")
