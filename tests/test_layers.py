@@ -33,8 +33,8 @@ LAYERS: dict[str, set[str]] = {
     "snapshots": {"runs"},
     "train": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "snapshots"},
     "spaces": {"config", "rules"},
-    "store": {"config", "jsonsafe"},
-    "search": {"config", "rules", "spaces", "store"},
+    "store": {"config", "jsonsafe", "results"},  # results: the stdlib-only result schema
+    "search": {"config", "results", "rules", "spaces", "store"},
     "analysis": {"config", "jsonsafe", "results", "rules", "runs", "snapshots", "spaces",
                  "store"},
     "worker": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "search",
