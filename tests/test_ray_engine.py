@@ -1,5 +1,6 @@
 """The Ray Tune engine on a local Ray instance: searches land in the store like the default
-engine's, a failing trial is retried from its checkpoint, ASHA stops a hopeless trial, a rerun
+engine's, a failing trial is retried from its checkpoint, ``--fidelity asha`` (and its alias
+``--scheduler asha``) stops a hopeless trial with the store engine's rung fields, a rerun
 restores the experiment, and bad input exits 2."""
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ def search(db: str, artifacts: Path, experiment: str, *extra: str) -> int:
 
 
 def ray_result_fields() -> set[str]:
-    """Every field of the one result type (results.TrialResult, a worker's too), the Ray
-    engine's own included."""
+    """Every field of the one result type (results.TrialResult, a worker's too) a search
+    without a fidelity writes, the Ray engine's own included."""
     import dataclasses
 
     from localrules.results import TrialResult
 
-    return {f.name for f in dataclasses.fields(TrialResult)}
+    return {f.name for f in dataclasses.fields(TrialResult)} - {"rung", "stopped_early", "rungs"}
 
 
 def test_a_ray_search_fills_the_store_like_the_default_engine(local_ray, mongodb_database_url,
@@ -96,7 +97,8 @@ def test_a_ray_search_fills_the_store_like_the_default_engine(local_ray, mongodb
         assert t.state == "done" and t.attempt == 1 and t.worker.startswith("ray:")
         assert set(t.result) >= ray_result_fields() and t.result["engine"] == "ray"
         assert set(t.result["weight_angle_deg"]) and t.result["steps"] > 0
-        assert t.result["epochs"] == 2 and not t.result["stopped_early"]
+        assert t.result["epochs"] == t.result["trial_epochs"] == 2
+        assert not {"rung", "stopped_early", "rungs"} & set(t.result)  # no fidelity
         assert t.result["objective"] == t.result["top1"] and 0 <= t.result["objective"] <= 1
         # The same documents as the store-queue engine: params, config and hyperopt misc agree.
         assert space.check_params(t.params) == t.params
@@ -166,7 +168,7 @@ def fail_once_after_first_epoch(config: dict) -> None:
 
 
 def _api_search(db: str, tmp_path: Path, name: str, space_spec: str, *, epochs: int,
-                trials: int, scheduler: str = "none", seed: int = 0, trainable=None,
+                trials: int, seed: int = 0, trainable=None,
                 max_failures: int = 1, references: tuple[str, ...] = ()):
     """A search through the API the CLI uses: a session run on the Ray engine."""
     from localrules.raytune.engine import RayEngine, RayOptions
@@ -174,8 +176,7 @@ def _api_search(db: str, tmp_path: Path, name: str, space_spec: str, *, epochs: 
     from localrules.spaces import default_budget, load_space
 
     space = load_space(space_spec, default_budget("digits", width=4, epochs=epochs))
-    options = RayOptions(storage=str(tmp_path / "ray"), max_failures=max_failures,
-                         scheduler=scheduler)
+    options = RayOptions(storage=str(tmp_path / "ray"), max_failures=max_failures)
     settings = SearchSettings(max_trials=trials, concurrency=1, seed=seed, engine="ray",
                               ray=options.settings(), tpe=TpeSettings(n_startup_jobs=trials),
                               references=references, warm_start=False)
@@ -263,23 +264,44 @@ def test_a_trial_out_of_retries_is_failed_with_rays_error(local_ray, tmp_path, c
     assert "failed" in capsys.readouterr().out
 
 
-def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path):
+@pytest.mark.parametrize("fidelity", [["--fidelity", "asha"], ["--scheduler", "asha"]],
+                         ids=["fidelity", "scheduler-alias"])
+def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path, capsys, fidelity):
     spec = tmp_path / "lr.yaml"
     spec.write_text(ASHA_SPACE)
+    db = f"sqlite:///{tmp_path}/a.db"
     # Seed 2 suggests the good rate, then the hopeless one. The fa reference, far below the
     # good rate after an epoch, is not ranked by ASHA: it trains all its epochs.
-    every = _api_search(f"sqlite:///{tmp_path}/a.db", tmp_path, "asha", str(spec), epochs=2,
-                        trials=2, scheduler="asha", references=("fa",), seed=2)
+    assert main(["search", "--engine", "ray", "--space", str(spec), "--experiment", "asha",
+                 "--db", db, "--artifacts", str(tmp_path / "ray"), "--epochs", "2",
+                 "--width", "4", "--max-trials", "2", "--concurrency", "1", "--seed", "2",
+                 "--startup-trials", "2", "--references", "fa", "--no-warm-start",
+                 *fidelity]) == 0
+    assert "(Ray; 1 stopped early)" in capsys.readouterr().out
+    with open_store(db, read_only=True) as store:
+        every = store.trials("asha")
+        recorded = store.require_experiment("asha").settings
+    assert recorded["fidelity"]["kind"] == "asha" and "scheduler" not in recorded["ray"]
     (fa,) = [t for t in every if t.reference is not None]
-    assert fa.result["epochs"] == 2 and not fa.result["stopped_early"]
+    assert fa.result["epochs"] == fa.result["trial_epochs"] == 2
+    assert not {"rung", "stopped_early", "rungs"} & set(fa.result)  # trains fully, unranked
     trials = [t for t in every if t.reference is None]
+    # the store engine's fields on every search trial (rungs at 1 and 2 epochs)
+    for t in trials:
+        assert t.state == "done" and t.fidelity is None  # Ray keeps its rungs in the driver
+        assert {"rung", "trial_epochs", "stopped_early", "rungs"} <= set(t.result)
+        assert t.result["trial_epochs"] == t.result["epochs"]
     first = trials[0]
     (hopeless,) = [t for t in trials[1:] if t.params["run.task_lr"] == 1e-7]
     assert first.params["run.task_lr"] == 0.1
-    assert first.result["epochs"] == 2 and not first.result["stopped_early"]
+    assert (first.result["epochs"], first.result["rung"], first.result["stopped_early"]) == (
+        2, 1, False)
+    assert [r["rung"] for r in first.result["rungs"]] == [0, 1]
     assert hopeless.state == "done" and hopeless.result["stopped_early"]
-    assert hopeless.result["epochs"] == 1
-    assert hopeless.result["objective"] < first.result["objective"]
+    assert (hopeless.result["epochs"], hopeless.result["rung"]) == (1, 0)
+    assert hopeless.result["rungs"] == [{"rung": 0, "epochs": 1,
+                                         "objective": hopeless.result["objective"]}]
+    assert hopeless.result["objective"] < first.result["rungs"][0]["objective"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [

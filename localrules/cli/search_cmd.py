@@ -20,8 +20,8 @@ RESUME = "on resume: as stored"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from localrules.raytune.engine import MAX_FAILURES, SCHEDULERS
-    from localrules.search.fidelity import BRACKETS, FIDELITIES, REDUCTION
+    from localrules.raytune.engine import MAX_FAILURES
+    from localrules.search.fidelity import BRACKETS, FIDELITIES, REDUCTION, SCHEDULERS
     from localrules.search.settings import CONCURRENCY, ENGINES, GAMMA
     from localrules.spaces import PAPER_SPACES
     from localrules.validation import (
@@ -74,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--show-space", action="store_true", help="print the space and exit")
     add = p.add_argument_group(
         "multi-fidelity (docs/search.md): trials train to rungs of min-epochs·η^k epochs and "
-        "the top 1/η of each rung goes on, resuming from its checkpoint").add_argument
+        "the top 1/η of each rung goes on: on the store engine resuming from its checkpoint, "
+        "on Ray (Ray's AsyncHyperBandScheduler, the same rungs) the others are stopped"
+        ).add_argument
     add("--fidelity", choices=FIDELITIES, help=f"none: every trial trains the budget's epochs "
         f"(default); asha: asynchronous successive halving; hyperband: asha in several "
         f"brackets ({RESUME}, fixed)")
@@ -90,13 +92,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--resources-per-trial", help=f"e.g. cpu=2,gpu=1 or TPU=4 (default cpu=1; {RESUME})")
     add("--max-failures", type=number(MAX_FAILURES),
         help=f"retries from the last checkpoint (default 2; {RESUME})")
-    add("--scheduler", choices=SCHEDULERS, help=f"asha: stop clearly bad trials early (default "
-        f"none; {RESUME})")
+    add("--scheduler", choices=SCHEDULERS, help="the alias of --fidelity asha (min-epochs 1, "
+        "η 3 unless given) or none, kept from before --fidelity; not beside another --fidelity")
     p.set_defaults(handler=run, flags=FLAGS)
 
 
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The search settings the flags give (None: not given, so stored or default)."""
+    """The search settings the flags give (None: not given, so stored or default).
+    ``--scheduler`` gives the fidelity's kind (ValueError beside another ``--fidelity``)."""
+    from localrules.search.fidelity import scheduler_alias
+
     text = args.references
     references = None if text is None else [] if text.strip().lower() == "none" else [
         r.strip() for r in text.split(",") if r.strip()] or [text]  # checked by the settings
@@ -105,7 +110,8 @@ def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
             "warm_start": False if args.no_warm_start else None,
             "tpe": {"n_startup_jobs": args.startup_trials, "gamma": args.gamma,
                     "n_ei_candidates": args.ei_candidates},
-            "fidelity": {"kind": args.fidelity, "min_epochs": args.min_epochs,
+            "fidelity": {"kind": scheduler_alias(args.scheduler, args.fidelity),
+                         "min_epochs": args.min_epochs,
                          "reduction_factor": args.reduction_factor, "brackets": args.brackets}}
 
 
@@ -159,8 +165,11 @@ def run(args: argparse.Namespace) -> int:
     if args.show_space:
         print(space.describe())
         return 0
-    chosen, changes = engine(args), settings_changes(args)
-    resolve_settings(None, changes, chosen.default_concurrency)  # before Ray is even reached
+    changes = settings_changes(args)
+    chosen = engine(args)
+    # every flag checked before Ray is even reached
+    resolve_settings(None, changes, chosen.default_concurrency).fidelity.check_budget(
+        space.budget.epochs)
     with chosen, SearchSession.open(args.db, args.experiment, space, changes, chosen) as session:
         with Display(session.settings, enabled=sys.stderr.isatty()) as display:
             outcome = session.run(chosen, on_status=display)

@@ -1,8 +1,9 @@
 """The Ray Tune engine: the same searches on a Ray cluster (``localrules search --engine ray``).
 
-Ray Tune schedules the trials (resources per trial, retries from checkpoints, ASHA early
-stopping); the store engine's own trial factory suggests them (reference runs, warm starts, then
-hyperopt's TPE over the store's history); and every trial lands in the localrules store in the
+Ray Tune schedules the trials (resources per trial, retries from checkpoints, early stopping
+under the search's fidelity, the store engine's rungs); the store engine's own trial factory
+suggests them (reference runs, warm starts, then hyperopt's TPE over the store's history); and
+every trial lands in the localrules store in the
 same schema as the store-queue engine, so ``localrules trials`` and every report work unchanged.
 
 - ``searcher.py``: the searcher that hands Tune the store engine's trials (ids, seeds and

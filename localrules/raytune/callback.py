@@ -5,10 +5,14 @@ A trial is stored when Ray starts it: state ``running``, attempt 1, worker ``ray
 id>``, no lease (a store controller's lease sweep must not requeue it: Ray, not a store worker,
 owns it). Each epoch's checkpoint, once Ray has persisted it, becomes the trial's progress (the
 same document a worker writes, with that checkpoint as ``run_dir``); the end becomes
-``complete`` (finished, or stopped early by ASHA: ``stopped_early``) or ``fail`` (out of
-retries). A retry Ray makes from a checkpoint is counted in the progress (``retries``). Results
-are the default engine's ``results.TrialResult`` with its Ray fields set (``engine: "ray"``, the
-Ray trial id, ``stopped_early``).
+``complete`` (finished, or stopped early by Ray's scheduler) or ``fail`` (out of retries). A
+retry Ray makes from a checkpoint is counted in the progress (``retries``). Results are the
+default engine's ``results.TrialResult`` with its Ray fields set (``engine: "ray"``, the Ray
+trial id) and the fields a store worker writes (``ray_result``): ``trial_epochs`` always, and
+under a multi-fidelity search (the experiment's ``fidelity``, read once from the store) the
+``rung`` reached, ``stopped_early`` and ``rungs``, the rung results the callback saw. Those it
+keeps in the progress as each rung's epoch is checkpointed (``progress.rungs``), so a restarted
+driver still has them.
 
 A database that is briefly away must not stop Ray's trials: a write that fails is logged and
 the next event writes the state again (progress is rewritten whole each epoch; a missing trial
@@ -29,18 +33,24 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
 from localrules.raytune.searcher import META, driver_lock, store_url
+
+if TYPE_CHECKING:
+    from localrules.search.fidelity import Fidelity
 
 log = logging.getLogger(__name__)
 
 REFERENCE_OBJECTIVE = "reference_objective"
 """What a reference run reports instead of ``objective`` (ASHA ranks on the objective)."""
 RAY_RETRIES = "retries"
+RAY_RUNGS = "rungs"
+"""The progress's rung results so far, as a result's ``rungs``."""
 LOCK_RENEW_SECONDS = 10.0
 
 
@@ -52,6 +62,57 @@ def checkpoint_location(checkpoint) -> str | None:
     if kind == "local":
         return checkpoint.path
     return f"{'gs' if kind == 'gcs' else kind}://{checkpoint.path}"
+
+
+def rung_of(rungs: Sequence[int], epochs: int) -> int | None:
+    """The index of the highest rung at or below ``epochs`` trained (None below the first)."""
+    below = [k for k, at in enumerate(rungs) if at <= epochs]
+    return below[-1] if below else None
+
+
+def rung_results(seen: Sequence[Mapping[str, Any]] | None, rungs: Sequence[int],
+                 last: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rung results ``seen`` so far with the epoch reported in ``last`` added when it is a
+    rung's (a retry's repeat replaces the earlier one), by rung."""
+    kept = {r["rung"]: dict(r) for r in seen or () if isinstance(r, Mapping)
+            and isinstance(r.get("rung"), int)}
+    epoch = int(last.get("epoch") or 0)
+    if epoch in rungs and isinstance(last.get("objective"), (int, float)):
+        rung = rungs.index(epoch)
+        kept[rung] = {"rung": rung, "epochs": epoch, "objective": last["objective"]}
+    return [kept[k] for k in sorted(kept)]
+
+
+def ray_result(trial, last: Mapping[str, Any], fidelity: Fidelity,
+               seen: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The stored result of a Ray trial that ended with the report ``last``: a store worker's
+    fields (``results.TrialResult``), the Ray ones, ``trial_epochs`` (epochs trained), and
+    under a ``fidelity`` for a search trial the highest rung of ``fidelity.rungs`` at or below
+    the epochs trained, ``stopped_early`` (below the trial's epochs, not diverged: stopped by
+    Ray's scheduler) and ``rungs`` (those ``seen`` with this one; only what the callback saw,
+    where a worker keeps every rung it paused at). A reference run reports its objective apart
+    from the scheduler's metric and trains fully: ``trial_epochs`` only."""
+    from localrules.results import TrialResult
+
+    epoch = int(last.get("epoch") or 0)
+    epochs = int(last.get("epochs") or 0)
+    diverged = bool(last.get("diverged"))
+    reference = trial.config[META].get("reference") is not None
+    rung = stopped_early = found = None
+    if fidelity.enabled and not reference and epochs:
+        rungs = fidelity.rungs(epochs)
+        rung, stopped_early = rung_of(rungs, epoch), not diverged and epoch < epochs
+        found = rung_results(seen, rungs, last) or None
+    return TrialResult(
+        top1=last.get("top1"), top5=last.get("top5"), eval_loss=last.get("eval_loss"),
+        diverged=diverged, interrupted=False, epochs=epoch, steps=last.get("steps"),
+        objective=last.get(REFERENCE_OBJECTIVE if reference else "objective"),
+        chance=last.get("chance"), seconds=last.get("time_total_s"),
+        run_dir=checkpoint_location(trial.checkpoint),
+        weight_angle_deg=last.get("weight_angle_deg") or {},  # bp: none, as a worker's
+        engine="ray", ray_trial_id=trial.trial_id, trial_epochs=epoch, rung=rung,
+        stopped_early=stopped_early, rungs=found,
+    ).to_document()
 
 
 def error_text(trial) -> str:
@@ -75,9 +136,25 @@ class StoreCallback(Callback):
         self._store = None
         self._renewed = 0.0
         self._reconciled = False
+        self._fidelity = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None, "_renewed": 0.0, "_reconciled": False}
+        return {**self.__dict__, "_store": None, "_renewed": 0.0, "_reconciled": False,
+                "_fidelity": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_fidelity": None, **state})  # pickled before it had one
+
+    @property
+    def fidelity(self) -> Fidelity:
+        """The experiment's fidelity as its search reads it (``SearchSettings``: a scheduler
+        an older Ray search recorded is its fidelity), read from the store once."""
+        if self._fidelity is None:
+            from localrules.search.settings import SearchSettings
+
+            stored = self.store.require_experiment(self.experiment)
+            self._fidelity = SearchSettings.from_dict(stored.settings).fidelity
+        return self._fidelity
 
     @property
     def store(self):
@@ -125,9 +202,16 @@ class StoreCallback(Callback):
         record = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS}
         doc = progress_document(record, int(result.get("epochs") or 0),
                                 checkpoint_location(checkpoint))
-        retries = int((stored.progress or {}).get(RAY_RETRIES, 0))
-        self.store.report_progress(self.experiment, self._id(trial), 1,
-                                   {**doc, RAY_RETRIES: retries} if retries else doc)
+        before = stored.progress or {}
+        retries = int(before.get(RAY_RETRIES, 0))
+        if retries:
+            doc[RAY_RETRIES] = retries
+        epochs = int(result.get("epochs") or 0)
+        if self.fidelity.enabled and self._reference_key(trial) is None and epochs:
+            seen = rung_results(before.get(RAY_RUNGS), self.fidelity.rungs(epochs), result)
+            if seen:
+                doc[RAY_RUNGS] = seen
+        self.store.report_progress(self.experiment, self._id(trial), 1, doc)
 
     # --- Tune's events --------------------------------------------------------------------------
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -212,25 +296,13 @@ class StoreCallback(Callback):
                         lambda: release(self.store, key, driver_lock()[1]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        from localrules.results import TrialResult
-
         last = dict(trial.last_result or {})
-        epoch = int(last.get("epoch") or 0)
-        diverged = bool(last.get("diverged"))
-        reference = self._reference_key(trial) is not None  # reported apart: ASHA ignores it
-        result = TrialResult(
-            top1=last.get("top1"), top5=last.get("top5"), eval_loss=last.get("eval_loss"),
-            diverged=diverged, interrupted=False, epochs=epoch, steps=last.get("steps"),
-            objective=last.get(REFERENCE_OBJECTIVE if reference else "objective"),
-            chance=last.get("chance"), seconds=last.get("time_total_s"),
-            run_dir=checkpoint_location(trial.checkpoint),
-            weight_angle_deg=last.get("weight_angle_deg") or {},  # bp: none, as a worker's
-            engine="ray", ray_trial_id=trial.trial_id,
-            stopped_early=not diverged and epoch < int(last.get("epochs") or 0),
-        ).to_document()
 
         def write() -> None:
-            if self._ensure(trial) is not None:
+            stored = self._ensure(trial)
+            if stored is not None:
+                result = ray_result(trial, last, self.fidelity,
+                                    (stored.progress or {}).get(RAY_RUNGS))
                 self.store.complete(self.experiment, self._id(trial), 1, result)
 
         self._write("its result", trial, write)

@@ -4,9 +4,10 @@ The Tuner: ``ConcurrencyLimiter(StoreSearcher(...))`` at the experiment's concur
 store engine's own trial factory (reference runs, warm starts, then TPE with every setting of the
 experiment, seeded per trial id), so both engines suggest the same trials from the same history;
 the function trainable with the requested resources per trial; a
-``FailureConfig`` retrying a failed trial from its last checkpoint; optionally ASHA on the
-objective (time in epochs: grace period 1, reduction factor 3, up to the trial's epochs); the
-store callback. The experiment's files (Ray's experiment state and every trial's checkpoints)
+``FailureConfig`` retrying a failed trial from its last checkpoint; under a multi-fidelity
+search (``SearchSettings.fidelity``, the store engine's vocabulary) Ray's
+``AsyncHyperBandScheduler`` on the objective with the same rungs (``ray_scheduler``); the store
+callback. The experiment's files (Ray's experiment state and every trial's checkpoints)
 live in ``storage/<experiment>``; running the same experiment again restores the Tuner from there
 (``Tuner.restore``): finished trials stay finished, unfinished ones resume from their
 checkpoints, and the searcher continues from its saved state.
@@ -33,6 +34,7 @@ from localrules.search.engine import (
     StopCheck,
     on_sigterm,
 )
+from localrules.search.fidelity import SCHEDULERS, Fidelity
 from localrules.validation import Limit, ParameterError, shown
 
 if TYPE_CHECKING:
@@ -40,12 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("none", "asha")
 RESOURCE_AMOUNT = Limit(0, 1e6, low_open=True)
 """CPUs, GPUs or a custom resource per trial."""
 MAX_FAILURES = Limit(0, 1000, integer=True)
-ASHA_GRACE_PERIOD = 1
-ASHA_REDUCTION_FACTOR = 3
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -84,9 +83,12 @@ def check_resources(resources: str | Mapping[str, Any]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How to run on Ray: where, with what per trial, how many retries, which scheduler.
-    ``resources``, ``max_failures`` and ``scheduler`` are recorded with the experiment
-    (``SearchSettings.ray``) and fixed on resume; ``storage`` and ``address`` may move."""
+    """How to run on Ray: where, with what per trial, how many retries. ``resources`` and
+    ``max_failures`` are recorded with the experiment (``SearchSettings.ray``) and fixed on
+    resume; ``storage`` and ``address`` may move. ``scheduler`` is the alias of the search's
+    fidelity (``search.fidelity.SCHEDULERS``), None when not given: the search settings read it
+    as their fidelity and do not keep it (an experiment that recorded one gives it back here on
+    resume, and it is read the same way again)."""
 
     storage: str
     """Absolute path or URI (gs://…) holding the experiment's Ray state and checkpoints; on a
@@ -95,10 +97,10 @@ class RayOptions:
     """``auto`` or ``HOST:PORT`` of a running cluster; None starts a local Ray instance."""
     resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})
     max_failures: int = 2
-    scheduler: str = "none"
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
-        if self.scheduler not in SCHEDULERS:
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: "
                              f"{', '.join(SCHEDULERS)}")
         try:
@@ -114,8 +116,8 @@ class RayOptions:
 
     def settings(self) -> dict[str, Any]:
         """What the experiment records (``SearchSettings.ray``)."""
-        return {"resources": dict(self.resources), "max_failures": self.max_failures,
-                "scheduler": self.scheduler}
+        recorded = {"resources": dict(self.resources), "max_failures": self.max_failures}
+        return recorded if self.scheduler is None else {**recorded, "scheduler": self.scheduler}
 
 
 @contextlib.contextmanager
@@ -167,9 +169,29 @@ def trial_epochs(space) -> int:
     return int(space.base.get("run.epochs", space.budget.epochs))
 
 
+def ray_scheduler(fidelity: Fidelity, epochs: int):
+    """Ray's scheduler for a search's fidelity under trials of ``epochs`` epochs: None without
+    one, else ``AsyncHyperBandScheduler`` on the objective with time in epochs (one report an
+    epoch), ``max_t`` the trial's epochs, grace period ``min_epochs``, reduction factor η and
+    ``Fidelity.bracket_count`` brackets (ASHA: 1, which is Ray's ``ASHAScheduler``). Its
+    bracket ``s`` has milestones at ``min_epochs · η^k`` from ``k = s``, below ``max_t``: the
+    store engine's rungs of bracket ``s`` (``Fidelity.rungs``). What differs is Ray's: it
+    assigns brackets at random in proportion to e^(rungs) rather than Hyperband's shares, it
+    stops a trial below the rung's (1 - 1/η) quantile when it arrives there (never to be
+    resumed), and its rung state lives in the driver (afresh after a restore)."""
+    if not fidelity.enabled:
+        return None
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    fidelity.check_budget(epochs)  # Ray would assert
+    return AsyncHyperBandScheduler(
+        time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=epochs,
+        grace_period=fidelity.min_epochs, reduction_factor=fidelity.reduction_factor,
+        brackets=fidelity.bracket_count(epochs))
+
+
 def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     from localrules.raytune.callback import StoreCallback
@@ -179,11 +201,7 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
         StoreSearcher(experiment=experiment.name, space_source=experiment.space_source,
                       budget=experiment.budget, settings=settings.to_dict()),
         max_concurrent=settings.concurrency)
-    scheduler = None
-    if options.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
-                                  max_t=trial_epochs(space), grace_period=ASHA_GRACE_PERIOD,
-                                  reduction_factor=ASHA_REDUCTION_FACTOR)
+    scheduler = ray_scheduler(settings.fidelity, trial_epochs(space))
     return tune.Tuner(
         trainable,
         # Until the searcher says it is finished (max_trials search trials and the references
@@ -240,8 +258,8 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
     runnable = tune.with_resources(trainable or train_ray_trial, dict(options.resources))
     with _driver_environment(url, lock):
         if tune.Tuner.can_restore(path):
-            log.info("restoring the Ray experiment in %s (ASHA, if used, starts its rungs "
-                     "afresh)", path)
+            log.info("restoring the Ray experiment in %s (a fidelity's rungs, if any, start "
+                     "afresh: Ray keeps them in the driver)", path)
             tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
                                        resume_errored=False)
         else:

@@ -41,6 +41,10 @@ FIDELITIES = ("none", "asha", "hyperband")
 REDUCTION = Limit(2, 100, integer=True)
 """η: the fraction 1/η of a rung goes on to the next; η^k grows fast, so 100 is absurd already."""
 BRACKETS = Limit(1, 64, integer=True)
+SCHEDULERS = ("none", "asha")
+"""The Ray engine's ``--scheduler`` (and the ``ray.scheduler`` Ray searches recorded before
+``--fidelity`` existed): an alias of ``--fidelity`` none or asha with its defaults, min-epochs 1
+and η 3, the grace period and reduction factor Ray's ASHA always had here."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,19 @@ class Fidelity:
         if self.kind == "hyperband":
             text += f", {self.bracket_count(epochs)} brackets"
         return text
+
+
+def scheduler_alias(scheduler: str | None, kind: str | None) -> str | None:
+    """The fidelity kind a search is given when it may also be given the alias ``scheduler``
+    (``SCHEDULERS``; None: not given): the alias's kind, or ``kind`` when they agree.
+    ValueError when both are given and differ."""
+    if scheduler is None:
+        return kind
+    check_choice("scheduler", scheduler, SCHEDULERS)
+    if kind is not None and kind != scheduler:
+        raise ValueError(f"--scheduler {scheduler} is the alias of --fidelity {scheduler}, "
+                         f"which conflicts with --fidelity {kind}; give --fidelity alone")
+    return scheduler
 
 
 # --- decisions from the documents ---------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from localrules.search.fidelity import Fidelity
+from localrules.search.fidelity import Fidelity, scheduler_alias
 from localrules.spaces import Space
 from localrules.store import Experiment
 from localrules.validation import (
@@ -66,8 +66,10 @@ class SearchSettings:
     """What runs the trials: ``store`` (the controller queues them in the database for
     workers) or ``ray`` (Ray Tune schedules them; ``localrules.raytune``)."""
     ray: Mapping[str, Any] = field(default_factory=dict)
-    """The Ray engine's options (resources per trial, max failures, scheduler); empty for the
-    store engine. Fixed on resume: a restored Tuner keeps its own."""
+    """The Ray engine's options (resources per trial, max failures); empty for the store
+    engine. Fixed on resume: a restored Tuner keeps its own. A ``scheduler`` in it (recorded by
+    Ray searches before ``fidelity`` existed, or the alias ``--scheduler``) is read as the
+    fidelity and dropped (``_read_scheduler``)."""
     references: tuple[str, ...] = ("bp", "fa")
     """Presets trained under the experiment's budget and seed beside the search (not counted
     in ``max_trials``); bp and fa give every trial its gap closed (``store.references``)."""
@@ -78,7 +80,8 @@ class SearchSettings:
     suggestion."""
     fidelity: Fidelity = field(default_factory=Fidelity)
     """How trials spend epochs: all of the budget's (``none``), or rungs with successive
-    halving (``asha``, ``hyperband``; ``search.fidelity``). Fixed on resume."""
+    halving (``asha``, ``hyperband``; ``search.fidelity``), whichever engine runs them (the
+    store's controller, or Ray's ``AsyncHyperBandScheduler``). Fixed on resume."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -92,6 +95,22 @@ class SearchSettings:
         object.__setattr__(self, "references", check_references(self.references))
         REPLICATES.check("reference_seeds", self.reference_seeds)
         check_bool("warm_start", self.warm_start)
+        self._read_scheduler()
+
+    def _read_scheduler(self) -> None:
+        """``ray.scheduler`` read as the fidelity, and dropped from ``ray``: one vocabulary for
+        both engines. ``asha`` is ``Fidelity("asha")`` (min-epochs 1, η 3: the rungs Ray's ASHA
+        always had here), so an experiment that recorded ``ray: {scheduler: asha}`` and no
+        fidelity resumes as fidelity asha, unchanged; ``none`` is no fidelity. ValueError when
+        it conflicts with a fidelity given beside it."""
+        if not isinstance(self.ray, Mapping) or "scheduler" not in self.ray:
+            return
+        ray = dict(self.ray)
+        given = None if self.fidelity.kind == "none" else self.fidelity.kind
+        kind = scheduler_alias(ray.pop("scheduler"), given)
+        if kind != self.fidelity.kind:  # only none → asha: none has the defaults
+            object.__setattr__(self, "fidelity", Fidelity(kind))
+        object.__setattr__(self, "ray", ray)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSettings:
@@ -155,7 +174,8 @@ def check_same_search(existing: Experiment, space: Space, url: str) -> None:
 def settings_update(existing: Experiment, settings: SearchSettings) -> dict[str, Any]:
     """The settings a resume changes (ValueError if it changes a FIXED one)."""
     defaults = SearchSettings().to_dict()  # settings stored before a field existed
-    old = {**defaults, **dict(existing.settings)}
+    # read as a search reads them (a Ray search's recorded scheduler is its fidelity)
+    old = SearchSettings.from_dict({**defaults, **dict(existing.settings)}).to_dict()
     new = settings.to_dict()
     changed = [k for k in FIXED if old.get(k) != new[k]]
     if changed:
