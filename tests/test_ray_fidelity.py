@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -192,6 +193,11 @@ def report(epoch: int, objective: float, epochs: int = 10, **extra) -> dict:
             "chance": 0.1, "training_iteration": epoch, "time_total_s": 3.0 * epoch, **extra}
 
 
+def unstamped(rungs: list[dict]) -> list[dict]:
+    """Rung results without the time each was seen."""
+    return [{k: v for k, v in r.items() if k != "finished_at"} for r in rungs]
+
+
 def test_rays_result_has_a_store_workers_fields():
     from localrules.raytune.callback import ray_result
     from localrules.results import TrialResult, at_rung
@@ -201,8 +207,9 @@ def test_rays_result_has_a_store_workers_fields():
                          seen=[{"rung": 0, "epochs": 1, "objective": 0.2}])
     assert (stopped["rung"], stopped["trial_epochs"], stopped["epochs"]) == (1, 3, 3)
     assert stopped["stopped_early"] is True
-    assert stopped["rungs"] == [{"rung": 0, "epochs": 1, "objective": 0.2},
-                                {"rung": 1, "epochs": 3, "objective": 0.4}]
+    assert [{k: r[k] for k in ("rung", "epochs", "objective")} for r in stopped["rungs"]] == [
+        {"rung": 0, "epochs": 1, "objective": 0.2}, {"rung": 1, "epochs": 3, "objective": 0.4}]
+    assert stopped["rungs"][1]["finished_at"] == pytest.approx(time.time(), abs=60)
     # a store worker's result for the same trial paused at rung 1: the same fields
     outcome = {f.name: stopped[f.name] for f in dataclasses.fields(TrialResult)
                if f.name not in TrialResult.OPTIONAL_FIELDS}
@@ -210,12 +217,14 @@ def test_rays_result_has_a_store_workers_fields():
                      {"bracket": 0, "rung": 1, "epochs": 3},
                      {"rungs": [{"rung": 0, "epochs": 1, "objective": 0.2}]}, 10)
     assert set(stopped) - set(worker) == {"engine", "ray_trial_id"}
-    assert {k: stopped[k] for k in ("rung", "stopped_early", "rungs", "trial_epochs")} == {
-        k: worker[k] for k in ("rung", "stopped_early", "rungs", "trial_epochs")}
+    assert {k: stopped[k] for k in ("rung", "stopped_early", "trial_epochs")} == {
+        k: worker[k] for k in ("rung", "stopped_early", "trial_epochs")}
+    assert [set(r) for r in stopped["rungs"]] == [set(r) for r in worker["rungs"]] and [
+        r["objective"] for r in stopped["rungs"]] == [r["objective"] for r in worker["rungs"]]
 
     full = ray_result(fake_trial(report(10, 0.9)), report(10, 0.9), asha)
     assert (full["rung"], full["stopped_early"], full["trial_epochs"]) == (3, False, 10)
-    assert full["rungs"] == [{"rung": 3, "epochs": 10, "objective": 0.9}]  # only those seen
+    assert unstamped(full["rungs"]) == [{"rung": 3, "epochs": 10, "objective": 0.9}]  # seen
     diverged = ray_result(fake_trial(report(2, 0.1, diverged=True)),
                           report(2, 0.1, diverged=True), asha)
     assert (diverged["rung"], diverged["stopped_early"]) == (0, False)
@@ -271,15 +280,15 @@ def test_the_callback_stores_the_rungs_a_ray_trial_reached(driver, legacy):
         trial.last_result = report(epoch, objective)
         callback.on_checkpoint(epoch, [trial], trial, None)
         if epoch == 1:
-            assert driver.get_trial("r", 3).progress["rungs"] == [
+            assert unstamped(driver.get_trial("r", 3).progress["rungs"]) == [
                 {"rung": 0, "epochs": 1, "objective": 0.3}]
     callback.on_trial_complete(3, [trial], trial)
     stored = driver.get_trial("r", 3)
     assert stored.state == DONE and stored.worker == "ray:ray3"
     assert stored.result["rung"] == 1 and stored.result["trial_epochs"] == 3
     assert stored.result["stopped_early"] is True and stored.result["engine"] == "ray"
-    assert stored.result["rungs"] == [{"rung": 0, "epochs": 1, "objective": 0.3},
-                                      {"rung": 1, "epochs": 3, "objective": 0.5}]
+    assert unstamped(stored.result["rungs"]) == [{"rung": 0, "epochs": 1, "objective": 0.3},
+                                                 {"rung": 1, "epochs": 3, "objective": 0.5}]
     callback.on_experiment_end([trial])
 
 

@@ -73,13 +73,16 @@ def rung_of(rungs: Sequence[int], epochs: int) -> int | None:
 def rung_results(seen: Sequence[Mapping[str, Any]] | None, rungs: Sequence[int],
                  last: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rung results ``seen`` so far with the epoch reported in ``last`` added when it is a
-    rung's (a retry's repeat replaces the earlier one), by rung."""
+    rung's (a retry's repeat replaces the earlier one), by rung; each stamped, as a store
+    worker's are, with when it was seen (``finished_at``: where the reports place its
+    epochs)."""
     kept = {r["rung"]: dict(r) for r in seen or () if isinstance(r, Mapping)
             and isinstance(r.get("rung"), int)}
     epoch = int(last.get("epoch") or 0)
     if epoch in rungs and isinstance(last.get("objective"), (int, float)):
         rung = rungs.index(epoch)
-        kept[rung] = {"rung": rung, "epochs": epoch, "objective": last["objective"]}
+        kept[rung] = {"rung": rung, "epochs": epoch, "objective": last["objective"],
+                      "finished_at": time.time()}
     return [kept[k] for k in sorted(kept)]
 
 
