@@ -177,36 +177,49 @@ def rung_table(snapshot: Mapping[int, Trial], bracket: int, rung: int) -> dict[i
             for r, objective in rung_points(t.result) if r == rung}
 
 
-def check_promotions(url: str, snapshots: Sequence[Mapping[int, Trial]], fidelity: Fidelity,
-                     epochs: int) -> int:
-    """ASHA's rule held: no promotion is due in the final documents, and each promotion the
-    watcher saw was in the top 1/η of its rung when it was made. Between the last snapshot
-    before a promotion (rung table ``A``) and the first after it (``B``) the controller saw a
-    table between the two; the promotion is justified if it is in the top ⌊n/η⌋ of the most
-    favourable one (``A``, itself, and the results of ``B`` ranked below it). Returns the number
-    of promotions checked."""
-    with open_store(url, read_only=True) as store:
-        entries, _ = store.changes("mf", 0)
-        final = {t.trial_id: t for t in store.trials("mf")}
-    due = promotions(entries, fidelity, epochs)
-    assert due == [], f"promotions left due: {[(e.trial_id, f) for e, f in due]}"
+def promotion_faults(final: Sequence[Trial], snapshots: Sequence[Mapping[int, Trial]],
+                     fidelity: Fidelity, epochs: int) -> tuple[list[str], int]:
+    """Where ASHA's rule did not hold, and how many promotions were checked. No promotion may
+    be due in the ``final`` documents (``search.fidelity.promotions``), and each promotion the
+    watcher's ``snapshots`` show must have been in the top 1/η of its rung when made: between
+    the last snapshot before it (rung table ``A``) and the first after it (``B``) the
+    controller saw a table between the two, so the promotion is justified if it is in the top
+    ⌊n/η⌋ of the most favourable one (``A``, itself, and the results of ``B`` ranked below
+    it)."""
+    from localrules.store import HistoryEntry
+
+    due = promotions([HistoryEntry.of(t) for t in final], fidelity, epochs)
+    faults = [f"trial {e.trial_id} is due for rung {f['rung']}" for e, f in due]
     eta, checked = fidelity.reduction_factor, 0
-    for i, trial in final.items():
-        bracket = trial.fidelity["bracket"]
+    for trial in final:
+        i, bracket = trial.trial_id, trial.fidelity["bracket"]
         mine = dict(rung_points(trial.result))
         for rung in range(bracket, trial.fidelity["rung"]):
-            at = next(n for n, s in enumerate(snapshots)
-                      if i in s and s[i].fidelity["rung"] > rung)
+            at = next((n for n, s in enumerate(snapshots)
+                       if i in s and s[i].fidelity["rung"] > rung), None)
+            if at is None:
+                faults.append(f"trial {i}: its promotion past rung {rung} was never seen")
+                continue
             before = rung_table(snapshots[at - 1], bracket, rung) if at else {}
             after = rung_table(snapshots[at], bracket, rung)
             me = (-mine[rung], i)
             table = {**before, i: mine[rung],
                      **{j: o for j, o in after.items() if (-o, j) > me}}
             ranked = sorted(table, key=lambda j: (-table[j], j))
-            assert ranked.index(i) < len(table) // eta, (
-                f"trial {i} promoted past rung {rung} at rank {ranked.index(i) + 1} of "
-                f"{len(table)} ({table})")
+            if ranked.index(i) >= len(table) // eta:
+                faults.append(f"trial {i} promoted past rung {rung} at rank "
+                              f"{ranked.index(i) + 1} of {len(table)} ({table})")
             checked += 1
+    return faults, checked
+
+
+def check_promotions(url: str, snapshots: Sequence[Mapping[int, Trial]], fidelity: Fidelity,
+                     epochs: int) -> int:
+    """``promotion_faults`` of the stored search: none. Returns the promotions checked."""
+    with open_store(url, read_only=True) as store:
+        final = store.trials("mf")
+    faults, checked = promotion_faults(final, snapshots, fidelity, epochs)
+    assert not faults, faults
     return checked
 
 
@@ -264,6 +277,39 @@ def check_search(url: str, artifacts: Path, log: str, snapshots, *, epochs: int,
     assert finished and all(not t.result["stopped_early"] for t in finished)
     assert check_promotions(url, snapshots, fidelity, epochs) >= len(rungs) - 1
     return final
+
+
+# --- the checker can fail --------------------------------------------------------------------
+def _trial(i: int, state: str, rung: int, objectives: Sequence[float]) -> Trial:
+    """A trial of an η-2 ASHA search with rungs at 1 and 2 epochs."""
+    rungs = [{"rung": k, "epochs": k + 1, "objective": o} for k, o in enumerate(objectives)]
+    result = None if not rungs else {"objective": objectives[-1], "rung": len(rungs) - 1,
+                                     "stopped_early": len(rungs) < 2, "rungs": rungs}
+    return Trial("mf", i, {}, {}, {"idxs": {}, "vals": {}}, state=state, result=result,
+                 fidelity={"bracket": 0, "rung": rung, "epochs": rung + 1})
+
+
+def test_the_promotion_checker_flags_a_promotion_out_of_the_top_and_one_left_due():
+    asha = Fidelity("asha", 1, 2)
+    two = [_trial(0, "done", 0, [0.3]), _trial(1, "done", 0, [0.5])]
+    # Trial 1 (the better) promoted once both had reported: right.
+    promoted = [two[0], _trial(1, "queued", 1, [0.5])]
+    final = [two[0], _trial(1, "done", 1, [0.5, 0.7])]
+    assert promotion_faults(final, [dict(enumerate(two)), dict(enumerate(promoted))], asha,
+                            2) == ([], 1)
+    # Trial 0 (the worse) promoted instead, and trial 1 left paused though due.
+    wrong = [_trial(0, "queued", 1, [0.3]), two[1]]
+    final = [_trial(0, "done", 1, [0.3, 0.9]), two[1]]
+    faults, checked = promotion_faults(final, [dict(enumerate(two)), dict(enumerate(wrong))],
+                                       asha, 2)
+    assert checked == 1 and len(faults) == 2
+    assert "trial 1 is due for rung 1" in faults[0] and "trial 0 promoted past rung 0" in faults[1]
+    # A promotion made before the other result was in (the controller saw one of one): wrong.
+    alone = [_trial(0, "done", 0, [0.5])]
+    early = [_trial(0, "queued", 1, [0.5])]
+    final = [_trial(0, "done", 1, [0.5, 0.9]), _trial(1, "done", 0, [0.3])]
+    faults, _ = promotion_faults(final, [{0: alone[0]}, {0: early[0]}], asha, 2)
+    assert faults and "rank 1 of 1" in faults[0]
 
 
 # --- the searches -------------------------------------------------------------------------------
