@@ -48,6 +48,7 @@ parameters:
 """
 RESUMED = re.compile(r"resumed from the checkpoint in (\S+) at step (\d+)")
 PROMOTED = re.compile(r"trial (\d+) promoted to rung (\d+)")
+COMPLETED = re.compile(r"trial (\d+) of 'mf' \(attempt (\d+)\) (?:paused at rung (\d+)|done):")
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -231,6 +232,25 @@ def resumes(log: str) -> dict[int, list[int]]:
     return found
 
 
+def completions(log: str) -> dict[int, list[tuple[int, int | None]]]:
+    """The workers' final writes per trial, by attempt: {trial_id: [(attempt, rung paused at,
+    or None for done), …]}."""
+    found: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
+    for trial, attempt, rung in COMPLETED.findall(log):
+        found[int(trial)].append((int(attempt), int(rung) if rung else None))
+    return {t: sorted(c) for t, c in found.items()}
+
+
+def check_completed_once(trial: Trial, completed: Sequence[tuple[int, int | None]]) -> None:
+    """The workers wrote one result per rung the trial trained, each from another attempt:
+    paused at each rung below its last, then done once (or paused there)."""
+    trained = [r["rung"] for r in trial.result["rungs"]]
+    attempts = [a for a, _ in completed]
+    assert len(set(attempts)) == len(attempts) and attempts[-1] == trial.attempt, completed
+    last = None if not trial.result["stopped_early"] else trained[-1]
+    assert [r for _, r in completed] == [*trained[:-1], last], (trial.trial_id, completed)
+
+
 def check_finished_once(trial: Trial, rungs: Sequence[int], artifacts: Path,
                         resumed: Sequence[int] | None) -> int:
     """One trial's evidence (module docstring); ``resumed``: the steps its runs resumed at,
@@ -267,9 +287,10 @@ def check_search(url: str, artifacts: Path, log: str, snapshots, *, epochs: int,
     with open_store(url, read_only=True) as store:
         final = store.trials("mf")
     assert len(final) == trials and all(t.lapses == 0 for t in final)
-    steps = resumes(log)
+    steps, completed = resumes(log), completions(log)
     for trial in final:
         check_finished_once(trial, rungs, artifacts, steps.get(trial.trial_id, []))
+        check_completed_once(trial, completed.get(trial.trial_id, []))
     assert set(steps) <= {t.trial_id for t in final}
     paused = [t for t in final if t.fidelity["rung"] == 0]
     finished = [t for t in final if t.fidelity["rung"] == len(rungs) - 1]
@@ -387,7 +408,9 @@ def test_a_worker_killed_in_a_promoted_trial_is_replaced_from_the_checkpoint(tmp
     (second,) = resumes(logs[survivor])[trial.trial_id]
     assert first == 2 * per_epoch
     assert second % per_epoch == 0 and killed_at * per_epoch <= second < 6 * per_epoch
+    completed = completions("".join(logs.values()))
     for other in final:
+        check_completed_once(other, completed.get(other.trial_id, []))
         if other.trial_id != trial.trial_id:
             assert other.lapses == 0
             check_finished_once(other, fidelity.rungs(6), art, None)
