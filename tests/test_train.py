@@ -243,6 +243,16 @@ def test_an_epoch_is_reported_once_it_is_written_and_checkpointed(tmp_path):
     assert seen == [(1, [1], f"ckpt-{end(0)}", [0, 1]), (2, [1, 2], f"ckpt-{end(1)}", [0, 1, 2])]
 
 
+def test_a_new_run_writes_nothing_once_writes_are_refused(tmp_path):
+    """A worker whose lease passed on while it built the trainer writes no config.json."""
+    from localrules.train.trainer import RunAbandoned, start_run
+
+    config = config_from_preset("fa", overrides=["dataset=\"digits\"", "width=4"])
+    with pytest.raises(RunAbandoned):
+        start_run(config, tmp_path / "t", resume=True, may_write=lambda: False)
+    assert not (tmp_path / "t").exists()
+
+
 @pytest.mark.slow  # three trainings: about a minute on 2 busy cores
 def test_a_run_paused_at_a_rung_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
     """A multi-fidelity rung: ``fit(until_epoch=…)`` stops after that epoch (validated and

@@ -201,16 +201,20 @@ class Trainer:
 
 
 def start_run(config: TrialConfig, out_dir: str | Path, *, resume: bool,
+              may_write: Callable[[], bool] | None = None,
               **options: Any) -> tuple[Trainer, bool]:
     """A trainer for the run in ``out_dir`` under the one resume policy
     (``RunDirectory.resumes``, which raises ``RunExists`` or ``ConfigMismatch``): checked before
     anything is built; a new run's config written once the trainer is built (so bad input
-    writes nothing); a resumed run restored from its latest checkpoint. Returns the trainer and
-    whether a checkpoint was restored. ``options`` go to ``Trainer``."""
+    writes nothing) and ``may_write`` allows it (else ``RunAbandoned``, as in ``fit``); a
+    resumed run restored from its latest checkpoint. Returns the trainer and whether a
+    checkpoint was restored. ``options`` go to ``Trainer``."""
     run_dir = RunDirectory(out_dir)
     resuming = run_dir.resumes(config, resume=resume)
     trainer = Trainer(config, run_dir, **options)
     if not resuming:
+        if may_write is not None and not may_write():
+            raise RunAbandoned(f"{run_dir}: writes refused, run abandoned")
         run_dir.write_config(config)
         return trainer, False
     return trainer, trainer.checkpoints.restore()

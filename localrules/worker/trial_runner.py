@@ -52,7 +52,7 @@ def train_trial(config: TrialConfig, out_dir: str,
     from localrules.train.trainer import start_run
 
     started = time.time()
-    trainer, restored = start_run(config, out_dir, resume=True)
+    trainer, restored = start_run(config, out_dir, resume=True, may_write=may_write)
     if restored:
         log.info("resumed from the checkpoint in %s at step %d", out_dir, int(trainer.step))
     chance = 1.0 / trainer.dataset.info.num_classes
