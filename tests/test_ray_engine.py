@@ -299,8 +299,9 @@ def test_asha_stops_a_hopeless_trial_early(local_ray, tmp_path, capsys, fidelity
     assert [r["rung"] for r in first.result["rungs"]] == [0, 1]
     assert hopeless.state == "done" and hopeless.result["stopped_early"]
     assert (hopeless.result["epochs"], hopeless.result["rung"]) == (1, 0)
-    assert hopeless.result["rungs"] == [{"rung": 0, "epochs": 1,
-                                         "objective": hopeless.result["objective"]}]
+    (rung,) = hopeless.result["rungs"]  # stamped with when it was seen, as a worker's
+    assert rung == {"rung": 0, "epochs": 1, "objective": hopeless.result["objective"],
+                    "finished_at": pytest.approx(hopeless.finished_at, abs=120)}
     assert hopeless.result["objective"] < first.result["rungs"][0]["objective"]
 
 
