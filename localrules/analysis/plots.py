@@ -125,14 +125,7 @@ def progress_figure(progress: Sequence[SearchProgress], x: str = "trial") -> Fig
         div = [(x, p.objective) for x, p in zip(xs, s.points, strict=True)
                if p.objective is not None and p.diverged]
         missing = [x for x, p in zip(xs, s.points, strict=True) if p.objective is None]
-        if ok:
-            ax.scatter(*zip(*ok, strict=True), s=14, color=colour, alpha=0.6, zorder=2)
-        if div:
-            ax.scatter(*zip(*div, strict=True), s=22, facecolors="none", edgecolors=colour,
-                       zorder=2, label=f"{s.experiment}: diverged ({len(div)})")
-        if paused:
-            _rung_markers(ax, paused, colour, f"{s.experiment}: paused at a lower rung "
-                          f"({len(paused)})")
+        _results(ax, ok, div, paused, colour, s.experiment, "paused at a lower rung")
         if missing:
             ax.scatter(missing, [floor] * len(missing), marker="x", s=18, color=colour,
                        zorder=2, label=f"{s.experiment}: no objective ({len(missing)})")
@@ -163,11 +156,20 @@ def progress_figure(progress: Sequence[SearchProgress], x: str = "trial") -> Fig
     return fig
 
 
-def _rung_markers(ax, points: Sequence[tuple[float, float]], colour: str, label: str) -> None:
-    """Rung results: faint, small and behind everything, so they read as apart from the
-    full-budget results without hiding where the search spent its epochs."""
-    ax.scatter(*zip(*points, strict=True), s=10, marker="v", color=colour, alpha=0.35,
-               linewidths=0, zorder=1, label=label)
+def _results(ax, full: Sequence[tuple[float, float]], diverged: Sequence[tuple[float, float]],
+             rung: Sequence[tuple[float, float]], colour: str, experiment: str,
+             rung_label: str) -> None:
+    """One search's results: full-budget ones as dots, diverged ones hollow, rung results
+    faint, small and behind everything, so they read as apart from the full-budget results
+    without hiding where the search spent its epochs."""
+    if full:
+        ax.scatter(*zip(*full, strict=True), s=14, color=colour, alpha=0.6, zorder=2)
+    if diverged:
+        ax.scatter(*zip(*diverged, strict=True), s=22, facecolors="none", edgecolors=colour,
+                   zorder=2, label=f"{experiment}: diverged ({len(diverged)})")
+    if rung:
+        ax.scatter(*zip(*rung, strict=True), s=10, marker="v", color=colour, alpha=0.35,
+                   linewidths=0, zorder=1, label=f"{experiment}: {rung_label} ({len(rung)})")
 
 
 def epochs_figure(progress: Sequence[SearchProgress]) -> Figure:
@@ -193,13 +195,7 @@ def epochs_figure(progress: Sequence[SearchProgress]) -> Figure:
         div = [(c.trial_epochs, c.objective) for c in s.curve if c.full_budget and c.diverged]
         rung = [(c.trial_epochs, c.objective) for c in s.curve
                 if not c.full_budget and c.objective is not None]
-        if full:
-            ax.scatter(*zip(*full, strict=True), s=14, color=colour, alpha=0.6, zorder=2)
-        if div:
-            ax.scatter(*zip(*div, strict=True), s=22, facecolors="none", edgecolors=colour,
-                       zorder=2, label=f"{s.experiment}: diverged ({len(div)})")
-        if rung:
-            _rung_markers(ax, rung, colour, f"{s.experiment}: rung results ({len(rung)})")
+        _results(ax, full, div, rung, colour, s.experiment, "rung results")
         for n, (rule, level) in enumerate(s.references.levels.items()):
             if level.objective is not None:
                 ax.axhline(level.objective, color=colour, linestyle=("--", ":", "-.")[n % 3],
