@@ -269,8 +269,9 @@ def test_asha_tpe_finds_the_known_optimum_and_promotions_resume(tmp_path):
     level = controller.history.level
     assert level >= 1 and sum(n for rung, n in reached.items() if rung >= level) >= 8
     # successive halving: most stop at the first rung, fewer go on at each rung
+    assert controller.settings.fidelity == Fidelity("asha", min_epochs=2)  # past the warm-up
     at = Counter(t.fidelity["rung"] for t in trials)
-    assert at[0] > at[1] > 0 and at[3] >= 1
+    assert at[0] > at[1] > 0 and at[2] >= 1
     # every leg of a promoted trial started where the last one stopped: each epoch once
     legs: dict = {}
     for out_dir, start, epochs in seen:
@@ -283,6 +284,7 @@ def test_asha_tpe_finds_the_known_optimum_and_promotions_resume(tmp_path):
         assert t.result["trial_epochs"] == t.fidelity["epochs"]
     # nothing left that the rule would promote; a restarted controller decides the same
     assert promotions(store.history("curve"), controller.settings.fidelity, 10) == []
+    assert {t.fidelity["epochs"] for t in trials} <= {2, 6, 10}
     spent = sum(t.result["trial_epochs"] for t in trials)
     assert spent < 40 * 10 / 2
 
@@ -301,8 +303,29 @@ def test_a_restarted_controller_makes_the_same_promotions(tmp_path):
         entries, controller.settings.fidelity, 10)
     controller.release_lock()
     again = open_search(store, "curve", controller.space)
-    assert again.settings.fidelity == Fidelity("asha")
+    assert again.settings.fidelity == Fidelity("asha", min_epochs=2)
     assert again.step() == 0 and again.promote(again.history) == []
+
+
+@pytest.mark.parametrize("dataset, first", [("digits", 2), ("imagenet", 6), ("cifar10", 4),
+                                             ("synthetic", 1)])
+def test_the_first_rung_defaults_past_the_budgets_warm_up(dataset, first):
+    from localrules.search.fidelity import first_rung_epochs
+    from localrules.search.session import resolve_settings
+    from localrules.spaces import default_budget
+
+    budget = default_budget(dataset, data_dir="/data" if dataset in ("imagenet", "cifar10")
+                            else None)
+    assert first_rung_epochs(budget) == first >= budget.warmup_epochs() - 1
+    new = resolve_settings(None, {"fidelity": {"kind": "asha"}}, budget=budget)
+    assert new.fidelity.min_epochs == first
+    given = resolve_settings(None, {"fidelity": {"kind": "asha", "min_epochs": 1}},
+                             budget=budget)
+    assert given.fidelity.min_epochs == 1
+    # a resume keeps what was stored, whatever the default
+    stored = {**given.to_dict()}
+    assert resolve_settings(stored, {"fidelity": {"kind": "asha"}}, budget=budget
+                            ).fidelity.min_epochs == 1
 
 
 def test_changing_the_fidelity_on_resume_is_refused_and_writes_nothing(tmp_path):
@@ -331,7 +354,7 @@ def test_the_cli_refuses_bad_fidelity_flags_and_writes_nothing(tmp_path, capsys)
         (["--fidelity", "asha", "--reduction-factor", "1"], "--reduction-factor"),
         (["--fidelity", "asha", "--reduction-factor", "nan"], "--reduction-factor"),
         (["--fidelity", "asha", "--min-epochs", "1e9"], "--min-epochs"),
-        (["--fidelity", "hyperband", "--brackets", "9"], "at most 3 brackets"),
+        (["--fidelity", "hyperband", "--brackets", "9"], "at most 2 brackets"),
         (["--fidelity", "asha", "--brackets", "2"], "--brackets is for --fidelity hyperband"),
         (["--min-epochs", "2"], "shape the rungs"),
         (["--fidelity", "bohb"], "--fidelity"),

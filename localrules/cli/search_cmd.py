@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--fidelity", choices=FIDELITIES, help=f"none: every trial trains the budget's epochs "
         f"(default); asha: asynchronous successive halving; hyperband: asha in several "
         f"brackets ({RESUME}, fixed)")
-    add("--min-epochs", type=number(EPOCHS), help="epochs of the first rung (default 1)")
+    add("--min-epochs", type=number(EPOCHS), help="epochs of the first rung (default: the "
+        "first whole epoch past the budget's warm-up, e.g. 2 on digits, 6 on ImageNet)")
     add("--reduction-factor", type=number(REDUCTION),
         help="η: the top 1/η of a rung is promoted, rungs grow η-fold (default 3)")
     add("--brackets", type=number(BRACKETS),
@@ -92,8 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--resources-per-trial", help=f"e.g. cpu=2,gpu=1 or TPU=4 (default cpu=1; {RESUME})")
     add("--max-failures", type=number(MAX_FAILURES),
         help=f"retries from the last checkpoint (default 2; {RESUME})")
-    add("--scheduler", choices=SCHEDULERS, help="the alias of --fidelity asha (min-epochs 1, "
-        "η 3 unless given) or none, kept from before --fidelity; not beside another --fidelity")
+    add("--scheduler", choices=SCHEDULERS, help="the alias of --fidelity asha or none, kept "
+        "from before --fidelity; not beside another --fidelity")
     p.set_defaults(handler=run, flags=FLAGS)
 
 
@@ -168,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
     changes = settings_changes(args)
     chosen = engine(args)
     # every flag checked before Ray is even reached
-    resolve_settings(None, changes, chosen.default_concurrency).fidelity.check_budget(
-        space.budget.epochs)
+    resolve_settings(None, changes, chosen.default_concurrency, space.budget)
     with chosen, SearchSession.open(args.db, args.experiment, space, changes, chosen) as session:
         with Display(session.settings, enabled=sys.stderr.isatty()) as display:
             outcome = session.run(chosen, on_status=display)

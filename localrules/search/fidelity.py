@@ -3,6 +3,8 @@ with every decision kept in the trial documents.
 
 **Rungs.** A search's rungs are ``min_epochs · η^k`` epochs below the budget's epochs, and the
 budget's epochs last (``Fidelity.rungs``): with 1, η = 3 and 10 epochs, rungs at 1, 3, 9 and 10.
+A search that does not give ``min_epochs`` starts past the budget's warm-up
+(``first_rung_epochs``: 2 on digits, so rungs at 2, 6 and 10; 6 on the paper's ImageNet trial).
 The learning-rate schedule of every trial is the full budget's from its first step, so a trial
 that paused at a rung and is promoted continues exactly as if it had never paused.
 
@@ -32,10 +34,13 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrules.store.documents import DONE, HistoryEntry
 from localrules.validation import EPOCHS, Limit, check_choice
+
+if TYPE_CHECKING:
+    from localrules.spaces import Budget
 
 FIDELITIES = ("none", "asha", "hyperband")
 REDUCTION = Limit(2, 100, integer=True)
@@ -51,7 +56,8 @@ and η 3, the grace period and reduction factor Ray's ASHA always had here."""
 class Fidelity:
     """How a search spends epochs: ``none`` (every trial trains the budget's epochs), ``asha``
     or ``hyperband`` (rungs from ``min_epochs``, reduction factor η, and for hyperband
-    ``brackets``: how many, default all)."""
+    ``brackets``: how many, default all). A search opened without ``min_epochs`` gets
+    ``first_rung_epochs`` of its budget (``search.session.resolve_settings``) and stores it."""
 
     kind: str = "none"
     min_epochs: int = 1
@@ -157,6 +163,27 @@ def scheduler_alias(scheduler: str | None, kind: str | None) -> str | None:
         raise ValueError(f"--scheduler {scheduler} is the alias of --fidelity {scheduler}, "
                          f"which conflicts with --fidelity {kind}; give --fidelity alone")
     return scheduler
+
+
+def first_rung_epochs(budget: Budget) -> int:
+    """A new search's first rung when it does not say: the first whole epoch past the budget's
+    learning-rate warm-up (at least 1, below the budget's epochs). Inside the warm-up no trial
+    has trained at its full rate yet and rung objectives sit near chance: measured on digits
+    (10 epochs, warm-up 1.33), 1-epoch objectives spread over 0.08–0.22 with chance 0.10, and
+    ASHA from 1 epoch lost to plain TPE on every seed (docs/benchmarks.md, bench_fidelity)."""
+    import math
+
+    first = max(1, math.ceil(budget.warmup_epochs() - 1e-9))
+    return min(first, max(1, budget.epochs - 1))
+
+
+def settle_first_rung(fidelity: Mapping[str, Any] | None, budget: Budget) -> dict[str, Any]:
+    """A new search's fidelity settings with ``min_epochs`` given its default from the budget
+    (``first_rung_epochs``) when the search has rungs and does not say."""
+    given = dict(fidelity or {})
+    if given.get("kind") in (None, "none") or given.get("min_epochs") is not None:
+        return given
+    return {**given, "min_epochs": first_rung_epochs(budget)}
 
 
 # --- decisions from the documents ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 from localrules.search.controller import Controller, Status
 from localrules.search.engine import Engine, SearchOutcome
+from localrules.search.fidelity import settle_first_rung
 from localrules.search.settings import (
     SearchSettings,
     check_same_search,
@@ -69,12 +70,18 @@ def resolve_space(url: str, name: str, spec: str, budget: Budget) -> Space:
 
 
 def resolve_settings(stored: Mapping[str, Any] | None, changes: Mapping[str, Any] = (),
-                     default_concurrency: int = 2) -> SearchSettings:
+                     default_concurrency: int = 2, budget: Budget | None = None
+                     ) -> SearchSettings:
     """The settings a search runs with: the stored ones on resume (else a new search's
     defaults: ``DEFAULT_MAX_TRIALS`` trials, a third of them random startup trials, up to
     ``MAX_STARTUP_TRIALS``), with ``changes`` on top (None means not given; ``tpe`` and
-    ``fidelity`` are merged key by key). ValueError naming a bad value."""
+    ``fidelity`` are merged key by key). With the ``budget``, a new multi-fidelity search
+    that does not give ``min_epochs`` starts its rungs past the budget's warm-up
+    (``search.fidelity.first_rung_epochs``) and the rungs are checked to fit the budget.
+    ValueError naming a bad value."""
     changes = dict(changes)
+    if budget is not None and stored is None:
+        changes["fidelity"] = settle_first_rung(changes.get("fidelity"), budget)
     given = {k: v for k, v in changes.items() if v is not None and k not in MERGED}
     merged = {name: {k: v for k, v in dict(changes.get(name) or {}).items() if v is not None}
               for name in MERGED}
@@ -90,7 +97,10 @@ def resolve_settings(stored: Mapping[str, Any] | None, changes: Mapping[str, Any
     base.update(given)
     for name, values in merged.items():
         base[name] = {**dict(base.get(name) or {}), **values}
-    return SearchSettings.from_dict(base)
+    settings = SearchSettings.from_dict(base)
+    if budget is not None:
+        settings.fidelity.check_budget(budget.epochs)
+    return settings
 
 
 def _changes(settings: SearchSettings | Mapping[str, Any], engine: Engine | None
@@ -112,14 +122,12 @@ def open_search(store: TrialStore, name: str, space: Space,
     from localrules.store.urls import redact
 
     changes, concurrency = _changes(settings, engine)
-    # every value checked before anything is written
-    resolve_settings(None, changes, concurrency).fidelity.check_budget(space.budget.epochs)
+    resolve_settings(None, changes, concurrency, space.budget)  # checked before any write
     existing = store.get_experiment(name)
     if existing is not None:
         check_same_search(existing, space, store.url)
     chosen = resolve_settings(None if existing is None else existing.settings, changes,
-                              concurrency)
-    chosen.fidelity.check_budget(space.budget.epochs)
+                              concurrency, space.budget)
     # Another process may create it first: the stored one is what counts.
     experiment = existing or store.create_experiment(new_experiment(name, space, chosen))
     check_same_search(experiment, space, store.url)
@@ -172,9 +180,7 @@ class SearchSession:
             raise ParameterError("url", "{} sqlite:// is an in-memory database that the "
                                         "engine's worker processes cannot share; give a file, "
                                         "e.g. sqlite:///localrules.db")
-        # before the database is touched
-        resolve_settings(None, *_changes(settings, engine)).fidelity.check_budget(
-            space.budget.epochs)
+        resolve_settings(None, *_changes(settings, engine), space.budget)  # before the database
         store = open_store(url)
         try:
             return cls(url, store, open_search(store, name, space, settings, engine))
