@@ -413,7 +413,7 @@ def run_part(search: Callable[..., dict[str, Any]], label: str, methods: Sequenc
              seeds: int, args: argparse.Namespace, tmp: str) -> dict[str, list[dict[str, Any]]]:
     """Every method for every seed, the methods interleaved seed by seed."""
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    for seed in range(seeds):
+    for seed in range(args.first_seed, args.first_seed + seeds):
         for method in methods:
             run = search(method, seed, args, tmp)
             runs[method].append(run)
@@ -451,6 +451,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=2,
                    help="trials queued at once in the synthetic part (2, as the 2 workers on "
                         "digits)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run from here (0): more seeds of a long part in another run")
     p.add_argument("--runs-file", default=None,
                    help="append every search's curve to this file as it ends (JSON lines)")
     args = p.parse_args(argv)
@@ -460,7 +462,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"--methods: unknown {unknown}; valid: {', '.join(METHODS)}")
     args.method_list = list(dict.fromkeys(methods))
-    for flag, low in (("seeds", 0), ("budget_trials", 1), ("digits_seeds", 0),
+    for flag, low in (("first_seed", 0), ("seeds", 0), ("budget_trials", 1), ("digits_seeds", 0),
                       ("digits_budget_trials", 1), ("digits_workers", 1), ("concurrency", 1)):
         if getattr(args, flag) < low:
             p.error(f"--{flag.replace('_', '-')} must be >= {low}")

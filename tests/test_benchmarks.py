@@ -331,6 +331,10 @@ def test_fidelity_budget_sizes_the_multi_fidelity_searches(bench_fidelity):
         b.parse_args(["--methods", "asha,sha"])
     with pytest.raises(SystemExit):
         b.parse_args(["--min-epochs", "10"])
+    with pytest.raises(SystemExit):
+        b.parse_args(["--first-seed", "-1"])
+    with pytest.raises(SystemExit):
+        b.parse_args(["--seeds", "0", "--digits-seeds", "0"])
     assert b.parse_args(["--methods", "hyperband"]).method_list == ["none", "hyperband"]
 
 
