@@ -263,3 +263,91 @@ def test_the_adversarial_pass_finds_every_numeric_flag(bench_adversarial):
     assert "--lease" in flags[("worker",)] and "--gamma" in flags[("search",)]
     assert "--epochs" in flags[("train",)] and "--top-fraction" in flags[("report", "importance")]
     assert sum(map(len, flags.values())) >= 39
+
+
+@pytest.fixture
+def bench_fidelity(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("bench_fidelity")
+
+
+def test_fidelity_curves_cross_and_peak_at_the_published_rule(bench_fidelity):
+    """The synthetic objective is what the benchmark says: deterministic, its optimum (0.98) at
+    the published rule, learning curves that rise with the epochs, and a slow good config that
+    a fast worse one beats at the first rung and loses to at the budget's epochs."""
+    import copy
+
+    objective = bench_fidelity.CurveObjective(seed=0, noise=0.0)
+    best = objective.target
+    assert objective.quality(best) == pytest.approx(0.98)
+    curve = [objective.value(best, e) for e in (1, 3, 9, 10)]
+    assert curve == sorted(curve) and curve[-1] < 0.98
+    assert objective.value(best, 3) == bench_fidelity.CurveObjective(0, 0.0).value(best, 3)
+    slow = copy.deepcopy(best)
+    slow["run"]["batch_size"], slow["run"]["delay_epochs"] = 128, 0.444444
+    fast = copy.deepcopy(best)
+    fast["run"]["batch_size"], fast["run"]["alignment_lr"] = 16, 0.01
+    fast["rule"]["ops"]["center_input"] = True  # a heavy op wrong
+    assert objective.value(fast, 1) > objective.value(slow, 1)
+    assert objective.value(fast, 10) < objective.value(slow, 10)
+    noisy = bench_fidelity.CurveObjective(seed=0, noise=0.005)
+    assert abs(noisy.value(best, 10) - objective.value(best, 10)) > 0
+    assert noisy.value(best, 10) != bench_fidelity.CurveObjective(1, 0.005).value(best, 10)
+
+
+def test_fidelity_figures_compare_at_equal_trial_epochs(bench_fidelity):
+    """A promoted trial adds only the epochs it trains past its rung; best-so-far counts only
+    full-budget results; 'reached' and 'worse' are read at equal trial-epochs."""
+    ledger = bench_fidelity.Ledger()
+    assert ledger.completed(1, {"trial_epochs": 1, "objective": 0.9, "stopped_early": True})
+    assert ledger.completed(1, {"trial_epochs": 3, "objective": 0.5, "stopped_early": False})
+    assert not ledger.completed(1, {"trial_epochs": 3, "objective": 0.5})
+    assert ledger.completed(2, {"trial_epochs": 3, "objective": 0.95, "diverged": True})
+    assert ledger.curve == [(1, None), (3, 0.5), (6, 0.5)]
+    b = bench_fidelity
+    assert b.best_at(ledger.curve, 2) is None and b.best_at(ledger.curve, 100) == 0.5
+    assert b.reached_at(ledger.curve, 0.5, 10) == 3
+    assert b.reached_at(ledger.curve, 0.5, 2) is None
+    plain = {"curve": [(10, 0.5), (20, 0.7), (30, 0.7)], "spent": 30, "trials": 3,
+             "full_budget_trials": 3, "max_trials": 3, "n_startup_jobs": 1, "seconds": 1.0}
+    fast = {**plain, "curve": [(4, None), (8, 0.72), (31, 0.9)]}
+    slow = {**plain, "curve": [(10, 0.4), (30, 0.65)]}
+    out = b.summarise({"none": [plain, plain], "asha": [fast, slow]}, budget=30, epochs=10)
+    asha = out["asha"]
+    assert asha["final_best_runs"] == [0.72, 0.65]  # the 0.9 came after the budget
+    assert asha["reach_epochs_runs"] == [8, None] and asha["reach_never"] == 1
+    assert asha["reach_epochs_median"] is None  # half never reached it
+    assert asha["worse_fraction"] == 0.5 and asha["worse_anywhere_fraction"] == 0.5
+    assert out["none"]["reach_epochs_runs"] == [20, 20]
+    assert b.goal(out, seeds=20)["met"] is False
+
+
+def test_fidelity_budget_sizes_the_multi_fidelity_searches(bench_fidelity):
+    b = bench_fidelity
+    assert b.epochs_per_trial("none", 1, 3, 10) == 10
+    assert b.epochs_per_trial("asha", 1, 3, 10) == pytest.approx(1 + 2 / 3 + 6 / 9 + 1 / 27)
+    assert 2.37 < b.epochs_per_trial("hyperband", 1, 3, 10) < 10
+    with pytest.raises(SystemExit):
+        b.parse_args(["--methods", "asha,sha"])
+    with pytest.raises(SystemExit):
+        b.parse_args(["--min-epochs", "10"])
+    with pytest.raises(SystemExit):
+        b.parse_args(["--first-seed", "-1"])
+    with pytest.raises(SystemExit):
+        b.parse_args(["--seeds", "0", "--digits-seeds", "0"])
+    assert b.parse_args(["--methods", "hyperband"]).method_list == ["none", "hyperband"]
+
+
+def test_bench_fidelity_smoke_prints_one_json_line():
+    out = _run_script("bench_fidelity.py", "--seeds", "2", "--budget-trials", "3",
+                      "--digits-seeds", "0")
+    synthetic = out["synthetic"]
+    assert synthetic["budget_trial_epochs"] == 30 and "digits" not in out
+    for method in ("none", "asha", "hyperband"):
+        figures = synthetic[method]
+        assert len(figures["final_best_runs"]) == 2
+        assert 0.1 <= figures["final_best"] <= 0.98
+        assert figures["spent_mean"] >= 30
+    assert synthetic["none"]["trials_mean"] == 3 and synthetic["none"]["reach_never"] == 0
+    assert synthetic["asha"]["trials_mean"] > 3
+    assert out["goal"]["seeds"] == 2 and out["goal"]["met"] is False
