@@ -444,7 +444,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--digits-workers", type=int, default=2, help="local workers on digits (2)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated, among none,asha,hyperband; none is always run")
-    p.add_argument("--min-epochs", type=int, default=1, help="first rung's epochs (1)")
+    p.add_argument("--min-epochs", type=int, default=None,
+                   help="first rung's epochs (default: the search's, the first epoch past the "
+                        "budget's warm-up: 2 on digits)")
     p.add_argument("--reduction-factor", type=int, default=3, help="η (3)")
     p.add_argument("--startup", type=int, default=None,
                    help="TPE startup trials for every search (default: each search's own)")
@@ -470,6 +472,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--seeds 0 and --digits-seeds 0 leave nothing to run")
     if not (math.isfinite(args.noise) and 0 <= args.noise <= 0.1):
         p.error("--noise must be in [0, 0.1]")
+    if args.min_epochs is None:  # what `localrules search --fidelity asha` uses
+        from localrules.search.fidelity import first_rung_epochs
+
+        args.min_epochs = first_rung_epochs(default_budget("digits"))
     try:
         for method in args.method_list:
             fidelity_of(method, args.min_epochs, args.reduction_factor).check_budget(
