@@ -4,6 +4,7 @@ store's history, and the one API that opens a search and runs it on an engine
 
 from localrules.search.controller import Controller, Status, suggestion_seed, trial_seed
 from localrules.search.engine import Engine, SearchOutcome
+from localrules.search.fidelity import Fidelity
 from localrules.search.session import (
     SearchSession,
     open_experiment,
@@ -16,6 +17,7 @@ from localrules.search.settings import SearchSettings, TpeSettings
 __all__ = [
     "Controller",
     "Engine",
+    "Fidelity",
     "SearchOutcome",
     "SearchSession",
     "SearchSettings",
