@@ -33,6 +33,8 @@ TPE's final best of the same seed (median, mean over the seeds that did, and how
 did within the budget); the fraction of seeds where it ends worse than plain by more than 0.01,
 and where it is worse by more than 0.01 at any of plain's completions past a third of the
 budget; the mean best-so-far curve (a search without a full-budget result yet counts as chance).
+``--methods ...,none-reseeded`` adds plain TPE run again with another search seed on the same
+objective, judged against plain by the same figures: the noise floor of the per-seed ones.
 
 Goal (issue 17, judged on the synthetic part over ≥ 20 seeds): ASHA-TPE reaches plain TPE's
 final best with at most 1/3 of its trial-epochs (the median seed), and is never worse by more
@@ -56,7 +58,11 @@ from typing import Any
 
 log = logging.getLogger("bench_fidelity")
 
-METHODS = ("none", "asha", "hyperband")
+METHODS = ("none", "asha", "hyperband", "none-reseeded")
+RESEEDED = "none-reseeded"
+"""Plain TPE again with another search seed (the objective's seed kept): how often plain TPE
+is "worse" than itself, the noise floor of the per-seed figures (not run by default)."""
+RESEED_OFFSET = 1000
 CHANCE = 0.1
 """Chance-level top-1 on digits (10 classes): a search with no full-budget result is there."""
 REACH = 0.005
@@ -166,7 +172,7 @@ def epochs_per_trial(method: str, min_epochs: int, eta: int, epochs: int) -> flo
 def fidelity_of(method: str, min_epochs: int, eta: int):
     from localrules.search.fidelity import Fidelity
 
-    if method == "none":
+    if method in ("none", RESEEDED):
         return Fidelity()
     return Fidelity(method, min_epochs=min_epochs, reduction_factor=eta)
 
@@ -175,8 +181,9 @@ def settings_of(method: str, seed: int, budget: int, epochs: int, args: argparse
                 plain_trials: int, concurrency: int) -> dict[str, Any]:
     """The search's settings: plain TPE ``plain_trials`` trials, a multi-fidelity search
     enough to spend ``budget`` trial-epochs; no warm start, no references."""
-    if method == "none":
+    if method in ("none", RESEEDED):
         max_trials = plain_trials
+        seed += RESEED_OFFSET if method == RESEEDED else 0
     else:
         max_trials = math.ceil(MAX_TRIALS_MARGIN * budget
                                / epochs_per_trial(method, args.min_epochs, args.reduction_factor,
@@ -442,8 +449,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--digits-budget-trials", type=int, default=8,
                    help="plain TPE's trials on digits (8 → 80 trial-epochs)")
     p.add_argument("--digits-workers", type=int, default=2, help="local workers on digits (2)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated, among none,asha,hyperband; none is always run")
+    p.add_argument("--methods", default=",".join(METHODS[:3]),
+                   help="comma-separated, among none,asha,hyperband,none-reseeded (plain TPE "
+                        f"with search seed + {RESEED_OFFSET}: the noise floor); none is always "
+                        "run")
     p.add_argument("--min-epochs", type=int, default=None,
                    help="first rung's epochs (default: the search's, the first epoch past the "
                         "budget's warm-up: 2 on digits)")
