@@ -23,7 +23,7 @@ from typing import Any
 from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import fmt, iso, table, terminal_width
 from localrules.results import full_budget, trial_epochs
-from localrules.store import STATES, Experiment, HistoryEntry, Trial, TrialStore
+from localrules.store import STATES, HistoryEntry, Trial, TrialStore
 from localrules.store.documents import (
     QUEUED,
     RUNNING,
@@ -32,7 +32,13 @@ from localrules.store.documents import (
     paused_trial,
     state_counts,
 )
-from localrules.store.references import GAP_RULES, References, references_of, search_trials
+from localrules.store.references import (
+    GAP_RULES,
+    References,
+    references_of,
+    requested_references,
+    search_trials,
+)
 from localrules.validation import TRIALS, shown
 
 FORMATS = ("table", "csv", "json")
@@ -251,12 +257,6 @@ def run_trials(args: argparse.Namespace) -> int:
         print(spent_line(every, references))
         print(trials_table(trials, references))
     return 0
-
-
-def requested_references(experiment: Experiment) -> tuple[str, ...]:
-    """The reference rules an experiment asked for (its settings; an experiment stored before
-    references existed asked for none)."""
-    return tuple(experiment.settings.get("references", ()))
 
 
 def run_experiments(args: argparse.Namespace) -> int:

@@ -16,9 +16,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localrules.store.documents import Experiment, HistoryEntry, Trial
+
+if TYPE_CHECKING:
+    from localrules.store.query.fields import Bound
+    from localrules.store.query.plan import Order
+    from localrules.store.query.run import Selection
 
 
 class StoreError(RuntimeError):
@@ -256,14 +261,52 @@ class TrialStore(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- derived ------------------------------------------------------------------------------
-    def to_dataframe(self, experiment: str, states: Iterable[str] | None = None):
-        """The trials as a pandas DataFrame: one row per trial, ``params.<name>`` and
-        ``result.<key>`` columns, ``gap_closed`` (from every reference run of the experiment,
-        whichever states are asked for), timestamps as UTC datetimes."""
-        from localrules.store.frame import trials_frame
-        from localrules.store.references import references_of
+    # --- queries (store/query) -----------------------------------------------------------------
+    @abc.abstractmethod
+    def query_kinds(self, experiments: Sequence[str], fields: Sequence[str]
+                    ) -> dict[str, frozenset[str]]:
+        """For each ``params.NAME``/``result.NAME`` field, the kinds of value (``bool``,
+        ``number``, ``string``) the experiments' trials hold in it; a field no trial holds is
+        left out (one read of the database; a filter's fields are typed by it)."""
 
-        every = self.trials(experiment)
-        chosen = every if states is None else [t for t in every if t.state in set(states)]
-        return trials_frame(chosen, references_of(every))
+    @abc.abstractmethod
+    def query_fields(self, experiments: Sequence[str]) -> list[str]:
+        """Every ``params.NAME``/``result.NAME`` field the experiments' trials hold (read only
+        to list the valid fields in an error)."""
+
+    @abc.abstractmethod
+    def query_trials(self, experiment: str, where: Bound, order: Order | None = None,
+                     limit: int | None = None) -> list[Trial]:
+        """The experiment's trials for which the bound filter ``where`` holds (made concrete
+        for the experiment: ``plan.for_experiment``), filtered by the database, sorted by
+        ``order`` (else by trial id; ties by trial id), at most ``limit``."""
+
+    def select(self, experiments: str | Sequence[str], where: str | None = None,
+               sort: str | None = None, reverse: bool = False, limit: int | None = None,
+               columns: Sequence[str] | None = None) -> Selection:
+        """The trials (documents) a query selects, with each experiment's references: what
+        ``query`` makes a frame of, and the CLI prints (``store.query.run.select``)."""
+        from localrules.store.query.run import select
+
+        return select(self, experiments, where, sort, reverse, limit, columns)
+
+    def query(self, experiments: str | Sequence[str], where: str | None = None,
+              columns: Sequence[str] | None = None, sort: str | None = None,
+              reverse: bool = False, limit: int | None = None):
+        """Trials of one or more experiments as a pandas DataFrame, filtered by the database.
+
+        ``where`` is a filter in the query language (``store/query/language.py``, docs/query.md:
+        ``"params.noise == true and result.top1 >= 0.9"``); ``columns`` the frame columns to
+        keep (default: all); ``sort`` a field (scores best first; ``reverse`` flips) and
+        ``limit`` a count, both applied by the database. One row per trial: ``experiment``,
+        ``trial_id``, ``state``, ..., ``params.<name>`` and ``result.<key>`` columns (missing
+        where a parameter was inactive), ``gap_closed`` (from the experiment's references),
+        the multi-fidelity columns (``store.frame``), timestamps as UTC datetimes, and each
+        column its values' dtype (nullable ``boolean``/``Int64``/``string``; ``float64``).
+        Bad input (an unknown experiment, field or column, a filter that is not in the
+        language) raises ValueError naming what is wrong and what is valid."""
+        from localrules.store.frame import trial_row, typed_frame
+
+        chosen = self.select(experiments, where, sort, reverse, limit, columns)
+        rows = [trial_row(t, chosen.references[t.experiment]) for t in chosen.trials]
+        return typed_frame(rows, chosen.columns)

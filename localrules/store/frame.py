@@ -22,7 +22,8 @@ from localrules.store.documents import Trial, full_budget_trial
 from localrules.store.references import References, references_of
 
 TIME_COLUMNS = ("created_at", "started_at", "updated_at", "finished_at")
-BASE_COLUMNS = ("experiment", "trial_id", "state", "attempt", "worker", "error", "code_version")
+BASE_COLUMNS = ("experiment", "trial_id", "state", "attempt", "lapses", "worker", "error",
+                "code_version")
 FIDELITY_COLUMNS = ("rung", "stopped_early", "full_budget", "trial_epochs")
 FULL_BUDGET = "full_budget"
 """The column that says a row is a full-budget result: done, with an objective, not paused or
@@ -54,13 +55,44 @@ def trial_row(trial: Trial, references: References | None = None) -> dict[str, A
 def trials_frame(trials: Sequence[Trial], references: References | None = None):
     """Trials of one experiment; ``references`` (by default those among ``trials``) give each
     row its ``gap_closed``."""
+    references = references_of(trials) if references is None else references
+    return typed_frame([trial_row(t, references) for t in trials])
+
+
+def column_dtype(values: Sequence[Any]) -> str:
+    """The pandas dtype of a column from its values (None: missing): ``boolean`` for
+    booleans, ``Int64`` for integers, ``float64`` for numbers, ``string`` for text (pandas'
+    nullable types keep a missing value apart from False or 0), ``object`` for a mix."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return "object"
+    if kinds == {bool}:
+        return "boolean"
+    if kinds == {int}:
+        return "Int64"
+    if kinds <= {int, float}:
+        return "float64"
+    if kinds == {str}:
+        return "string"
+    return "object"
+
+
+def typed_frame(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None):
+    """The rows as a DataFrame with the union of their columns (``columns``: those, in that
+    order, a column no row has being all missing), each of its values' dtype
+    (``column_dtype``), timestamps as UTC datetimes."""
     import pandas as pd
 
-    references = references_of(trials) if references is None else references
-    frame = pd.DataFrame([trial_row(t, references) for t in trials])
-    if frame.empty:
-        return pd.DataFrame(columns=[*BASE_COLUMNS, *FIDELITY_COLUMNS, *TIME_COLUMNS])
-    for column in TIME_COLUMNS:
-        # Out of pandas' range (a tampered document's timestamp): NaT, not an error.
-        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True, errors="coerce")
-    return frame
+    if columns is None:
+        columns = list(dict.fromkeys([*BASE_COLUMNS, *FIDELITY_COLUMNS, *TIME_COLUMNS,
+                                      *(k for row in rows for k in row)]))
+    data = {}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        if column in TIME_COLUMNS:
+            # Out of pandas' range (a tampered document's timestamp): NaT, not an error.
+            data[column] = pd.to_datetime(pd.Series(values, dtype="float64"), unit="s",
+                                          utc=True, errors="coerce")
+        else:
+            data[column] = pd.Series(values, dtype=column_dtype(values))
+    return pd.DataFrame(data, columns=list(columns))

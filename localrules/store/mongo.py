@@ -558,6 +558,40 @@ class MongoStore(TrialStore):
         return read_each(cursor, self._entry, self.url), max(after, counter)
 
     @_guarded
+    def query_kinds(self, experiments: Sequence[str], fields: Sequence[str]
+                    ) -> dict[str, frozenset[str]]:
+        from localrules.store.query.to_mongo import KIND_OF_BSON_TYPE, kinds_pipeline
+
+        found = next(self._trials.aggregate(kinds_pipeline(list(experiments), list(fields))),
+                     {})
+        out = {}
+        for i, field in enumerate(fields):
+            types = set(found.get(f"f{i}", ())) - {"missing", "null"}
+            if types:
+                out[field] = frozenset(KIND_OF_BSON_TYPE[t] for t in types
+                                       if t in KIND_OF_BSON_TYPE)
+        return out
+
+    @_guarded
+    def query_fields(self, experiments: Sequence[str]) -> list[str]:
+        from localrules.store.query.to_mongo import fields_pipeline
+
+        return sorted(row["_id"] for row in self._trials.aggregate(
+            fields_pipeline(list(experiments))))
+
+    @_guarded
+    def query_trials(self, experiment: str, where: Any, order: Any = None,
+                     limit: int | None = None) -> list[Trial]:
+        from localrules.store.query.to_mongo import sort_mongo, to_mongo
+
+        cursor = self._trials.find({"$and": [{"experiment": experiment}, to_mongo(where)]})
+        keys = [] if order is None else sort_mongo(order.field, order.descending)
+        cursor = cursor.sort([*keys, ("trial_id", 1)])
+        if limit is not None:
+            cursor = cursor.limit(int(limit))
+        return self._parsed(cursor) if limit != 0 else []
+
+    @_guarded
     def reference_runs(self, key: str) -> list[Trial]:
         return self._parsed(self._trials.find({"reference.key": key})
                             .sort([("experiment", 1), ("trial_id", 1)]))

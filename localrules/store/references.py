@@ -178,6 +178,12 @@ def _level(rule: str, values: list[float], pending: int) -> ReferenceLevel:
     return ReferenceLevel(rule, statistics.fmean(values), sem, len(values), pending)
 
 
+def requested_references(experiment) -> tuple[str, ...]:
+    """The reference rules an experiment asked for (its settings; an experiment stored before
+    references existed asked for none)."""
+    return tuple(experiment.settings.get("references", ()))
+
+
 def search_trials(trials: Iterable[Trial | HistoryEntry]) -> list:
     """The trials TPE suggested (or warm starts): everything but the reference runs."""
     return [t for t in trials if t.reference is None]

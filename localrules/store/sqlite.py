@@ -540,6 +540,39 @@ class SQLiteStore(TrialStore):
     def reference_runs(self, key: str) -> list[Trial]:
         return self._select("reference_key = ?", (key,), "ORDER BY experiment, trial_id")
 
+    def query_kinds(self, experiments: Sequence[str], fields: Sequence[str]
+                    ) -> dict[str, frozenset[str]]:
+        from localrules.store.query.to_sql import KIND_OF_JSON_TYPE, kinds_sql
+
+        out = {}
+        for field in fields:
+            sql, args = kinds_sql(field, len(experiments))
+            types = {row[0] for row in self._read(sql, [*args, *experiments])}
+            if types - {None}:
+                out[field] = frozenset(KIND_OF_JSON_TYPE[t] for t in types
+                                       if t in KIND_OF_JSON_TYPE)
+        return out
+
+    def query_fields(self, experiments: Sequence[str]) -> list[str]:
+        from localrules.store.query.to_sql import fields_sql
+
+        rows = self._read(fields_sql(len(experiments)), [*experiments, *experiments])
+        return sorted(row[0] for row in rows)
+
+    def query_trials(self, experiment: str, where: Any, order: Any = None,
+                     limit: int | None = None) -> list[Trial]:
+        from localrules.store.query.to_sql import order_sql, to_sql
+
+        clause, args = to_sql(where)
+        tail, tail_args = "ORDER BY trial_id", []
+        if order is not None:
+            terms, tail_args = order_sql(order.field, order.descending)
+            tail = f"ORDER BY {terms}, trial_id"
+        if limit is not None:
+            tail += f" LIMIT {int(limit)}"
+        return self._select(f"experiment = ? AND {clause}", [experiment, *args, *tail_args],
+                            tail)
+
     def counts(self, experiment: str) -> dict[str, int]:
         rows = self._read("SELECT state, COUNT(*) FROM trials WHERE experiment = ? "
                           "GROUP BY state", (experiment,))

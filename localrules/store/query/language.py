@@ -43,13 +43,12 @@ class QuerySyntaxError(ValueError):
     def __init__(self, message: str, text: str = "", position: int | None = None) -> None:
         self.position = position
         self.text = text
+        self.reason = message
         where = ""
         if position is not None:
             where = f" at position {position + 1}"
-            if text:
-                start = max(0, position - 30)
-                snippet = text[start:position + 30]
-                where += f": {snippet!r}, here ^ {text[position:position + 10]!r}"
+            if text and len(text) <= 200 and "\n" not in text:
+                message += f"\n  {text}\n  {' ' * position}^"
         super().__init__(f"--where{where}: {message}")
 
 
