@@ -219,7 +219,7 @@ def test_trials_and_history_skip_a_non_json_row_with_a_warning(store, store_url,
     assert _warned(caplog, f"trial {ids[1]} of 'exp'", "skipped")
     assert store.get_trial("exp", ids[1]) is None and store.get_trial("exp", ids[0]) is not None
     assert [e.trial_id for e in store.history("exp")] == [ids[0], ids[2]]
-    assert len(store.to_dataframe("exp")) == 2
+    assert len(store.query("exp")) == 2
 
 
 @pytest.mark.parametrize("form", ["table", "json", "csv"])
@@ -341,7 +341,7 @@ def test_timestamps_no_calendar_holds_are_shown_as_numbers(store, store_url, cap
     assert main(["trials", "--experiment", "exp", "--db", store_url, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["created_at"] == "1e+300"
     assert main(["trials", "--experiment", "exp", "--db", store_url, "--format", "csv"]) == 0
-    assert store.to_dataframe("exp")["created_at"].isna().all()
+    assert store.query("exp")["created_at"].isna().all()
 
 
 # --- property-based: any mutation of stored trial documents, both stores ------------------------
@@ -430,7 +430,7 @@ def _adversarial_pass(url: str, data) -> None:
         references = references_of(listed)
         json.dumps([trial_json(t, references) for t in listed])
         trials_table(listed, references)
-        store.to_dataframe("exp")
+        store.query("exp")
         history = store.history("exp")
         assert {e.trial_id for e in history} >= set(intact)
         rebuild(history, space)

@@ -16,7 +16,7 @@ from localrules.analysis.importance import experiment_data, experiment_importanc
 from localrules.analysis.plots import progress_figure
 from localrules.analysis.progress import epoch_curve, experiment_progress
 from localrules.cli.main import main
-from localrules.cli.trials_cmd import leaderboard, sort_trials
+from localrules.cli.trials_cmd import leaderboard
 from localrules.results import at_rung
 from localrules.search import Controller, SearchSettings, TpeSettings, open_experiment
 from localrules.search.fidelity import Fidelity
@@ -92,7 +92,7 @@ def mf(tmp_path):
 def test_the_frame_has_the_fidelity_columns_and_gap_closed_only_at_full_budget(mf):
     url, final = mf
     with open_store(url, create=False) as store:
-        frame = store.to_dataframe("mf")
+        frame = store.query("mf")
     assert {"rung", "stopped_early", "full_budget", "trial_epochs"} <= set(frame.columns)
     assert "result.rungs" not in frame.columns and "result.rung" in frame.columns
     search = frame[frame.reference.isna()].set_index("trial_id")
@@ -112,14 +112,17 @@ def test_a_paused_trial_is_never_the_best(mf):
     url, final = mf
     with open_store(url, create=False) as store:
         trials = store.trials("mf")
+        ranked = [t for t in store.select("mf", sort="objective").trials
+                  if t.reference is None]
+        worst_first = [t for t in store.select("mf", sort="objective", reverse=True).trials
+                       if t.reference is None]
     best = best_objective(trials)
     assert final[best.trial_id] == 3
     assert max(t.objective for t in trials if t.reference is None) > best.objective
-    ranked = sort_trials([t for t in trials if t.reference is None], "objective")
     full = sum(rung == 3 for rung in final.values())
     assert all(final[t.trial_id] == 3 for t in ranked[:full])  # full-budget results first
     assert all(final[t.trial_id] < 3 for t in ranked[full:])
-    worst_first = sort_trials(ranked, "objective", reverse=True)  # still full-budget first
+    # worst first: still full-budget first
     assert {t.trial_id for t in worst_first[:full]} == {t.trial_id for t in ranked[:full]}
     assert [t.objective for t in worst_first[:full]] == sorted(t.objective for t in ranked[:full])
     board = leaderboard(trials, references_of(trials), limit=100)

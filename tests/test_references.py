@@ -349,10 +349,10 @@ def test_the_dataframe_keeps_the_gap_closed_whatever_states_it_shows(store):
     finish_queued(store, "e", lambda t: scores[t.reference["rule"]])
     controller.step()
     finish_queued(store, "e", lambda t: 0.8)
-    frame = store.to_dataframe("e", states=["done"])
+    frame = store.query("e", where="state == done")
     search = frame[frame["reference"].isna()]
     assert len(search) == 2 and list(search["gap_closed"]) == pytest.approx([0.75, 0.75])
-    assert store.to_dataframe("e", states=["running"]).empty
+    assert store.query("e", where="state == running").empty
 
 
 def test_joint_optimizer_refuses_alignment_update_noise():

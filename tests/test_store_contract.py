@@ -863,7 +863,7 @@ def test_a_read_only_store_reads_everything_and_writes_nothing(store, store_url,
     assert store.get_experiment("other") is None and store.counts(exp)["queued"] == 1
 
 
-def test_to_dataframe(store, exp):
+def test_query_frame(store, exp):
     pd = pytest.importorskip("pandas")
     ids = store.allocate_trial_ids(exp, 3)
     store.add_trials([
@@ -877,7 +877,7 @@ def test_to_dataframe(store, exp):
     trial = store.reserve("w", LEASE)
     store.complete(exp, trial.trial_id, trial.attempt, RESULT)
 
-    frame = store.to_dataframe(exp)
+    frame = store.query(exp)
     assert len(frame) == 3 and list(frame["trial_id"]) == ids
     assert list(frame["state"]) == [DONE, QUEUED, QUEUED]
     assert list(frame["params.noise"]) == [True, False, True]
@@ -893,15 +893,15 @@ def test_to_dataframe(store, exp):
     assert frame["finished_at"][0] >= frame["started_at"][0]
     assert pd.isna(frame["finished_at"][1])
 
-    done = store.to_dataframe(exp, states=[DONE])
+    done = store.query(exp, where="state == done")
     assert list(done["trial_id"]) == [ids[0]]
 
 
-def test_to_dataframe_of_an_empty_experiment(store, exp):
+def test_query_frame_of_an_empty_experiment(store, exp):
     pytest.importorskip("pandas")
     from localrules.store.frame import BASE_COLUMNS
 
-    frame = store.to_dataframe(exp)
+    frame = store.query(exp)
     assert frame.empty and len(frame) == 0
     assert set(BASE_COLUMNS) <= set(frame.columns)
 

@@ -14,15 +14,13 @@ search trials: the epochs of reported results) and the best full-budget objectiv
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import fmt, iso, table, terminal_width
-from localrules.results import full_budget, trial_epochs
+from localrules.results import trial_epochs
 from localrules.store import STATES, HistoryEntry, Trial, TrialStore
 from localrules.store.documents import (
     QUEUED,
@@ -39,26 +37,41 @@ from localrules.store.references import (
     requested_references,
     search_trials,
 )
-from localrules.validation import TRIALS, shown
+from localrules.validation import TRIALS
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "parquet")
 DESCENDING = frozenset({"objective", "top1", "top5"})
 """Sort keys where higher is better, sorted best first."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trials", help="list an experiment's trials",
-                       description="List the trials of an experiment from the trial database.")
-    p.add_argument("--experiment", required=True, help="experiment name")
+    p = sub.add_parser(
+        "trials", help="query the trials of one or more experiments",
+        description="Query the trials of one or more experiments: the database filters, sorts "
+                    "and limits (docs/query.md).")
+    p.add_argument("--experiment", required=True, action="append",
+                   help="experiment name (repeat for several: one table, rows named by "
+                        "experiment)")
     add_db_argument(p)
+    p.add_argument("--where", metavar="EXPR",
+                   help="filter, e.g. \"params.noise == true and result.top1 >= 0.9\", "
+                        "\"state in (done, failed)\", \"not params.alternate\", "
+                        "\"result.gap_closed > 0.5\" (docs/query.md)")
     p.add_argument("--state", action="append", choices=STATES,
-                   help="only trials in this state (repeatable)")
-    p.add_argument("--sort", default="trial_id",
-                   help="trial_id (default), objective, top1 (best first), state, attempt, "
-                        "created_at, finished_at, or params.NAME")
+                   help="only trials in this state (repeatable; the same as --where \"state in "
+                        "(...)\")")
+    p.add_argument("--columns", metavar="LIST",
+                   help="comma-separated columns, e.g. experiment,trial_id,params.noise,"
+                        "result.top1,gap_closed (default: the table's, or every column)")
+    p.add_argument("--sort", default=None,
+                   help="a field: trial_id (default), objective, top1, top5, gap_closed (best "
+                        "first), state, created_at, ..., params.NAME, result.NAME")
     p.add_argument("--reverse", action="store_true", help="reverse the sort order")
     p.add_argument("--limit", type=number(TRIALS), help="show at most N trials")
     p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--out", metavar="FILE",
+                   help="write to FILE instead of the terminal (required for parquet; an "
+                        "existing file is refused)")
     p.set_defaults(handler=run_trials)
 
     e = sub.add_parser("experiments", help="list the experiments in a trial database")
@@ -96,50 +109,6 @@ def trial_json(trial: Trial, references: References) -> dict[str, Any]:
         "updated_at": iso(trial.updated_at),
         "finished_at": iso(trial.finished_at),
     }
-
-
-def _sort_value(trial: Trial, key: str) -> Any:
-    if key == "trial_epochs":
-        return trial_epochs(trial.result) if trial.result is not None else None
-    if key in ("objective", "top1", "top5", "diverged", "epochs", "rung"):
-        return (trial.result or {}).get(key)
-    if key.startswith("params."):
-        return trial.params.get(key[len("params."):])
-    return getattr(trial, key)
-
-
-SORT_KEYS = ("trial_id", "objective", "top1", "top5", "state", "attempt", "created_at",
-             "started_at", "finished_at", "updated_at", "diverged", "epochs", "trial_epochs",
-             "rung")
-
-
-def check_sort_key(key: object) -> str:
-    """``key`` if trials can be sorted by it; ValueError listing the valid keys."""
-    if not isinstance(key, str) or (key not in SORT_KEYS and not (
-            key.startswith("params.") and len(key) > len("params."))):
-        raise ValueError(f"unknown sort key {shown(key)}; valid: {', '.join(SORT_KEYS)}, "
-                         "params.NAME")
-    return key
-
-
-def sort_trials(trials: Sequence[Trial], key: str, reverse: bool = False) -> list[Trial]:
-    """Sorted by ``key``; trials without a value go last whatever the order. By a score
-    (objective, top1, top5), rung results (trials paused at a lower rung) come after the
-    full-budget results, whatever the order: a rung's top-1 is never ranked among them."""
-    check_sort_key(key)
-    descending = (key in DESCENDING) != reverse
-    have = [t for t in trials if _sort_value(t, key) is not None]
-    missing = [t for t in trials if _sort_value(t, key) is None]
-    groups = [have]
-    if key in DESCENDING:
-        groups = [[t for t in have if full_budget(t.result)],
-                  [t for t in have if not full_budget(t.result)]]
-    for group in groups:
-        try:
-            group.sort(key=lambda t: _sort_value(t, key), reverse=descending)
-        except TypeError:
-            group.sort(key=lambda t: str(_sort_value(t, key)), reverse=descending)
-    return [t for group in groups for t in group] + missing
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -187,26 +156,32 @@ def spent_line(trials: Sequence[Trial | HistoryEntry], references: References) -
     return text + (f"; {paused} paused at a lower rung (not ranked)" if paused else "")
 
 
-def trials_table(trials: Sequence[Trial], references: References) -> str:
+def trials_table(trials: Sequence[Trial], references: References | Mapping[str, References],
+                 several: bool = False) -> str:
+    """The trials as a table (``references``: one experiment's, or by experiment); with
+    ``several``, a first column names each row's experiment."""
     rows = []
     for t in trials:
+        refs = references if isinstance(references, References) else references[t.experiment]
         result = t.result or {}
         progress = t.progress or {}
         epoch = progress.get("epoch")
         epochs = f"{epoch}/{progress.get('epochs')}" if epoch is not None else "-"
-        rows.append([t.trial_id, t.state, kind_text(t), t.attempt, result.get("objective"),
-                     references.result_gap_closed(t.result), result.get("diverged"),
-                     rung_text(t), epochs, trial_epochs(t.result),
+        rows.append([*([t.experiment] if several else []), t.trial_id, t.state, kind_text(t),
+                     t.attempt, result.get("objective"), refs.result_gap_closed(t.result),
+                     result.get("diverged"), rung_text(t), epochs, trial_epochs(t.result),
                      params_text(dict(t.params))])
-    return table(["trial", "state", "kind", "attempt", "objective", "gap closed", "diverged",
-                  "rung", "epoch", "trial-epochs", "params"], rows, max_width=terminal_width())
+    return table([*(["experiment"] if several else []), "trial", "state", "kind", "attempt",
+                  "objective", "gap closed", "diverged", "rung", "epoch", "trial-epochs",
+                  "params"], rows, max_width=terminal_width())
 
 
 def leaderboard(trials: Sequence[Trial], references: References, limit: int = 10) -> str:
     """The best full-budget search trials (reference runs left out) with their gap closed,
     under a line giving the references and one giving the trial-epochs spent; trials paused at
     a lower rung are never ranked here, only counted (with the best rung result) below."""
-    ranked = [t for t in sort_trials(trials, "objective") if t.reference is None]
+    ranked = sorted((t for t in trials if t.reference is None and t.objective is not None),
+                    key=lambda t: (-t.objective, t.trial_id))
     best = [t for t in ranked if full_budget_trial(t)][:limit]
     rows = [[t.trial_id, kind_text(t), t.objective, references.gap_closed(t.objective),
              t.result.get("diverged"), rung_text(t), trial_epochs(t.result),
@@ -229,33 +204,44 @@ def open_existing(url: str) -> TrialStore:
     return open_store(url, read_only=True)
 
 
-def run_trials(args: argparse.Namespace) -> int:
-    try:
-        check_sort_key(args.sort)
-    except ValueError as err:
-        raise ValueError(f"--sort: {err}") from None
-    with open_existing(args.db) as store:
-        experiment = store.require_experiment(args.experiment)
-        every = store.trials(args.experiment)  # the references come from all of them
-    references = references_of(every, requested_references(experiment))
-    chosen = [t for t in every if args.state is None or t.state in args.state]
-    trials = sort_trials(chosen, args.sort, args.reverse)
-    if args.limit is not None:
-        trials = trials[: args.limit]
-    if args.format == "json":
-        print(json.dumps([trial_json(t, references) for t in trials], indent=2))
-    elif args.format == "csv":
-        from localrules.store.frame import trial_row
+def where_of(args: argparse.Namespace) -> str | None:
+    """The filter: ``--where`` and ``--state`` together."""
+    if not args.state:
+        return args.where
+    states = f"state in ({', '.join(dict.fromkeys(args.state))})"
+    return states if args.where is None else f"({args.where}) and {states}"
 
-        rows = [trial_row(t, references) for t in trials]
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        print(f"references: {references.describe()}")
-        print(spent_line(every, references))
-        print(trials_table(trials, references))
+
+def run_trials(args: argparse.Namespace) -> int:
+    from localrules.cli.export import check_out, write_trials
+    from localrules.store.query.plan import check_sort_field
+
+    if args.sort is not None:  # before the store is opened
+        try:
+            check_sort_field(args.sort)
+        except ValueError as err:
+            raise ValueError(f"--sort: {err}") from None
+    columns = None
+    if args.columns is not None:
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+        if not columns:
+            raise ValueError("--columns: give column names separated by commas")
+    check_out(args.out, args.format)
+    with open_existing(args.db) as store:
+        chosen = store.select(args.experiment, where_of(args), args.sort, args.reverse,
+                              args.limit, columns)
+        spent = {} if args.format != "table" or columns else {
+            name: spent_line(store.history(name), chosen.references[name])
+            for name in chosen.experiments}
+    if args.format == "table" and not columns:
+        several = len(chosen.experiments) > 1
+        for name, line in spent.items():
+            label = f" ({name})" if several else ""
+            print(f"references{label}: {chosen.references[name].describe()}")
+            print(line if not several else f"{name}: {line}")
+        print(trials_table(chosen.trials, chosen.references, several))
+        return 0
+    write_trials(chosen, args.format, args.out)
     return 0
 
 

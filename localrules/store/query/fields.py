@@ -30,6 +30,7 @@ of another type.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -74,8 +75,13 @@ def canonical(field: str) -> str:
     return ALIASES.get(field, field)
 
 
+_DYNAMIC = re.compile(r"(params|result)\.[A-Za-z0-9_]+")
+
+
 def is_dynamic(field: str) -> bool:
-    return field.startswith(DYNAMIC) and field != GAP_CLOSED and field.count(".") == 1
+    """Whether a field is one of the trials' own params/result keys (one name after the
+    dot; a key with other characters cannot be named in a filter)."""
+    return bool(_DYNAMIC.fullmatch(field)) and field != GAP_CLOSED
 
 
 # --- the bound tree -----------------------------------------------------------------------------

@@ -63,8 +63,9 @@ def check_sort_field(key: object) -> str:
     field = canonical(key) if isinstance(key, str) else None
     if field is None or not (field in STATIC or field == GAP_CLOSED or is_dynamic(field)):
         shown = repr(key) if isinstance(key, str) else type(key).__name__
-        raise ValueError(f"unknown sort key {shown}; valid: {', '.join(STATIC)}, objective, "
-                         "top1, top5, gap_closed, rung, trial_epochs, params.NAME, result.NAME")
+        others = ", ".join(f for f in STATIC if f != "trial_id")
+        raise ValueError(f"unknown sort key {shown}; valid: trial_id, objective, top1, top5, "
+                         f"gap_closed, rung, trial_epochs, params.NAME, result.NAME, {others}")
     return field
 
 
