@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
+from test_query_contract import EXPERIMENTS, _references, _trials
+from test_store_contract import experiment_doc
 
 from localrules.cli.main import main
 from localrules.store import open_store
-from test_query_contract import EXPERIMENTS, _references, _trials
-from test_store_contract import experiment_doc
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_parquet_without_pyarrow_is_a_clear_message(db, capsys, tmp_path, monkey
     monkeypatch.setattr(builtins, "__import__", no_pyarrow)
     code, out, err = _run(capsys, "trials", "--db", db, "--experiment", "qa", "--format",
                           "parquet", "--out", str(tmp_path / "x.parquet"))
-    assert code == 2 and "pip install 'localrules[parquet]'" in err
+    assert code == 2 and out == "" and "pip install 'localrules[parquet]'" in err
     assert not (tmp_path / "x.parquet").exists()
 
 
