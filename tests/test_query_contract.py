@@ -127,6 +127,8 @@ FILTERS = [
     "reference == bp",
     "reference != bp",
     "not reference in (bp)",
+    "is_reference",
+    "not is_reference and full_budget",
     "worker == w1 or error == boom",
     "worker != w1",
     "attempt >= 2 and trial_id < 20",
@@ -187,7 +189,7 @@ def _generated(rng: random.Random, depth: int = 0) -> str:
              "params.sigma != 0.1", "params.batch_size in (16, 64)", "params.mode < 3",
              "params.mode != slow", "state == done", "result.top1 >= 0.6",
              "gap_closed > 0.2", "full_budget", "result.note != 1", "reference == fa",
-             "worker != w2", "params.batch_size <= 32"]
+             "worker != w2", "params.batch_size <= 32", "is_reference"]
     if depth >= 3 or rng.random() < 0.35:
         return rng.choice(atoms)
     op = rng.choice([" and ", " or "])

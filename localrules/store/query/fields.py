@@ -10,7 +10,8 @@ Fields:
   types they hold (read from the database for the fields a filter names, so a YAML space's
   choice of mixed values is typed as its values are);
 - derived: ``full_budget`` (done with a full-budget result: ``store.documents.full_budget_trial``),
-  ``reference`` (a reference run's rule), and ``result.gap_closed`` (``gap_closed``): the gap a
+  ``reference`` (a reference run's rule), ``is_reference`` (whether it is one: ``not
+  is_reference`` selects the search's own trials), and ``result.gap_closed`` (``gap_closed``): the gap a
   full-budget result closes between the experiment's fa and bp references, compared as its
   objective against the equivalent threshold ``fa + value·(bp − fa)``; a trial has none in an
   experiment without both references (``store.references``).
@@ -56,7 +57,7 @@ STATIC: dict[str, str] = {
     "experiment": STRING, "trial_id": NUMBER, "state": STRING, "attempt": NUMBER,
     "lapses": NUMBER, "worker": STRING, "error": STRING, "code_version": STRING,
     **dict.fromkeys(TIME_FIELDS, NUMBER),
-    "full_budget": BOOL, "reference": STRING,
+    "full_budget": BOOL, "reference": STRING, "is_reference": BOOL,
 }
 """The fields every trial has a column (or a derived value) for, and their kinds."""
 GAP_CLOSED = "result.gap_closed"

@@ -42,6 +42,8 @@ SCORES = frozenset({"result.objective", "result.top1", "result.top5", GAP_CLOSED
 FULL = Atom("full_budget", "==", True, BOOL)
 NOT_FULL = Atom("full_budget", "==", False, BOOL)
 _RANK = {NUMBER: 0, STRING: 1, BOOL: 2}
+DERIVED_BOOLEANS = ("full_budget", "is_reference")
+"""Fields computed from several stored ones: filters only, never a sort key."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,10 @@ class Order:
 def check_sort_field(key: object) -> str:
     """The canonical field to sort by; ValueError naming the valid keys."""
     field = canonical(key) if isinstance(key, str) else None
-    if field is None or not (field in STATIC or field == GAP_CLOSED or is_dynamic(field)):
+    sortable = field in STATIC and field not in DERIVED_BOOLEANS
+    if field is None or not (sortable or field == GAP_CLOSED or is_dynamic(field)):
         shown = repr(key) if isinstance(key, str) else type(key).__name__
-        others = ", ".join(f for f in STATIC if f != "trial_id")
+        others = ", ".join(f for f in STATIC if f != "trial_id" and f not in DERIVED_BOOLEANS)
         raise ValueError(f"unknown sort key {shown}; valid: trial_id, objective, top1, top5, "
                          f"gap_closed, rung, trial_epochs, params.NAME, result.NAME, {others}")
     return field
@@ -119,6 +122,8 @@ def field_value(trial: Trial, field: str, references: References | None = None) 
     """A trial's value of a field, as the filter compares it (None: absent)."""
     if field == "full_budget":
         return full_budget_trial(trial)
+    if field == "is_reference":
+        return isinstance(field_value(trial, "reference"), str)
     if field == "reference":
         value = (trial.reference or {}).get("rule") if isinstance(trial.reference, Mapping) \
             else None

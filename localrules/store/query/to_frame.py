@@ -38,10 +38,9 @@ def _plain(value: Any) -> Any:
 
 
 def _column(frame, field: str):
-    name = "reference" if field == "reference" else field
-    if name not in frame.columns:
-        return None
-    return frame[name]
+    if field == "is_reference":
+        return frame["reference"].map(lambda rule: isinstance(_plain(rule), str))
+    return frame[field] if field in frame.columns else None
 
 
 def atom_mask(frame, atom: Atom):

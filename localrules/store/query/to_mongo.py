@@ -25,6 +25,10 @@ FULL_BUDGET = {"state": "done", "result.stopped_early": {"$ne": True},
 """``store.documents.full_budget_trial`` as a query."""
 NOT_FULL_BUDGET = {"$or": [{"state": {"$ne": "done"}}, {"result.stopped_early": True},
                            {"result.objective": None}]}
+DERIVED = {"full_budget": (FULL_BUDGET, NOT_FULL_BUDGET),
+           "is_reference": ({"reference.rule": {"$type": "string"}},
+                            {"reference.rule": {"$not": {"$type": "string"}}})}
+"""The derived booleans as queries: (true where, false where); never absent."""
 
 
 def path_of(field: str) -> str:
@@ -37,13 +41,14 @@ def _truths(atom: Atom) -> set[bool]:
 
 
 def atom_mongo(atom: Atom) -> dict[str, Any]:
-    if atom.field == "full_budget":  # derived, never absent
+    if atom.field in DERIVED:  # never absent
         if atom.op in ("exists", "absent"):
             return {} if atom.op == "exists" else NOTHING
         accepted = _truths(atom)
         if accepted == {True, False}:
             return {}
-        return FULL_BUDGET if accepted == {True} else NOT_FULL_BUDGET if accepted else NOTHING
+        true, false = DERIVED[atom.field]
+        return true if accepted == {True} else false if accepted else NOTHING
     path = path_of(atom.field)
     scalar = {"$type": list(_BSON_TYPES.values()), "$not": {"$type": "array"}}
     if atom.op == "exists":  # holds a scalar (as field_value reads it)

@@ -32,6 +32,9 @@ FULL_BUDGET_SQL = ("(state = 'done' AND COALESCE(json_type(CASE WHEN json_valid(
                    "result END, '$.stopped_early'), '') != 'true' AND COALESCE(json_type(CASE "
                    "WHEN json_valid(result) THEN result END, '$.objective'), 'null') != 'null')")
 """``store.documents.full_budget_trial`` in SQL (never NULL)."""
+IS_REFERENCE_SQL = ("COALESCE(json_type(CASE WHEN json_valid(reference) THEN reference END, "
+                    "'$.rule') = 'text', 0)")
+"""A reference run (its marker names a rule) in SQL (never NULL)."""
 
 
 def json_path(key: str) -> str:
@@ -45,10 +48,12 @@ def _json(column: str) -> str:
 
 def value_sql(field: str) -> tuple[str, str | None, list[Any]]:
     """(value expression, JSON-type expression or None for a plain column, arguments)."""
-    if field in STATIC and field not in ("full_budget", "reference"):
-        return field, None, []
     if field == "full_budget":
         return FULL_BUDGET_SQL, None, []
+    if field == "is_reference":
+        return IS_REFERENCE_SQL, None, []
+    if field in STATIC and field != "reference":
+        return field, None, []
     column, key = ("reference", "rule") if field == "reference" else field.split(".", 1)
     doc = _json(column)
     return (f"json_extract({doc}, ?)", f"json_type({doc}, ?)", [json_path(key)])
