@@ -48,6 +48,10 @@ LAYERS: dict[str, set[str]] = {
 The controller's layers (config, spaces, store, search) and analysis sit beside the TensorFlow
 stack (rules' layers, models, data, train), never on top of it."""
 
+ROOT_LAZY = {"store"}
+"""What the package root's conveniences (``localrules.open_store``) import when called, inside
+the function, never when ``localrules`` is imported (every layer imports the root)."""
+
 WITHOUT_TENSORFLOW = ("validation", "jsonsafe", "results", "config", "spaces", "store", "search",
                       "analysis")
 """Layers that never import TensorFlow or Keras, not even lazily: a controller on a small VM, the
@@ -104,6 +108,13 @@ def test_every_layer_is_in_the_table():
 def test_a_layer_imports_only_the_layers_below_it(module, path):
     layer = _layer(module)
     allowed = LAYERS.get(layer, set()) | BOTTOM | {layer}
+    if module == "localrules":
+        allowed |= ROOT_LAZY
+        top = [n for n in ast.parse(path.read_text()).body
+               if isinstance(n, (ast.Import, ast.ImportFrom))]
+        eager = [ast.unparse(n) for n in top if any(
+            f"localrules.{lazy}" in ast.unparse(n) for lazy in ROOT_LAZY)]
+        assert not eager, f"the package root imports {eager} when it is imported"
     wrong = [f"line {line}: {name}" for name, line in _imports(path)
              if name.startswith("localrules.") and _layer(name) not in allowed]
     assert not wrong, f"{module} ({layer}) may import {sorted(allowed)}; it imports {wrong}"
