@@ -351,3 +351,26 @@ def test_bench_fidelity_smoke_prints_one_json_line():
     assert synthetic["none"]["trials_mean"] == 3 and synthetic["none"]["reach_never"] == 0
     assert synthetic["asha"]["trials_mean"] > 3
     assert out["goal"]["seeds"] == 2 and out["goal"]["met"] is False
+
+
+def test_bench_query_smoke_prints_one_json_line():
+    out = _run_script("bench_query.py", "--trials", "300", "--no-mongo", "--repeats", "1")
+    assert "mongodb" not in out and out["repeats"] == 1
+    sqlite = out["sqlite"]
+    assert sqlite["trials"] == 300 and sqlite["insert_trials_per_s"] > 0
+    for query in ("selective", "top10"):
+        figures = sqlite[query]
+        assert set(figures) == {"pushed_down_s", "load_then_filter_s", "speedup", "rows"}
+        assert figures["pushed_down_s"] > 0 and figures["load_then_filter_s"] > 0
+    assert sqlite["top10"]["rows"] == 10
+    assert set(out["goal"]) == {"trials", "seconds_max", "speedup_min", "met"}
+
+
+def test_bench_query_refuses_bad_flags(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench_query = importlib.import_module("bench_query")
+    for flags in (["--trials", "0"], ["--repeats", "-1"], ["--mongo-trials", "x"]):
+        with pytest.raises(SystemExit):
+            bench_query.parse_args(flags)
+    assert "must be >= 1" in capsys.readouterr().err
+    assert bench_query.parse_args([]).trials == 100_000

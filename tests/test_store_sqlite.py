@@ -212,6 +212,7 @@ def test_a_store_from_before_reference_runs_is_upgraded(tmp_path):
                                 schema_version=1)])
     db = sqlite3.connect(path)
     db.execute("DROP INDEX trials_reference")
+    db.execute("DROP INDEX trials_reference_runs")  # made since: it names the column
     db.execute("ALTER TABLE trials DROP COLUMN reference")
     db.execute("ALTER TABLE trials DROP COLUMN reference_key")
     db.commit()
@@ -310,3 +311,44 @@ def test_a_read_only_open_changes_no_byte_and_refuses_other_files(tmp_path):
     with pytest.raises(ValueError, match="no database at"):
         open_store(url_of(tmp_path / "missing.db"), read_only=True)
     assert not (tmp_path / "missing.db").exists()
+
+
+def _plans(store, monkeypatch, **query: Any) -> list[tuple[str, str]]:
+    """(SQL, its query plan) of every read ``store.select`` makes."""
+    seen: list[tuple[str, str]] = []
+    read = store._read
+
+    def traced(sql: str, args: Any = ()) -> Any:
+        plan = " ".join(r[-1] for r in store._db.execute("EXPLAIN QUERY PLAN " + sql, args))
+        seen.append((sql, plan))
+        return read(sql, args)
+
+    monkeypatch.setattr(store, "_read", traced)
+    store.select("exp", **query)
+    monkeypatch.undo()
+    return seen
+
+
+def test_queries_read_the_indexes_made_for_them(tmp_path, monkeypatch):
+    """A top-N by a score reads the expression index of its sort terms (the JSON path inline:
+    SQLite matches an index expression by its text), the references come from the partial
+    index of reference runs, and the other reads of one experiment keep the primary key (the
+    sort indexes are partial, so the planner never walks a whole experiment through them)."""
+    path = tmp_path / "q.db"
+    with open_store(url_of(path)) as store:
+        store.create_experiment(experiment("exp"))
+        store.add_trials([Trial(experiment="exp", trial_id=i, config={}, params={"x": i % 7},
+                                misc={}, state=DONE,
+                                result={"objective": (i * 37 % 101) / 101, "top1": i / 200})
+                          for i in range(200)])
+        for score, index in (("objective", "trials_by_objective"), ("top1", "trials_by_top1")):
+            seen = _plans(store, monkeypatch, sort=score, limit=5)
+            sorted_reads = [plan for sql, plan in seen if "ORDER BY CASE" in sql]
+            assert sorted_reads and all(index in plan for plan in sorted_reads), seen
+            best = store.select("exp", sort=score, limit=5).trials
+            expected = sorted(store.trials("exp"), key=lambda t: (-t.result[score], t.trial_id))
+            assert [t.trial_id for t in best] == [t.trial_id for t in expected[:5]]
+        seen = _plans(store, monkeypatch, where="params.x == 3 and result.top1 > 0.5")
+        (references,) = [plan for sql, plan in seen if "reference IS NOT NULL" in sql]
+        assert "trials_reference_runs" in references
+        assert not any("trials_by_" in plan for _, plan in seen), seen

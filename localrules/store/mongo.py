@@ -203,6 +203,10 @@ class MongoStore(TrialStore):
         self._trials.create_index([("experiment", ASCENDING), ("seq", ASCENDING)],
                                   name="changes")
         self._trials.create_index([("seq_pending", ASCENDING)], name="seq_pending", sparse=True)
+        # A top-N of one experiment by a score read in index order (store.query)
+        for score in ("objective", "top1"):
+            self._trials.create_index([("experiment", ASCENDING), (f"result.{score}", ASCENDING)],
+                                      name=f"experiment_{score}")
         # From 1: a cursor (the counter as read) is never 0, which reads everything.
         self._meta.update_one({"_id": "seq"}, {"$setOnInsert": {"value": 1}}, upsert=True)
         # Marked with this version (an older localrules would write unnumbered); a newer one

@@ -193,6 +193,15 @@ class SQLiteStore(TrialStore):
                    "(reference_key)")
         db.execute("CREATE INDEX IF NOT EXISTS trials_changes ON trials "
                    "(experiment, seq)")
+        from localrules.store.query.to_sql import SORT_INDEXES, SORTED_ROWS, sort_terms
+
+        # A query's reference runs (in trial order, so the planner prefers it to the primary
+        # key) and a top-N by a score read from indexes (store.query)
+        db.execute("CREATE INDEX IF NOT EXISTS trials_reference_runs ON trials "
+                   "(experiment, trial_id) WHERE reference IS NOT NULL")
+        for name, field in SORT_INDEXES.items():
+            db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON trials "
+                       f"(experiment, {', '.join(sort_terms(field))}) WHERE {SORTED_ROWS}")
         # Marked with this version (an older localrules would write unnumbered).
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                    (str(SCHEMA_VERSION),))
@@ -544,12 +553,14 @@ class SQLiteStore(TrialStore):
                     ) -> dict[str, frozenset[str]]:
         from localrules.store.query.to_sql import KIND_OF_JSON_TYPE, kinds_sql
 
+        if not fields:
+            return {}
+        sql, args = kinds_sql(fields, len(experiments))
+        (row,) = self._read(sql, [*args, *experiments])
         out = {}
-        for field in fields:
-            sql, args = kinds_sql(field, len(experiments))
-            types = {row[0] for row in self._read(sql, [*args, *experiments])}
-            if types - {None}:
-                out[field] = frozenset(KIND_OF_JSON_TYPE[t] for t in types
+        for field, joined in zip(fields, row, strict=True):
+            if joined is not None:  # some trial holds it (a scalar, null, object or list)
+                out[field] = frozenset(KIND_OF_JSON_TYPE[t] for t in joined.split(",")
                                        if t in KIND_OF_JSON_TYPE)
         return out
 
@@ -561,13 +572,15 @@ class SQLiteStore(TrialStore):
 
     def query_trials(self, experiment: str, where: Any, order: Any = None,
                      limit: int | None = None) -> list[Trial]:
-        from localrules.store.query.to_sql import order_sql, to_sql
+        from localrules.store.query.to_sql import order_sql, present_sql, to_sql
 
         clause, args = to_sql(where)
         tail, tail_args = "ORDER BY trial_id", []
         if order is not None:
             terms, tail_args = order_sql(order.field, order.descending)
             tail = f"ORDER BY {terms}, trial_id"
+            present = present_sql(where, order.field)
+            clause = clause if present is None else f"{present} AND {clause}"
         if limit is not None:
             tail += f" LIMIT {int(limit)}"
         return self._select(f"experiment = ? AND {clause}", [experiment, *args, *tail_args],

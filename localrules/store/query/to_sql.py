@@ -10,6 +10,7 @@ absent instead of failing the query; its decoding is reported where the row is r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from localrules.store.query.fields import (
@@ -35,6 +36,15 @@ FULL_BUDGET_SQL = ("(state = 'done' AND COALESCE(json_type(CASE WHEN json_valid(
 IS_REFERENCE_SQL = ("COALESCE(json_type(CASE WHEN json_valid(reference) THEN reference END, "
                     "'$.rule') = 'text', 0)")
 """A reference run (its marker names a rule) in SQL (never NULL)."""
+SORT_INDEXES = {"trials_by_objective": "result.objective", "trials_by_top1": "result.top1"}
+"""The expression indexes of the ``trials`` table (name: field), on (experiment, the field's
+``sort_terms``) and partial (``SORTED_ROWS``): a top-N of one experiment by these scores reads
+the index in order instead of sorting every trial."""
+SORTED_ROWS = "result IS NOT NULL"
+"""The condition of the sort indexes. SQLite's planner takes an expression index for the
+narrowest on ``experiment`` (it counts an expression one byte wide) and would read every
+other query of one experiment through it, row by row out of order; a partial index serves
+only a query that states its condition, which ``present_sql`` adds to a sorted one."""
 
 
 def json_path(key: str) -> str:
@@ -46,8 +56,16 @@ def _json(column: str) -> str:
     return f"CASE WHEN json_valid({column}) THEN {column} END"
 
 
-def value_sql(field: str) -> tuple[str, str | None, list[Any]]:
-    """(value expression, JSON-type expression or None for a plain column, arguments)."""
+def path_literal(key: str) -> str:
+    """A key's JSON path as an SQL string literal (keys are checked names; quotes doubled all
+    the same)."""
+    return "'" + json_path(key).replace("'", "''") + "'"
+
+
+def value_sql(field: str, inline: bool = False) -> tuple[str, str | None, list[Any]]:
+    """(value expression, JSON-type expression or None for a plain column, arguments). With
+    ``inline`` the JSON path is a literal in the text and there are no arguments: the form an
+    expression index is made of (SQLite uses one only for the very same text)."""
     if field == "full_budget":
         return FULL_BUDGET_SQL, None, []
     if field == "is_reference":
@@ -56,6 +74,9 @@ def value_sql(field: str) -> tuple[str, str | None, list[Any]]:
         return field, None, []
     column, key = ("reference", "rule") if field == "reference" else field.split(".", 1)
     doc = _json(column)
+    if inline:
+        path = path_literal(key)
+        return f"json_extract({doc}, {path})", f"json_type({doc}, {path})", []
     return (f"json_extract({doc}, ?)", f"json_type({doc}, ?)", [json_path(key)])
 
 
@@ -72,6 +93,8 @@ def atom_sql(atom: Atom) -> tuple[str, list[Any]]:
         else:  # holds a scalar (as field_value reads it)
             present = (f"(COALESCE({type_expr}, 'null') IN ('true', 'false', 'integer', "
                        "'real', 'text'))")
+        if atom.field == "reference":  # the column first: the partial index of reference runs
+            present = f"(reference IS NOT NULL AND {present})"
         return (present if atom.op == "exists" else f"(NOT {present})"), args
     if atom.op in ("in", "not in"):
         marks = ", ".join("?" * len(atom.value))
@@ -101,24 +124,48 @@ def to_sql(node: Bound) -> tuple[str, list[Any]]:
             [a for _, args in parts for a in args])
 
 
-def order_sql(field: str, descending: bool) -> tuple[str, list[Any]]:
-    """ORDER BY terms for a field's values: numbers, then text, then booleans (MongoDB's
-    order of types), each by value; all reversed when ``descending``."""
-    expr, type_expr, path = value_sql(field)
-    direction = "DESC" if descending else "ASC"
+def sort_terms(field: str) -> tuple[str, ...]:
+    """The expressions a field's values sort by (no arguments: paths inline), the kind of
+    value's rank first: the terms ``order_sql`` gives and an index of the sort is made of."""
+    expr, type_expr, _ = value_sql(field, inline=True)
     if type_expr is None:
-        return f"{expr} {direction}", []
+        return (expr,)
     rank = (f"CASE {type_expr} WHEN 'integer' THEN 0 WHEN 'real' THEN 0 WHEN 'text' THEN 1 "
             "ELSE 2 END")
-    return f"{rank} {direction}, {expr} {direction}", path + path
+    return rank, expr
 
 
-def kinds_sql(field: str, experiments: int) -> tuple[str, list[Any]]:
-    """The JSON types a dynamic field holds among an experiment list's trials."""
-    column, key = field.split(".", 1)
+def present_sql(node: Bound, field: str) -> str | None:
+    """A term the filter implies (its document column is there) when it requires ``field``
+    to hold a value, to be added to its WHERE clause: then the query may use a sort index
+    (``SORTED_ROWS``); None when it does not require it, or for a field of no such index."""
+    if field not in SORT_INDEXES.values():
+        return None
+    needed = Atom(field, "exists", None, None)
+    items = node.items if isinstance(node, AllOf) else (node,)
+    return SORTED_ROWS if needed in items else None
+
+
+def order_sql(field: str, descending: bool) -> tuple[str, list[Any]]:
+    """ORDER BY terms for a field's values: numbers, then text, then booleans (MongoDB's
+    order of types), each by value; all reversed when ``descending``. The JSON paths are
+    inline, so an index of the same terms (``SORT_INDEXES``) serves a top-N."""
+    direction = "DESC" if descending else "ASC"
+    return ", ".join(f"{term} {direction}" for term in sort_terms(field)), []
+
+
+def kinds_sql(fields: Sequence[str], experiments: int) -> tuple[str, list[Any]]:
+    """The JSON types each dynamic field holds among an experiment list's trials, in one scan
+    (one row: per field, its distinct ``json_type`` answers joined by commas, or NULL). A
+    document is parsed once per row for all its fields, not once per field."""
+    columns = []
+    args: list[Any] = []
+    for field in fields:
+        column, key = field.split(".", 1)
+        columns.append(f"group_concat(DISTINCT json_type({_json(column)}, ?))")
+        args.append(json_path(key))
     marks = ", ".join("?" * experiments)
-    return (f"SELECT DISTINCT json_type({_json(column)}, ?) FROM trials "
-            f"WHERE experiment IN ({marks})", [json_path(key)])
+    return (f"SELECT {', '.join(columns)} FROM trials WHERE experiment IN ({marks})", args)
 
 
 def fields_sql(experiments: int) -> str:
