@@ -9,12 +9,13 @@ Fields:
 - ``params.NAME`` and ``result.NAME``: whatever the experiments' trials hold, with the JSON
   types they hold (read from the database for the fields a filter names, so a YAML space's
   choice of mixed values is typed as its values are);
-- derived: ``full_budget`` (done with a full-budget result: ``store.documents.full_budget_trial``),
-  ``reference`` (a reference run's rule), ``is_reference`` (whether it is one: ``not
-  is_reference`` selects the search's own trials), and ``result.gap_closed`` (``gap_closed``): the gap a
-  full-budget result closes between the experiment's fa and bp references, compared as its
-  objective against the equivalent threshold ``fa + value·(bp − fa)``; a trial has none in an
-  experiment without both references (``store.references``).
+- derived: ``full_budget`` (done with a full-budget result:
+  ``store.documents.full_budget_trial``), ``reference`` (a reference run's rule),
+  ``is_reference`` (whether it is one: ``not is_reference`` selects the search's own trials),
+  and ``result.gap_closed`` (``gap_closed``): the gap a full-budget result closes between
+  the experiment's fa and bp references, compared as its objective against the equivalent
+  threshold ``fa + value·(bp − fa)``; a trial has none in an experiment without both
+  references (``store.references``).
 
 **One semantics on every backend** (SQL's three-valued logic, read the same on MongoDB and in
 pandas): a comparison of a field a trial does not have (an inactive parameter, a result not
