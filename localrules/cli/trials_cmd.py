@@ -280,6 +280,7 @@ def experiment_row(store: TrialStore, experiment: Experiment) -> dict[str, Any]:
 
 def experiments_table(rows: Sequence[dict[str, Any]],
                       columns: Sequence[Column]) -> str:
+    """The rows as a table of the given columns (numbers right-aligned, None as ``-``)."""
     return table([header for header, _ in columns],
                  [[cell(r) for _, cell in columns] for r in rows])
 
