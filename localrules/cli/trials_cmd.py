@@ -9,34 +9,35 @@ its rung is shown beside it, it has no gap closed, and it is never ranked agains
 results (sorted by objective, it comes after them; the leaderboard leaves it out and counts it
 apart). Both commands show the trial-epochs spent (``results.trial_epochs`` summed over the
 search trials: the epochs of reported results) and the best full-budget objective so far.
+
+``localrules experiments --compare A B …`` sets the named experiments side by side, one row each
+in the order given: the same row (``store.summary.experiment_summary``) as the plain listing,
+whose figures include the median of the top decile of full-budget results (steadier than the
+best alone) and the bp and fa objectives the gap closed is read against.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from localrules.cli.arguments import add_db_argument, number
 from localrules.cli.tables import fmt, iso, table, terminal_width
 from localrules.results import trial_epochs
-from localrules.store import STATES, HistoryEntry, Trial, TrialStore
+from localrules.store import STATES, Experiment, HistoryEntry, Trial, TrialStore
 from localrules.store.documents import (
     QUEUED,
     RUNNING,
-    best_objective,
     full_budget_trial,
     paused_trial,
-    state_counts,
 )
 from localrules.store.references import (
     GAP_RULES,
     References,
-    references_of,
-    requested_references,
-    search_trials,
 )
+from localrules.store.summary import experiment_summary, search_summary
 from localrules.validation import TRIALS
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -74,9 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "existing file is refused)")
     p.set_defaults(handler=run_trials)
 
-    e = sub.add_parser("experiments", help="list the experiments in a trial database")
+    e = sub.add_parser("experiments", help="list the experiments in a trial database",
+                       description="List the experiments in the trial database, or compare "
+                                   "the named ones side by side (--compare).")
     add_db_argument(e)
     e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--compare", nargs="+", metavar="NAME",
+                   help="one row per named experiment, in the order given: trials by state, "
+                        "best and top-decile median full-budget objective, gap closed, "
+                        "references, trial-epochs spent")
     e.set_defaults(handler=run_experiments)
 
 
@@ -142,17 +149,14 @@ def rung_text(trial: Trial) -> str:
 def spent_line(trials: Sequence[Trial | HistoryEntry], references: References) -> str:
     """The search's trial-epochs spent and its best full-budget result so far (reference runs
     left out of both), with the trials paused at a lower rung counted apart."""
-    search = search_trials(trials)
-    spent = sum(trial_epochs(t.result) for t in search)
-    best = best_objective(search)
-    paused = sum(map(paused_trial, search))
-    text = f"trial-epochs spent: {spent}; best full-budget objective so far: "
-    if best is None:
+    summary = search_summary(trials, references)
+    text = f"trial-epochs spent: {summary['trial_epochs']}; best full-budget objective so far: "
+    if summary["best_trial"] is None:
         text += "none yet"
     else:
-        objective = best.result["objective"]
-        text += (f"{objective:.4f} (trial {best.trial_id}, gap closed "
-                 f"{fmt(references.gap_closed(objective))})")
+        text += (f"{summary['best_objective']:.4f} (trial {summary['best_trial']}, gap closed "
+                 f"{fmt(summary['best_gap_closed'])})")
+    paused = summary["paused"]
     return text + (f"; {paused} paused at a lower rung (not ranked)" if paused else "")
 
 
@@ -245,38 +249,55 @@ def run_trials(args: argparse.Namespace) -> int:
     return 0
 
 
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+"""A table column: its header and the cell it takes from a row."""
+EXPERIMENT_COLUMNS: tuple[Column, ...] = (
+    ("experiment", lambda r: r["name"]),
+    *((state, lambda r, s=state: r["counts"][s]) for state in STATES),
+    ("best", lambda r: r["best_objective"]),
+    ("top-10% median", lambda r: r["top_decile_median"]),
+    ("gap closed", lambda r: r["best_gap_closed"]),
+    *((rule, lambda r, g=rule: r["reference_objectives"][g]) for rule in GAP_RULES),
+    ("trial-epochs", lambda r: r["trial_epochs"]),
+    ("paused", lambda r: r["paused"]),
+    ("fidelity", lambda r: r["fidelity"]),
+    ("space", lambda r: r["space"]),
+)
+"""The table of ``localrules experiments`` (and ``--compare``): header and cell of a row."""
+LISTING_COLUMNS: tuple[Column, ...] = (
+    *EXPERIMENT_COLUMNS,
+    ("max", lambda r: r["max_trials"]),
+    ("created", lambda r: r["created_at"]),
+)
+
+
+def experiment_row(store: TrialStore, experiment: Experiment) -> dict[str, Any]:
+    """An experiment's row (``store.summary.experiment_summary``), read through its history
+    (ids, states and results: no configs), with ``created_at`` as ISO text."""
+    row = experiment_summary(experiment, store.history(experiment.name))
+    return {**row, "created_at": iso(row["created_at"])}
+
+
+def experiments_table(rows: Sequence[dict[str, Any]],
+                      columns: Sequence[Column]) -> str:
+    """The rows as a table of the given columns (numbers right-aligned, None as ``-``)."""
+    return table([header for header, _ in columns],
+                 [[cell(r) for _, cell in columns] for r in rows])
+
+
 def run_experiments(args: argparse.Namespace) -> int:
+    """Every experiment, or with ``--compare`` the named ones in the order given (each once);
+    a name the database does not hold is bad input (naming those it does), found before
+    anything is printed."""
     with open_existing(args.db) as store:
-        rows = []
-        for e in store.list_experiments():
-            history = store.history(e.name)  # ids, states and results: no configs read
-            best = best_objective(history)
-            objective = None if best is None else best.result["objective"]
-            references = references_of(history, requested_references(e))
-            search = search_trials(history)
-            rows.append({
-                "name": e.name, "space": e.space_name,
-                "counts": state_counts(search),  # references: their own field
-                "trial_epochs": sum(trial_epochs(t.result) for t in search),
-                "paused": sum(map(paused_trial, search)),
-                "fidelity": (e.settings.get("fidelity") or {}).get("kind", "none"),
-                "best_objective": objective,
-                "best_gap_closed": references.gap_closed(objective),
-                "references": {rule: {k: v for k, v in level.to_dict().items()
-                                      if k != "pending"}
-                               for rule, level in references.levels.items()},
-                "gap_reason": references.gap_reason(),
-                "reading": e.reading,
-                "max_trials": e.settings.get("max_trials"), "budget": dict(e.budget),
-                "created_at": iso(e.created_at),
-            })
+        if args.compare is None:
+            experiments = store.list_experiments()
+        else:
+            experiments = [store.require_experiment(name)
+                           for name in dict.fromkeys(args.compare)]
+        rows = [experiment_row(store, e) for e in experiments]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
-        return 0
-    print(table(["experiment", "space", *STATES, "paused", "trial-epochs", "best",
-                 "gap closed", "bp", "fa", "max", "created"],
-                [[r["name"], r["space"], *(r["counts"][s] for s in STATES), r["paused"],
-                  r["trial_epochs"], r["best_objective"], r["best_gap_closed"],
-                  *((r["references"].get(rule) or {}).get("objective") for rule in GAP_RULES),
-                  r["max_trials"], r["created_at"]] for r in rows]))
+    else:
+        print(experiments_table(rows, EXPERIMENT_COLUMNS if args.compare else LISTING_COLUMNS))
     return 0

@@ -280,6 +280,22 @@ def best_objective(trials: Iterable[Trial | HistoryEntry]) -> Trial | HistoryEnt
     return max(scored, key=lambda t: t.result["objective"], default=None)
 
 
+def top_decile_median(trials: Iterable[Trial | HistoryEntry]) -> float | None:
+    """The median objective of the best tenth of the full-budget search trials (the top
+    ``ceil(n / 10)`` of ``n``, so at least one), or None without any. The candidates are
+    those of ``best_objective``: reference runs and rung results are left out.
+
+    The best trial alone says how lucky a search got; the top decile's median says how good its
+    good region is, a steadier figure to set two searches side by side by."""
+    import statistics
+
+    objectives = sorted((t.result["objective"] for t in trials
+                         if t.reference is None and full_budget_trial(t)), reverse=True)
+    if not objectives:
+        return None
+    return statistics.median(objectives[: math.ceil(len(objectives) / 10)])
+
+
 def requeue_outcome(lapses: int, max_attempts: int) -> tuple[str, str | None]:
     """State and error of a running trial whose lease has expired for the ``lapses``-th time."""
     if lapses >= max_attempts:
