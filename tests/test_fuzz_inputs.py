@@ -177,3 +177,28 @@ def test_space_shaped_yaml_of_any_shape_is_a_space_or_a_value_error(data):
 @given(YAML_VALUES)
 def test_yaml_values_under_parameters_are_a_space_or_a_value_error(data):
     _space_or_value_error(yaml.safe_dump({"parameters": data}, width=10**6))
+
+
+# --- the query language (localrules trials --where) ------------------------------------------
+QUERY_PIECES = st.sampled_from([
+    "params.noise", "params.sigma", "result.top1", "state", "gap_closed", "created_at",
+    "params.nosie", "__import__", "os.system", "==", "!=", "<=", ">", " in ", " not ", " and ",
+    " or ", "(", ")", ",", "'", '"', "'done'", "true", "false", "null", "0.5", "-1e400", "1e5",
+    "done", "'2026-12-01'", "\\", "=", ";", "$", ".", "\x00", " "])
+
+
+@given(st.one_of(st.text(max_size=80), st.lists(QUERY_PIECES, max_size=14).map("".join)))
+def test_any_filter_text_binds_or_is_refused_with_a_position(text):
+    """Whatever is typed after --where: a bound filter, or a QuerySyntaxError (a ValueError:
+    exit 2) — never another exception, and never anything evaluated."""
+    from localrules.store.query.fields import BOOL, NUMBER, STRING, Catalog, bind
+    from localrules.store.query.language import QuerySyntaxError
+
+    catalog = Catalog({"params.noise": frozenset({BOOL}), "params.sigma": frozenset({NUMBER}),
+                       "result.top1": frozenset({NUMBER}),
+                       "params.mode": frozenset({STRING, NUMBER})},
+                      lambda: ["params.noise", "params.sigma", "result.top1", "params.mode"])
+    try:
+        bind(text, catalog)
+    except QuerySyntaxError as err:
+        assert str(err).startswith("--where")

@@ -272,6 +272,12 @@ def test_the_frame_has_typed_columns_and_the_union_of_experiments(filled):
     ("__import__('os').system('true')", "position"),
     ("params.noise.__class__ == 1", "one name after the dot"),
     ("params.noise == true and", "position 25"),
+    ("params.batch_size > 99999999999999999999", "beyond 64-bit"),
+    ("params.sigma > 1e999", "not a finite number"),
+    ("params.noise = true", "compare with '=='"),
+    ("params.noise == null", "not a value"),
+    ("params.sigma > params.decay", "not another field"),
+    ("params.noise == \"it's\"", "a string runs"),
 ])
 def test_bad_filters_are_refused_naming_the_position_and_nothing_is_run(filled, where,
                                                                         message):

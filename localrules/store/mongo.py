@@ -570,7 +570,7 @@ class MongoStore(TrialStore):
                      {})
         out = {}
         for i, field in enumerate(fields):
-            types = set(found.get(f"f{i}", ())) - {"missing", "null"}
+            types = set(found.get(f"f{i}", ())) - {"missing"}  # null: held, no scalar
             if types:
                 out[field] = frozenset(KIND_OF_BSON_TYPE[t] for t in types
                                        if t in KIND_OF_BSON_TYPE)

@@ -250,6 +250,8 @@ class _Parser:
             if not math.isfinite(value) or abs(value) > 1e300:
                 raise self.error(f"{token.text} is not a finite number", token)
             if re.fullmatch(r"-?\d+", token.text):
+                if abs(int(token.text)) >= 2**63:  # what SQLite and MongoDB store
+                    raise self.error(f"{token.text} is beyond 64-bit integers", token)
                 return int(token.text)
             return value
         if token.kind == "string":
