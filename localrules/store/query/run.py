@@ -24,6 +24,7 @@ from localrules.store.query.fields import (
     named_fields,
 )
 from localrules.store.query.plan import (
+    SCORES,
     Order,
     for_experiment,
     groups,
@@ -90,12 +91,13 @@ def select(store: TrialStore, experiments: str | Sequence[str], where: str | Non
     order = Order.of(sort, reverse) if sort is not None else None
     asked = named_fields(where) if where is not None else []
     asked += [canonical(c) for c in columns or () if is_dynamic(canonical(c))]
-    if order is not None and is_dynamic(order.field):
+    check_order = order is not None and is_dynamic(order.field) and order.field not in SCORES
+    if check_order:  # a score needs no reading: absent, it sorts last
         asked.append(order.field)
     kinds = store.query_kinds(names, list(dict.fromkeys(asked))) if asked else {}
     catalog = Catalog(kinds, lambda: store.query_fields(names))
     node: Bound = EVERYTHING if where is None else bind(where, catalog)
-    if order is not None and is_dynamic(order.field) and not catalog.kinds_of(order.field):
+    if check_order and not catalog.kinds_of(order.field):
         raise ValueError(f"unknown sort key {sort!r}: no trial of {', '.join(names)} has it; "
                          f"these experiments have {catalog.valid_dynamic()}")
     checked = check_columns(columns, catalog) if columns is not None else None
@@ -103,6 +105,8 @@ def select(store: TrialStore, experiments: str | Sequence[str], where: str | Non
                                       requested_references(found[name])) for name in names}
     parts = []
     for rank, (group, group_order) in enumerate(groups(node, order)):
+        if limit is not None and sum(len(trials) for _, trials, _ in parts) >= limit:
+            break  # every later group's trials come after these
         for name in names:
             where_here = for_experiment(group, references[name])
             if where_here == Constant(False):
