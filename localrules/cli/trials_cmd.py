@@ -1,8 +1,11 @@
 """``localrules trials`` and ``localrules experiments``: read a trial database.
 
-Both only read: a database that does not exist is an error, never created. ``--format json``
-prints an array of trial objects (params, result, progress, config, ISO timestamps); ``csv`` the
-flat rows of ``store.frame``; ``table`` a leaderboard-style view.
+Both only read: a database that does not exist is an error, never created. ``trials`` is a
+query (``store.query``, docs/query.md): one or more experiments, ``--where`` filters, ``--sort``
+and ``--limit``, all applied by the database. ``--format json`` prints an array of trial objects
+(params, result, progress, config, ISO timestamps); ``csv`` and ``parquet`` the flat rows of
+``store.frame`` (``cli.export``); ``table`` a leaderboard-style view; ``--columns`` keeps the
+columns named.
 
 Under a multi-fidelity search a trial paused (or stopped) at a lower rung holds a rung result:
 its rung is shown beside it, it has no gap closed, and it is never ranked against full-budget
@@ -41,8 +44,6 @@ from localrules.store.summary import experiment_summary, search_summary
 from localrules.validation import TRIALS
 
 FORMATS = ("table", "csv", "json", "parquet")
-DESCENDING = frozenset({"objective", "top1", "top5"})
-"""Sort keys where higher is better, sorted best first."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
