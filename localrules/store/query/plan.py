@@ -29,7 +29,6 @@ from localrules.store.query.fields import (
     Bound,
     Constant,
     all_of,
-    any_of,
     canonical,
     is_dynamic,
     kind_of,
@@ -190,5 +189,3 @@ def _by_value(value: Any, descending: bool) -> Any:
     key = (1, sort_value(value))
     return _Reversed(key) if descending else key
 
-
-__all__ = ["Order", "any_of", "for_experiment", "groups", "holds", "merge"]

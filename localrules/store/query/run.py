@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from localrules.store.documents import Experiment, Trial
+from localrules.store.frame import BASE_COLUMNS, FIDELITY_COLUMNS, TIME_COLUMNS
 from localrules.store.query.fields import (
     EVERYTHING,
     GAP_CLOSED,
@@ -37,10 +38,8 @@ if TYPE_CHECKING:
     from localrules.store.base import TrialStore
 
 REFERENCE_RUNS = Atom("reference", "exists", None, None)
-FRAME_COLUMNS = ("experiment", "trial_id", "state", "attempt", "lapses", "worker", "error",
-                 "code_version", "reference", "warm_start", "rung", "stopped_early",
-                 "full_budget", "trial_epochs", "gap_closed", "progress.epoch", "created_at",
-                 "started_at", "updated_at", "finished_at")
+FRAME_COLUMNS = (*BASE_COLUMNS, "reference", "warm_start", *FIDELITY_COLUMNS, "gap_closed",
+                 "progress.epoch", *TIME_COLUMNS)
 """The columns every row of a query has (``store.frame.trial_row``), besides params/result."""
 
 
