@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from localrules.store.query.fields import (
-    TIME_FIELDS,
     AllOf,
     Atom,
     Bound,
@@ -47,13 +46,9 @@ def atom_mask(frame, atom: Atom):
     import pandas as pd
 
     column = _column(frame, atom.field)
-    if column is None:
-        values = pd.Series([None] * len(frame), index=frame.index, dtype="object")
-    else:
-        values = column.astype("object")
-    if atom.field in TIME_FIELDS and column is not None:
-        values = column.map(lambda t: None if pd.isna(t) else t.timestamp())
-    return values.map(lambda v: atom.holds(_plain(v))).astype(bool)
+    if column is None:  # no trial has the field: absent everywhere
+        return pd.Series(atom.holds(None), index=frame.index, dtype=bool)
+    return column.astype("object").map(lambda v: atom.holds(_plain(v))).astype(bool)
 
 
 def mask(frame, node: Bound):
