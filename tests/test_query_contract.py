@@ -206,7 +206,7 @@ def test_generated_filters_agree(filled, baseline):
 
 
 SORTS = ["objective", "top1", "gap_closed", "params.sigma", "params.mode", "state",
-         "finished_at", "rung"]
+         "finished_at", "rung", "trial_id"]
 
 
 def test_sort_and_limit_are_pushed_down_in_one_order(filled, baseline):

@@ -590,7 +590,9 @@ class MongoStore(TrialStore):
 
         cursor = self._trials.find({"$and": [{"experiment": experiment}, to_mongo(where)]})
         keys = [] if order is None else sort_mongo(order.field, order.descending)
-        cursor = cursor.sort([*keys, ("trial_id", 1)])
+        if not any(key == "trial_id" for key, _ in keys):  # a key twice: the last one wins
+            keys.append(("trial_id", 1))
+        cursor = cursor.sort(keys)
         if limit is not None:
             cursor = cursor.limit(int(limit))
         return self._parsed(cursor) if limit != 0 else []
