@@ -149,10 +149,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @pytest.fixture(scope="module")
-def render_html():
-    """``render(path) -> {"errors", "images", "tables", "text"}``: the page loaded from disk in
-    headless Chromium, with every console error, page error and failed request collected, and
-    each image's (loaded, natural width)."""
+def chromium():
+    """Debian's headless Chromium, driven by Playwright (a ``Browser``), for a module's tests."""
     if not os.environ.get("LOCALRULES_REQUIRE_BROWSER"):
         if not os.path.exists(CHROMIUM):
             pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -161,25 +159,39 @@ def render_html():
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-
-        def render(path) -> dict:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
-            page.goto(f"file://{os.path.abspath(path)}", wait_until="load")
-            out = {
-                "errors": errors,
-                "images": page.evaluate(
-                    "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"),
-                "tables": page.evaluate(
-                    "Array.from(document.querySelectorAll('table')).map("
-                    "t => t.querySelectorAll('tbody tr').length)"),
-                "text": page.inner_text("body"),
-            }
-            page.close()
-            return out
-
-        yield render
+        yield browser
         browser.close()
+
+
+def collect_errors(page) -> list[str]:
+    """Every console error, page error and failed request of ``page``, as they come."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
+    return errors
+
+
+@pytest.fixture(scope="module")
+def render_html(chromium):
+    """``render(path) -> {"errors", "images", "tables", "text"}``: the page loaded from disk in
+    headless Chromium, with every console error, page error and failed request collected, and
+    each image's (loaded, natural width)."""
+
+    def render(path) -> dict:
+        page = chromium.new_page()
+        errors = collect_errors(page)
+        page.goto(f"file://{os.path.abspath(path)}", wait_until="load")
+        out = {
+            "errors": errors,
+            "images": page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"),
+            "tables": page.evaluate(
+                "Array.from(document.querySelectorAll('table')).map("
+                "t => t.querySelectorAll('tbody tr').length)"),
+            "text": page.inner_text("body"),
+        }
+        page.close()
+        return out
+
+    return render

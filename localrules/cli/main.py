@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from localrules import __version__
 from localrules.cli import (
+    dashboard_cmd,
     dynamics_cmd,
     neural_fit_cmd,
     report_cmd,
@@ -30,7 +31,7 @@ from localrules.cli import (
 )
 
 COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, worker_cmd, trials_cmd, report_cmd,
-            neural_fit_cmd)
+            neural_fit_cmd, dashboard_cmd)
 
 EXIT_BAD_INPUT = 2
 EXIT_STORE_ERROR = 1

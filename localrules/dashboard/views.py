@@ -1,0 +1,279 @@
+"""What each dashboard page shows, as plain JSON read from a store (no web framework here).
+
+Every figure comes from the store's read-only API: experiment summaries (``store.summary``),
+filtered and sorted trial pages (the query language, ``store/query``), the search's progress and
+the importance with SEM (``analysis``), one trial's document with its epoch curve and attempts,
+and the workers' records. Nothing here writes.
+
+The analyses read every trial of an experiment; they are cached per experiment and redone only
+when its trials-per-state counts change (a trial finished, failed or was queued), which is one
+cheap ``GROUP BY`` per refresh instead of a full read. Timestamps stay Unix seconds: the page
+shows them in the reader's time zone.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from localrules.results import trial_epochs
+from localrules.store.documents import (
+    DONE,
+    FAILED,
+    STATES,
+    Experiment,
+    Trial,
+    full_budget_trial,
+)
+from localrules.store.frame import trial_row
+from localrules.store.references import References, references_of, requested_references
+from localrules.store.urls import redact
+
+PER_PAGE = 100
+MAX_PER_PAGE = 500
+MAX_TOP = 200
+DEFAULT_TOP = 30
+RATE_WINDOW = 3600.0
+"""Trials per hour are counted over the last hour."""
+
+
+class NotFound(LookupError):
+    """An experiment or trial the store does not have (HTTP 404)."""
+
+
+def with_states(where: str | None, states: Sequence[str]) -> str | None:
+    """A filter and a set of states together (``localrules trials --where … --state …``)."""
+    if not states:
+        return where
+    chosen = f"state in ({', '.join(dict.fromkeys(states))})"
+    return chosen if where is None else f"({where}) and {chosen}"
+
+
+@dataclass(frozen=True)
+class TrialPageRequest:
+    """One page of an experiment's trial table: filter, order and position, validated."""
+
+    states: tuple[str, ...] = ()
+    where: str | None = None
+    sort: str = "trial_id"
+    reverse: bool = True
+    page: int = 1
+    per_page: int = PER_PAGE
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, Sequence[str]]) -> TrialPageRequest:
+        """From URL query parameters (each a list of values); ValueError naming what is wrong
+        and what is valid."""
+        known = {"state", "where", "sort", "reverse", "page", "per_page"}
+        unknown = sorted(set(query) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: "
+                             f"{', '.join(sorted(known))}")
+        states = tuple(query.get("state", ()))
+        bad = [s for s in states if s not in STATES]
+        if bad:
+            raise ValueError(f"unknown state {bad[0]!r}; valid: {', '.join(STATES)}")
+        where = _single(query, "where")
+        where = where if where and where.strip() else None
+        sort = _single(query, "sort") or "trial_id"
+        from localrules.store.query.plan import check_sort_field
+
+        check_sort_field(sort)
+        reverse = _flag(_single(query, "reverse"), default=sort == "trial_id")
+        page = parse_count(_single(query, "page"), "page", 1, 10**6, 1)
+        per_page = parse_count(_single(query, "per_page"), "per_page", 1, MAX_PER_PAGE, PER_PAGE)
+        return cls(states, where, sort, reverse, page, per_page)
+
+
+def _single(query: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = query.get(name, ())
+    if len(values) > 1:
+        raise ValueError(f"{name}: give it once (got {len(values)} values)")
+    return values[0] if values else None
+
+
+def _flag(text: str | None, default: bool) -> bool:
+    if text is None or text == "":
+        return default
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"reverse: 1/true/yes or 0/false/no, got {text[:40]!r}")
+
+
+def parse_count(text: str | None, name: str, low: int, high: int, default: int) -> int:
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"{name}: a whole number from {low} to {high}, got {text[:40]!r}")
+    return int(text)
+
+
+class DashboardData:
+    """The dashboard's reads over one open (read-only) store, with per-experiment caches."""
+
+    def __init__(self, store: Any, url: str, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.database = redact(url)
+        """The database URL as a page may show it: passwords and secret options masked."""
+        self.clock = clock
+        self._cache: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {}
+        self._lock = threading.Lock()
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _experiment(self, name: str) -> Experiment:
+        found = self.store.get_experiment(name)
+        if found is None:
+            raise NotFound(f"no experiment {name!r} in this database")
+        return found
+
+    def _cached(self, name: str, kind: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` for the experiment, reused while its counts by state are unchanged."""
+        key = tuple(self.store.counts(name).values())
+        with self._lock:
+            hit = self._cache.get((name, kind))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            self._cache[(name, kind)] = (key, value)
+        return value
+
+    def _references(self, experiment: Experiment) -> References:
+        from localrules.store.query.run import REFERENCE_RUNS
+
+        runs = self.store.query_trials(experiment.name, REFERENCE_RUNS)
+        return references_of(runs, requested_references(experiment))
+
+    # --- pages --------------------------------------------------------------------------------
+    def experiments(self) -> dict[str, Any]:
+        """Every experiment, summed up (the experiments page)."""
+        rows = [self.summary(e) for e in self.store.list_experiments()]
+        return {"database": self.database, "experiments": rows, "now": self.clock()}
+
+    def summary(self, experiment: Experiment) -> dict[str, Any]:
+        """One experiment's figures: space, engine, budget, counts, best objective and gap
+        closed, references, trials per hour over the last hour."""
+        from localrules.store.summary import experiment_summary
+
+        name = experiment.name
+        summary = self._cached(name, "summary", lambda: experiment_summary(
+            experiment, self.store.history(name)))
+        return {**summary, "engine": experiment.settings.get("engine", "store"),
+                "trials_per_hour": self.rate(name)}
+
+    def rate(self, name: str) -> float:
+        """Trials that finished (done or failed) in the last hour."""
+        since = self.clock() - RATE_WINDOW
+        recent = self.store.select(name, f"state in ({DONE}, {FAILED}) and finished_at >= "
+                                         f"{since!r}", columns=["trial_id"])
+        return float(len(recent.trials))
+
+    def experiment(self, name: str) -> dict[str, Any]:
+        """The experiment page's header: its summary and settings."""
+        found = self._experiment(name)
+        return {"database": self.database, "summary": self.summary(found),
+                "settings": dict(found.settings), "now": self.clock()}
+
+    def trials(self, name: str, request: TrialPageRequest) -> dict[str, Any]:
+        """One page of the trial table: rows (flat, as ``localrules trials`` has them), the
+        parameter names on the page, the total (None under a ``where`` filter, which would
+        have to read every match to count them) and whether more pages follow."""
+        found = self._experiment(name)
+        offset = (request.page - 1) * request.per_page
+        where = with_states(request.where, request.states)
+        chosen = self.store.select(name, where, request.sort, request.reverse,
+                                   limit=offset + request.per_page + 1)
+        references = chosen.references[name]
+        page = chosen.trials[offset:offset + request.per_page]
+        rows = [_table_row(t, references) for t in page]
+        total = None
+        if request.where is None:
+            counts = self.store.counts(name)
+            total = sum(counts[s] for s in (request.states or STATES))
+        params = sorted({k for t in page for k in t.params})
+        return {"experiment": found.name, "rows": rows, "params": params,
+                "page": request.page, "per_page": request.per_page, "total": total,
+                "more": len(chosen.trials) > offset + request.per_page,
+                "where": where, "sort": request.sort, "reverse": request.reverse,
+                "now": self.clock()}
+
+    def progress(self, name: str) -> dict[str, Any]:
+        """Objective and best so far by trial and by trial-epochs (``report progress``)."""
+        from localrules.analysis.progress import experiment_progress
+
+        self._experiment(name)
+
+        def compute() -> dict[str, Any]:
+            try:
+                return experiment_progress(self.store, name).to_dict()
+            except ValueError as err:  # no search trials yet
+                return {"experiment": name, "trials": [], "curve": [], "note": str(err)}
+
+        return self._cached(name, "progress", compute)
+
+    def importance(self, name: str) -> dict[str, Any]:
+        """Importance of each categorical metaparameter, with the SEM of every level."""
+        from localrules.analysis.importance import experiment_importance
+
+        self._experiment(name)
+
+        def compute() -> dict[str, Any]:
+            try:
+                report = experiment_importance(self.store, name)
+            except ValueError as err:  # nothing finished yet
+                return {"experiment": name, "parameters": [], "analysed": 0, "note": str(err)}
+            return {"experiment": name, "analysed": report.analysed,
+                    "parameters": [p.to_dict() for p in report.parameters],
+                    "note": report.paused and f"{report.paused} paused trial(s) left out"}
+
+        return self._cached(name, "importance", compute)
+
+    def top(self, name: str, n: int = DEFAULT_TOP) -> dict[str, Any]:
+        """The best ``n`` full-budget search trials' params and objectives (the parallel
+        coordinates)."""
+        self._experiment(name)
+        chosen = self.store.select(name, "full_budget and not is_reference", "objective",
+                                   limit=n)
+        return {"experiment": name, "trials": [
+            {"trial_id": t.trial_id, "objective": t.objective, "params": dict(t.params)}
+            for t in chosen.trials]}
+
+    def trial(self, name: str, trial_id: int) -> dict[str, Any]:
+        """One trial's document for its page: config, params, result and gap closed, the
+        epoch curve, the attempts, the lease."""
+        found = self._experiment(name)
+        trial = self.store.get_trial(name, trial_id)
+        if trial is None:
+            raise NotFound(f"no trial {trial_id} in experiment {name!r}")
+        references = self._references(found)
+        doc = trial.to_dict()
+        curve = sorted((doc.pop("curve", None) or {}).values(),
+                       key=lambda point: point.get("epoch", 0))
+        gap = references.result_gap_closed(trial.result)
+        return {**doc, "curve": curve, "attempts": list(doc.pop("attempts", None) or ()),
+                "gap_closed": gap,
+                "gap_closed_reason": None if gap is not None else (
+                    references.result_gap_reason(trial.result) or "no objective"),
+                "full_budget": full_budget_trial(trial), "trial_epochs": trial_epochs(
+                    trial.result), "now": self.clock()}
+
+    def workers(self) -> dict[str, Any]:
+        """Every worker's record: status, trial and lease, last heartbeat, recent events."""
+        now = self.clock()
+        return {"workers": [w.to_dict() for w in self.store.workers()], "now": now}
+
+
+def _table_row(trial: Trial, references: References) -> dict[str, Any]:
+    """A trial-table row: the query's flat row, JSON-ready (finite numbers only), with the
+    epochs the trial is to run."""
+    row = trial_row(trial, references)
+    row["progress.epochs"] = (trial.progress or {}).get("epochs")
+    row["fidelity.epochs"] = (trial.fidelity or {}).get("epochs")
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()}
