@@ -374,3 +374,14 @@ def test_bench_query_refuses_bad_flags(monkeypatch, capsys):
             bench_query.parse_args(flags)
     assert "must be >= 1" in capsys.readouterr().err
     assert bench_query.parse_args([]).trials == 100_000
+
+
+def test_bench_dashboard_smoke_prints_one_json_line():
+    out = _run_script("bench_dashboard.py", "--trials", "300", "--no-mongo", "--repeats", "1")
+    sqlite = out["sqlite"]
+    assert "mongodb" not in out and sqlite["trials"] == 300
+    assert sqlite["importance_analysed"] > 200  # the YAML space's choices were analysed
+    for figure in ("trials_page_s", "trials_filtered_s", "trials_deep_s", "experiment_refresh_s",
+                   "experiment_cold_s", "experiments_s", "read_every_trial_s"):
+        assert sqlite[figure] > 0, figure
+    assert out["goal"] == {"trials": 300, "page_seconds_max": 0.3, "met": False}

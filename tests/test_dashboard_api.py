@@ -51,7 +51,8 @@ def filled_url(store_url):
 
 
 def client_of(url: str, ids: dict, store):
-    client = TestClient(create_app(DashboardData(store, url)), base_url=LOCAL)
+    client = TestClient(create_app(DashboardData(store, url, analysis_age=0)),
+                        base_url=LOCAL)
     client.ids, client.url = ids, url
     return client
 

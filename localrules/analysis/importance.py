@@ -180,13 +180,19 @@ class ExperimentData:
 def experiment_data(store, experiment: str) -> ExperimentData:
     """The space and the finished trials of a stored experiment (any backend; a running search
     gives what has finished so far). ValueError for an unknown or empty experiment."""
+    found = store.require_experiment(experiment)
+    return data_of(found, store.trials(experiment))  # one read: counts and rows agree
+
+
+def data_of(found, trials) -> ExperimentData:
+    """``experiment_data`` of an experiment document and its trials, already read."""
     from localrules.spaces import Budget, space_from_source
     from localrules.store.documents import full_budget_trial, paused_trial, state_counts
     from localrules.store.references import search_trials
 
-    found = store.require_experiment(experiment)
+    experiment = found.name
     space = space_from_source(found.space_source, Budget.from_dict(found.budget))
-    trials = search_trials(store.trials(experiment))  # one read: counts and rows agree
+    trials = search_trials(trials)
     rows = [{"params": t.params, "objective": t.objective}
             for t in trials if full_budget_trial(t)]
     paused = sum(map(paused_trial, trials))

@@ -243,7 +243,13 @@ def experiment_progress(store, experiment: str) -> SearchProgress:
     """The progress of a stored experiment (any backend; a running search gives what it has so
     far). ValueError for an unknown experiment or one without trials."""
     found = store.require_experiment(experiment)
-    every = store.trials(experiment)  # whole documents: the curve needs when each finished
+    # whole documents: the curve needs when each finished
+    return progress_of(found, store.trials(experiment))
+
+
+def progress_of(found, every) -> SearchProgress:
+    """``experiment_progress`` of an experiment document and its trials, already read."""
+    experiment = found.name
     history = sorted(search_trials(every), key=lambda t: t.trial_id)
     if not history:
         raise ValueError(f"experiment {experiment!r} has no search trials yet")

@@ -39,6 +39,10 @@ MAX_TOP = 200
 DEFAULT_TOP = 30
 RATE_WINDOW = 3600.0
 """Trials per hour are counted over the last hour."""
+ANALYSIS_AGE = 10.0
+"""Seconds an experiment's analyses (progress, importance) are kept even if a trial changed
+state meanwhile: they read every trial, so on a busy search of 10,000 trials they are redone
+at most this often."""
 
 
 class NotFound(LookupError):
@@ -117,12 +121,15 @@ def parse_count(text: str | None, name: str, low: int, high: int, default: int) 
 class DashboardData:
     """The dashboard's reads over one open (read-only) store, with per-experiment caches."""
 
-    def __init__(self, store: Any, url: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Any, url: str, clock: Callable[[], float] = time.time,
+                 analysis_age: float = ANALYSIS_AGE) -> None:
         self.store = store
         self.database = redact(url)
         """The database URL as a page may show it: passwords and secret options masked."""
         self.clock = clock
-        self._cache: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {}
+        self.analysis_age = analysis_age
+        self._cache: dict[tuple[str, str], tuple[tuple[int, ...], Any, float]] = {}
+        self._computing: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     # --- helpers ----------------------------------------------------------------------------
@@ -132,17 +139,21 @@ class DashboardData:
             raise NotFound(f"no experiment {name!r} in this database")
         return found
 
-    def _cached(self, name: str, kind: str, compute: Callable[[], Any]) -> Any:
-        """``compute()`` for the experiment, reused while its counts by state are unchanged."""
+    def _cached(self, name: str, kind: str, compute: Callable[[], Any],
+                min_age: float = 0.0) -> Any:
+        """``compute()`` for the experiment, reused while its counts by state are unchanged
+        (and, with ``min_age``, for at least that many seconds after it was computed). One
+        computation at a time per value: a second page asking meanwhile waits for it."""
         key = tuple(self.store.counts(name).values())
         with self._lock:
+            guard = self._computing.setdefault((name, kind), threading.Lock())
+        with guard:
             hit = self._cache.get((name, kind))
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        value = compute()
-        with self._lock:
-            self._cache[(name, kind)] = (key, value)
-        return value
+            if hit is not None and (hit[0] == key or self.clock() - hit[2] < min_age):
+                return hit[1]
+            value = compute()
+            self._cache[(name, kind)] = (key, value, self.clock())
+            return value
 
     def _references(self, experiment: Experiment) -> References:
         from localrules.store.query.run import REFERENCE_RUNS
@@ -175,10 +186,12 @@ class DashboardData:
         return float(len(recent.trials))
 
     def experiment(self, name: str) -> dict[str, Any]:
-        """The experiment page's header: its summary and settings."""
+        """The experiment page's header: its summary, settings and the counts by state of all
+        its trials (references included: what the analyses say they were computed for)."""
         found = self._experiment(name)
         return {"database": self.database, "summary": self.summary(found),
-                "settings": dict(found.settings), "now": self.clock()}
+                "counts": self.store.counts(name), "settings": dict(found.settings),
+                "now": self.clock()}
 
     def trials(self, name: str, request: TrialPageRequest) -> dict[str, Any]:
         """One page of the trial table: rows (flat, as ``localrules trials`` has them), the
@@ -188,9 +201,9 @@ class DashboardData:
         offset = (request.page - 1) * request.per_page
         where = with_states(request.where, request.states)
         chosen = self.store.select(name, where, request.sort, request.reverse,
-                                   limit=offset + request.per_page + 1)
+                                   limit=request.per_page + 1, offset=offset)
         references = chosen.references[name]
-        page = chosen.trials[offset:offset + request.per_page]
+        page = chosen.trials[:request.per_page]
         rows = [_table_row(t, references) for t in page]
         total = None
         if request.where is None:
@@ -199,40 +212,46 @@ class DashboardData:
         params = sorted({k for t in page for k in t.params})
         return {"experiment": found.name, "rows": rows, "params": params,
                 "page": request.page, "per_page": request.per_page, "total": total,
-                "more": len(chosen.trials) > offset + request.per_page,
+                "more": len(chosen.trials) > request.per_page,
                 "where": where, "sort": request.sort, "reverse": request.reverse,
                 "now": self.clock()}
 
-    def progress(self, name: str) -> dict[str, Any]:
-        """Objective and best so far by trial and by trial-epochs (``report progress``)."""
-        from localrules.analysis.progress import experiment_progress
+    def analyses(self, name: str) -> dict[str, Any]:
+        """Progress (objective and best so far by trial and by trial-epochs, as ``report
+        progress`` has it) and importance (each categorical metaparameter, with the SEM of
+        every level), from one read of the experiment's trials."""
+        from localrules.analysis.importance import data_of, importance_report
+        from localrules.analysis.progress import progress_of
 
-        self._experiment(name)
+        found = self._experiment(name)
 
         def compute() -> dict[str, Any]:
+            counts = self.store.counts(name)  # before the read: never newer than the trials
+            trials = self.store.trials(name)
             try:
-                return experiment_progress(self.store, name).to_dict()
+                progress = progress_of(found, trials).to_dict()
             except ValueError as err:  # no search trials yet
-                return {"experiment": name, "trials": [], "curve": [], "note": str(err)}
+                progress = {"experiment": name, "trials": [], "curve": [], "note": str(err)}
+            try:
+                report = importance_report(data_of(found, trials))
+            except ValueError as err:  # nothing finished yet
+                importance = {"experiment": name, "parameters": [], "analysed": 0,
+                              "note": str(err)}
+            else:
+                importance = {"experiment": name, "analysed": report.analysed,
+                              "parameters": [p.to_dict() for p in report.parameters],
+                              "note": report.paused and f"{report.paused} paused trial(s) "
+                                                        "left out"}
+            return {"progress": {**progress, "counts": counts},
+                    "importance": {**importance, "counts": counts}}
 
-        return self._cached(name, "progress", compute)
+        return self._cached(name, "analyses", compute, self.analysis_age)
+
+    def progress(self, name: str) -> dict[str, Any]:
+        return self.analyses(name)["progress"]
 
     def importance(self, name: str) -> dict[str, Any]:
-        """Importance of each categorical metaparameter, with the SEM of every level."""
-        from localrules.analysis.importance import experiment_importance
-
-        self._experiment(name)
-
-        def compute() -> dict[str, Any]:
-            try:
-                report = experiment_importance(self.store, name)
-            except ValueError as err:  # nothing finished yet
-                return {"experiment": name, "parameters": [], "analysed": 0, "note": str(err)}
-            return {"experiment": name, "analysed": report.analysed,
-                    "parameters": [p.to_dict() for p in report.parameters],
-                    "note": report.paused and f"{report.paused} paused trial(s) left out"}
-
-        return self._cached(name, "importance", compute)
+        return self.analyses(name)["importance"]
 
     def top(self, name: str, n: int = DEFAULT_TOP) -> dict[str, Any]:
         """The best ``n`` full-budget search trials' params and objectives (the parallel

@@ -276,19 +276,26 @@ class TrialStore(abc.ABC):
 
     @abc.abstractmethod
     def query_trials(self, experiment: str, where: Bound, order: Order | None = None,
-                     limit: int | None = None) -> list[Trial]:
+                     limit: int | None = None, offset: int = 0) -> list[Trial]:
         """The experiment's trials for which the bound filter ``where`` holds (made concrete
         for the experiment: ``plan.for_experiment``), filtered by the database, sorted by
-        ``order`` (else by trial id; ties by trial id), at most ``limit``."""
+        ``order`` (else by trial id; ties by trial id), the first ``offset`` skipped, at most
+        ``limit``."""
+
+    @abc.abstractmethod
+    def query_count(self, experiment: str, where: Bound) -> int:
+        """How many of the experiment's trials ``where`` (as in ``query_trials``) selects,
+        counted by the database (how a deep page skips whole groups of a sort)."""
 
     def select(self, experiments: str | Sequence[str], where: str | None = None,
                sort: str | None = None, reverse: bool = False, limit: int | None = None,
-               columns: Sequence[str] | None = None) -> Selection:
+               columns: Sequence[str] | None = None, offset: int = 0) -> Selection:
         """The trials (documents) a query selects, with each experiment's references: what
-        ``query`` makes a frame of, and the CLI prints (``store.query.run.select``)."""
+        ``query`` makes a frame of, and the CLI prints (``store.query.run.select``).
+        ``offset`` skips that many of them first (a page of a table)."""
         from localrules.store.query.run import select
 
-        return select(self, experiments, where, sort, reverse, limit, columns)
+        return select(self, experiments, where, sort, reverse, limit, columns, offset)
 
     def query(self, experiments: str | Sequence[str], where: str | None = None,
               columns: Sequence[str] | None = None, sort: str | None = None,

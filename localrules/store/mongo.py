@@ -585,7 +585,7 @@ class MongoStore(TrialStore):
 
     @_guarded
     def query_trials(self, experiment: str, where: Any, order: Any = None,
-                     limit: int | None = None) -> list[Trial]:
+                     limit: int | None = None, offset: int = 0) -> list[Trial]:
         from localrules.store.query.to_mongo import sort_mongo, to_mongo
 
         cursor = self._trials.find({"$and": [{"experiment": experiment}, to_mongo(where)]})
@@ -593,9 +593,18 @@ class MongoStore(TrialStore):
         if not any(key == "trial_id" for key, _ in keys):  # a key twice: the last one wins
             keys.append(("trial_id", 1))
         cursor = cursor.sort(keys)
+        if offset:
+            cursor = cursor.skip(int(offset))
         if limit is not None:
             cursor = cursor.limit(int(limit))
         return self._parsed(cursor) if limit != 0 else []
+
+    @_guarded
+    def query_count(self, experiment: str, where: Any) -> int:
+        from localrules.store.query.to_mongo import to_mongo
+
+        return self._trials.count_documents({"$and": [{"experiment": experiment},
+                                                      to_mongo(where)]})
 
     @_guarded
     def reference_runs(self, key: str) -> list[Trial]:

@@ -571,7 +571,7 @@ class SQLiteStore(TrialStore):
         return sorted(row[0] for row in rows)
 
     def query_trials(self, experiment: str, where: Any, order: Any = None,
-                     limit: int | None = None) -> list[Trial]:
+                     limit: int | None = None, offset: int = 0) -> list[Trial]:
         from localrules.store.query.to_sql import order_sql, present_sql, to_sql
 
         clause, args = to_sql(where)
@@ -581,10 +581,18 @@ class SQLiteStore(TrialStore):
             tail = f"ORDER BY {terms}, trial_id"
             present = present_sql(where, order.field)
             clause = clause if present is None else f"{present} AND {clause}"
-        if limit is not None:
-            tail += f" LIMIT {int(limit)}"
+        if limit is not None or offset:
+            tail += f" LIMIT {-1 if limit is None else int(limit)} OFFSET {int(offset)}"
         return self._select(f"experiment = ? AND {clause}", [experiment, *args, *tail_args],
                             tail)
+
+    def query_count(self, experiment: str, where: Any) -> int:
+        from localrules.store.query.to_sql import to_sql
+
+        clause, args = to_sql(where)
+        rows = self._read(f"SELECT COUNT(*) FROM trials WHERE experiment = ? AND {clause}",
+                          [experiment, *args])
+        return int(rows[0][0])
 
     def counts(self, experiment: str) -> dict[str, int]:
         rows = self._read("SELECT state, COUNT(*) FROM trials WHERE experiment = ? "

@@ -222,17 +222,19 @@ async function experimentView(main, name) {
   if (state.view !== `experiment:${name}`) {
     experimentSkeleton(main, name);
     state.view = `experiment:${name}`;
-    state.countsKey = null;
+    state.analysedKey = null;
   }
   const base = `/api/experiments/${encodeURIComponent(name)}`;
   const head = await api(base);
   renderSummary(head.summary);
   await trialTable(name, base);
-  const key = JSON.stringify(head.summary.counts);
-  if (key !== state.countsKey) {  // the analyses change only when a trial's state does
-    state.countsKey = key;
+  // The analyses change only when a trial's state does; the server may hand back ones a few
+  // seconds older than the counts (it redoes them at most every few seconds), so they are
+  // asked for again until they catch up.
+  if (JSON.stringify(head.counts) !== state.analysedKey) {
     const [progress, importance, top] = await Promise.all(
       [api(`${base}/progress`), api(`${base}/importance`), api(`${base}/top`)]);
+    state.analysedKey = JSON.stringify(progress.counts);
     renderProgress(progress, head.summary);
     renderImportance(importance);
     renderTop(top);

@@ -79,14 +79,20 @@ def check_columns(columns: Sequence[str], catalog: Catalog) -> tuple[str, ...]:
 
 def select(store: TrialStore, experiments: str | Sequence[str], where: str | None = None,
            sort: str | None = None, reverse: bool = False, limit: int | None = None,
-           columns: Sequence[str] | None = None) -> Selection:
+           columns: Sequence[str] | None = None, offset: int = 0) -> Selection:
     """The trials of ``experiments`` that pass ``where``, sorted by ``sort`` (by experiment
-    and trial id without it; scores best first, ``reverse`` flips), at most ``limit``."""
+    and trial id without it; scores best first, ``reverse`` flips), the first ``offset``
+    skipped, at most ``limit``.
+
+    Within one experiment the database skips: whole groups of the order (``plan.groups``) by
+    their count, then rows inside the group where the page begins. Across experiments the
+    order is made by merging, so the first ``offset + limit`` are read and the page cut."""
     names = experiment_names(experiments)
     found = {name: store.require_experiment(name) for name in names}
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 0):
-        raise ValueError(f"limit: a count >= 0, got {limit!r}")
+    for name, value in (("limit", limit), ("offset", offset)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            raise ValueError(f"{name}: a count >= 0, got {value!r}")
     order = Order.of(sort, reverse) if sort is not None else None
     asked = named_fields(where) if where is not None else []
     asked += [canonical(c) for c in columns or () if is_dynamic(canonical(c))]
@@ -102,15 +108,27 @@ def select(store: TrialStore, experiments: str | Sequence[str], where: str | Non
     checked = check_columns(columns, catalog) if columns is not None else None
     references = {name: references_of(store.query_trials(name, REFERENCE_RUNS),
                                       requested_references(found[name])) for name in names}
+    single = len(names) == 1
+    skip = offset if single else 0  # rows the database skips
+    wanted = limit if limit is None or single else offset + limit  # rows it returns
     parts = []
     for rank, (group, group_order) in enumerate(groups(node, order)):
-        if limit is not None and sum(len(trials) for _, trials, _ in parts) >= limit:
+        if wanted is not None and sum(len(trials) for _, trials, _ in parts) >= wanted:
             break  # every later group's trials come after these
         for name in names:
             where_here = for_experiment(group, references[name])
             if where_here == Constant(False):
                 continue
+            if skip:
+                count = store.query_count(name, where_here)
+                if count <= skip:  # the page begins after this group
+                    skip -= count
+                    continue
             trials = store.query_trials(name, where_here, sort_for_experiment(group_order),
-                                        limit)
+                                        wanted, skip)
+            skip = 0
             parts.append((rank, trials, references[name]))
-    return Selection(merge(parts, order, names, limit), found, references, checked)
+    merged = merge(parts, order, names, wanted)
+    if not single and offset:
+        merged = merged[offset:]
+    return Selection(merged, found, references, checked)
