@@ -41,8 +41,11 @@ LAYERS: dict[str, set[str]] = {
                "snapshots", "spaces", "store", "train"},
     "raytune": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "search",
                 "snapshots", "spaces", "store", "train", "worker"},
-    "cli": {"analysis", "config", "data", "jsonsafe", "models", "raytune", "results", "rules",
-            "runs", "search", "snapshots", "spaces", "store", "train", "worker"},
+    "dashboard": {"analysis", "config", "jsonsafe", "results", "rules", "runs", "snapshots",
+                  "spaces", "store"},
+    "cli": {"analysis", "config", "dashboard", "data", "jsonsafe", "models", "raytune",
+            "results", "rules", "runs", "search", "snapshots", "spaces", "store", "train",
+            "worker"},
 }
 """Each layer (a subpackage or a top-level module) and the layers it may import: lower ones only.
 The controller's layers (config, spaces, store, search) and analysis sit beside the TensorFlow
@@ -53,7 +56,7 @@ ROOT_LAZY = {"store"}
 the function, never when ``localrules`` is imported (every layer imports the root)."""
 
 WITHOUT_TENSORFLOW = ("validation", "jsonsafe", "results", "config", "spaces", "store", "search",
-                      "analysis")
+                      "analysis", "dashboard")
 """Layers that never import TensorFlow or Keras, not even lazily: a controller on a small VM, the
 reports and the CLI's parser start in about a second and hold no accelerator."""
 HEAVY = ("tensorflow", "keras")
