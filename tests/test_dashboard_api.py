@@ -130,7 +130,7 @@ def test_sorting_puts_the_best_first_and_reverse_flips_it(client):
 
 @pytest.mark.parametrize(("query", "message"), [
     ("state=bogus", "unknown state 'bogus'; valid: queued"),
-    ("where=params.noise%20%3D%3D", "position 16: expected a value"),
+    ("where=params.noise%20%3D%3D", "filter at position 16: expected a value"),
     ("where=params.nope%20%3D%3D%201", "params.nope"),
     ("sort=colour", "colour"),
     ("per_page=0", "per_page: a whole number from 1 to 500"),

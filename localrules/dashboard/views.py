@@ -197,11 +197,18 @@ class DashboardData:
         """One page of the trial table: rows (flat, as ``localrules trials`` has them), the
         parameter names on the page, the total (None under a ``where`` filter, which would
         have to read every match to count them) and whether more pages follow."""
+        from localrules.store.query.language import QuerySyntaxError, parse
+
         found = self._experiment(name)
         offset = (request.page - 1) * request.per_page
         where = with_states(request.where, request.states)
-        chosen = self.store.select(name, where, request.sort, request.reverse,
-                                   limit=request.per_page + 1, offset=offset)
+        try:
+            if request.where is not None:
+                parse(request.where)  # a syntax error's position is in what was typed
+            chosen = self.store.select(name, where, request.sort, request.reverse,
+                                       limit=request.per_page + 1, offset=offset)
+        except QuerySyntaxError as err:  # the CLI's flag is the page's filter field here
+            raise ValueError("filter" + str(err).removeprefix("--where")) from None
         references = chosen.references[name]
         page = chosen.trials[:request.per_page]
         rows = [_table_row(t, references) for t in page]

@@ -128,7 +128,7 @@ async function experimentsView(main) {
     return el("tr", { "data-experiment": e.name },
       el("td", {}, experimentLink(e.name)), el("td", { text: e.space }),
       el("td", { text: e.engine }), el("td", { text: e.fidelity }),
-      el("td", { class: "wrap", text: budgetText(e.budget) }),
+      el("td", { class: "budget", text: budgetText(e.budget) }),
       ...["done", "running", "queued", "failed", "cancelled"].map(
         (s) => el("td", { class: "num", text: fmt(counts[s] || 0) })),
       el("td", { class: "num", text: fmt(e.best_objective) }),
