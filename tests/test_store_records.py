@@ -291,3 +291,53 @@ def test_a_read_only_store_without_a_workers_table_has_no_workers(store_url):
             assert "workers" not in database.list_collection_names()
         finally:
             client.close()
+
+
+# --- malformed documents ------------------------------------------------------------------------
+GOOD_ENTRY = {"epoch": 2, "at": 1.5, "attempt": 1, "metrics": {"loss": None}, "layers": {}}
+GOOD_ATTEMPT = {"attempt": 1, "worker": "w", "started_at": 1.0, "ended_at": None,
+                "outcome": "running", "error": None}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("curve", []),
+    ("curve", {"2": "not an entry"}),
+    ("curve", {"3": GOOD_ENTRY}),  # keyed by another epoch
+    ("curve", {"2": {**GOOD_ENTRY, "attempt": True}}),
+    ("curve", {"2": {**GOOD_ENTRY, "metrics": [1]}}),
+    ("curve", {"2": {**GOOD_ENTRY, "layers": "conv"}}),
+    ("attempts", {}),
+    ("attempts", [7]),
+    ("attempts", [{**GOOD_ATTEMPT, "outcome": "exploded"}]),
+    ("attempts", [{**GOOD_ATTEMPT, "attempt": "1"}]),
+    ("attempts", [{**GOOD_ATTEMPT, "ended_at": "soon"}]),
+    ("attempts", [{**GOOD_ATTEMPT, "error": 3}]),
+])
+def test_a_malformed_curve_or_attempts_log_is_a_malformed_document(field, value):
+    good = Trial("exp", 0, {}, {}, {}, curve={"2": GOOD_ENTRY}, attempts=[GOOD_ATTEMPT])
+    assert Trial.from_dict(good.to_dict()) == good
+    with pytest.raises(ValueError, match=field):
+        Trial.from_dict({**good.to_dict(), field: value})
+
+
+def test_a_malformed_worker_record_is_skipped_with_a_warning(store_url, caplog):
+    with open_store(store_url) as store:
+        store.record_worker("good", "idle")
+        store.record_worker("bad", "idle")
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+            db.execute("UPDATE workers SET doc = json_set(doc, '$.status', 'asleep') "
+                       "WHERE worker = 'bad'")
+    else:
+        import pymongo
+
+        client = pymongo.MongoClient(store_url)
+        try:
+            client.get_default_database()["workers"].update_one(
+                {"_id": "bad"}, {"$set": {"status": "asleep"}})
+        finally:
+            client.close()
+    with open_store(store_url, read_only=True) as reader:
+        assert [r.worker for r in reader.workers()] == ["good"]
+    assert any("worker record 'bad'" in r.getMessage() and "status" in r.getMessage()
+               for r in caplog.records)

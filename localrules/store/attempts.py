@@ -44,8 +44,9 @@ def opened(attempt: int, worker: str, at: float) -> dict[str, Any]:
 
 
 def appended(log: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``log`` with ``entry`` last, the latest ``MAX_LOGGED_ATTEMPTS`` kept."""
-    return [dict(e) for e in (*log, entry)][-MAX_LOGGED_ATTEMPTS:]
+    """``log`` with ``entry`` last, the latest ``MAX_LOGGED_ATTEMPTS`` kept (a tampered entry
+    that is no mapping is carried over as it is, as MongoDB's pipeline does)."""
+    return [*log, dict(entry)][-MAX_LOGGED_ATTEMPTS:]
 
 
 def closed(log: Sequence[Mapping[str, Any]], attempt: int, outcome: str, at: float,
@@ -54,6 +55,9 @@ def closed(log: Sequence[Mapping[str, Any]], attempt: int, outcome: str, at: flo
     lapsed one too, marked ``late``); every other entry as it is."""
     out = []
     for entry in log:
+        if not isinstance(entry, Mapping):  # tampered: carried over, as MongoDB's pipeline does
+            out.append(entry)
+            continue
         entry = dict(entry)
         if entry.get("attempt") == attempt and (
                 entry.get("outcome") == RUNNING or (late and entry.get("outcome") == LAPSED)):

@@ -356,7 +356,8 @@ class SQLiteStore(TrialStore):
                                  (experiment, trial_id, *states, attempt)).fetchone()
                 if row is not None:
                     more = edit({"curve": row[0], "attempts": row[1]})
-                    sets = {**sets, **{k: strict_json(v) for k, v in more.items()}}
+                    sets = {**sets, **{k: text for k, v in more.items()
+                                       if (text := _log_text(v)) is not None}}
             assignments = ", ".join(f"{k} = ?" for k in sets)
             cur = db.execute(
                 f"UPDATE trials SET {assignments}, updated_at = ?, seq = ? WHERE {held}",
@@ -488,9 +489,10 @@ class SQLiteStore(TrialStore):
         attempt, text = db.execute("SELECT attempt, attempts FROM trials WHERE experiment = ? "
                                    "AND trial_id = ?", key).fetchone()
         if isinstance(attempt, int):  # else the document is failed as malformed
-            log_ = appended(_loaded(text, list), opened(attempt, worker, t))
-            db.execute("UPDATE trials SET attempts = ? WHERE experiment = ? AND trial_id = ?",
-                       (strict_json(log_), *key))
+            log_ = _log_text(appended(_loaded(text, list), opened(attempt, worker, t)))
+            if log_ is not None:
+                db.execute("UPDATE trials SET attempts = ? WHERE experiment = ? AND "
+                           "trial_id = ?", (log_, *key))
 
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
                   lease_seconds: float) -> None:
@@ -568,8 +570,8 @@ class SQLiteStore(TrialStore):
                     "UPDATE trials SET state = ?, error = ?, lapses = lapses + 1, worker = "
                     "CASE WHEN ? = 'failed' THEN worker END, lease_expires = NULL, "
                     "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ?, seq = ?, "
-                    "attempts = ? WHERE experiment = ? AND trial_id = ?",
-                    (state, error, state, state, t, t, self._seq(db), strict_json(log_),
+                    "attempts = COALESCE(?, attempts) WHERE experiment = ? AND trial_id = ?",
+                    (state, error, state, state, t, t, self._seq(db), _log_text(log_),
                      experiment, trial_id))
                 if isinstance(worker, str):
                     self._mark_lapse(db, worker, lapse_event(experiment, trial_id, attempt,
@@ -591,8 +593,9 @@ class SQLiteStore(TrialStore):
                              (CANCELLED, t, t, self._seq(db), *args))
             for experiment_, trial_id, attempt, text in running:
                 log_ = closed(_loaded(text, list), attempt, attempts_log.CANCELLED, t)
-                db.execute("UPDATE trials SET attempts = ? WHERE experiment = ? AND "
-                           "trial_id = ?", (strict_json(log_), experiment_, trial_id))
+                db.execute("UPDATE trials SET attempts = COALESCE(?, attempts) WHERE "
+                           "experiment = ? AND trial_id = ?",
+                           (_log_text(log_), experiment_, trial_id))
             return cur.rowcount
 
     # --- the workers record -------------------------------------------------------------------
@@ -765,6 +768,15 @@ def _loaded(text: Any, kind: type) -> Any:
     except (ValueError, RecursionError):
         return kind()
     return value if isinstance(value, kind) else kind()
+
+
+def _log_text(value: Any) -> str | None:
+    """A rewritten curve or log as JSON text; None when a tampered entry it carries over is no
+    strict JSON (then it is left as it is: the transition is made all the same)."""
+    try:
+        return strict_json(value)
+    except ValueError:
+        return None
 
 
 class _Newer(Exception):
