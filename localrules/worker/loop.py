@@ -11,8 +11,7 @@ The worker keeps its record in the store (``store.workers``): who it is when it 
 status and the trial it holds while it waits (at most once per ``lease/4`` or poll interval)
 and while it trains (at each heartbeat), and an event at every reservation, final write, hand-
 back, lost lease and stop. The record is informative: a failed write of it is logged at WARNING
-and training goes on (and after one, the record is left alone for a beat, so a database that is
-away costs no waits beyond the ones the loop already makes).
+and training goes on.
 """
 
 from __future__ import annotations
@@ -200,8 +199,9 @@ class Worker:
     def _record(self, status: str, trial: Trial | None = None,
                 event: dict[str, Any] | None = None, facts: WorkerFacts | None = None,
                 force: bool = False) -> None:
-        """Write the worker's record (``TrialStore.record_worker``), never raising: a failure
-        is logged and the record left alone for a beat (``force``: written anyway)."""
+        """Write the worker's record (``TrialStore.record_worker``), never raising (a failure is
+        logged). A plain beat is skipped until ``_record_every`` has passed since the last write;
+        an event, the facts or ``force`` are written at once."""
         now = time.monotonic()
         if not force and event is None and facts is None and now < self._record_due:
             return
