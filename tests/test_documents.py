@@ -40,7 +40,8 @@ from localrules.store.decode import decode_trial, read_each
 from localrules.store.documents import MAX_DEPTH, check_json, strict_json
 from localrules.worker import Worker
 
-JSON_COLUMNS = ("config", "params", "misc", "progress", "result", "reference")
+JSON_COLUMNS = ("config", "params", "misc", "progress", "result", "reference", "curve",
+                "attempts")
 
 
 # --- planting documents behind the store's back -----------------------------------------------

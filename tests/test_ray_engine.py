@@ -107,6 +107,9 @@ def test_a_ray_search_fills_the_store_like_the_default_engine(local_ray, mongodb
         assert {"epoch", "epochs", "metrics", "run_dir"} <= set(t.progress)
         assert t.progress["metrics"]["objective"] == t.result["objective"]
         assert t.progress["run_dir"] == t.result["run_dir"]  # the epoch's own checkpoint
+        # the curve too: the callback's progress goes through the same report_progress
+        assert [p["epoch"] for p in t.curve_points()] == [1, 2]
+        assert t.curve_points()[-1]["metrics"]["objective"] == t.result["objective"]
         run_dir = Path(t.result["run_dir"])
         assert run_dir.parent == tmp_path / "ray" / "r" / f"trial-{t.trial_id:05d}"
         assert (run_dir / "history.jsonl").is_file() and (run_dir / "weights").is_dir()

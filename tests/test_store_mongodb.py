@@ -93,7 +93,7 @@ def test_documents_from_before_change_numbers_come_once_until_written(mongodb_da
             trial = store.reserve("w", 60.0)
             (entry,) = store.changes("e", cursor)[0]
             assert entry.trial_id == trial.trial_id and entry.seq > 0
-        assert client[db]["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION == 4
+        assert client[db]["meta"].find_one({"_id": "schema"})["version"] == SCHEMA_VERSION == 5
         assert client[db]["trials"].count_documents({"seq_pending": {"$exists": True}}) == 0
         assert client[db]["trials"].index_information()["changes"]["key"] == [
             ("experiment", 1), ("seq", 1)]

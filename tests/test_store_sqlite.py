@@ -272,7 +272,7 @@ def test_a_store_from_before_change_numbers_is_upgraded(tmp_path):
     db = sqlite3.connect(path)
     try:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            str(SCHEMA_VERSION),) == ("4",)
+            str(SCHEMA_VERSION),) == ("5",)
         plan = " ".join(r[-1] for r in db.execute(
             "EXPLAIN QUERY PLAN SELECT trial_id FROM trials WHERE experiment = 'exp' AND "
             "seq > 5"))

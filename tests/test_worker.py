@@ -236,3 +236,43 @@ def test_refused_writes_abandon_the_run_without_touching_its_files(tmp_path):
     assert trainer.checkpoints.latest is None
     history = tmp_path / "run" / "history.jsonl"
     assert not history.exists() or history.read_text() == ""
+
+
+def test_the_worker_keeps_its_record_through_a_real_loop(db, tmp_path):
+    """Started, a reservation and a final write per trial (done, failed, lease lost), beats
+    while training, stopped: what the dashboard reads of a worker."""
+    import socket
+
+    with open_store(db) as store:
+        queue_trials(store, [tiny_config(), tiny_config(), tiny_config()])
+        seen = []
+
+        def slow(on_epoch):
+            time.sleep(0.6)  # a few heartbeats (lease 0.4 s: one every 0.1 s)
+            seen.append(store.workers()[0])
+            return {"objective": 0.5}
+
+        def cancelled_meanwhile(on_epoch):
+            store.cancel("exp", [2])
+            return {"objective": 0.9}
+
+        fake = FakeTrainer([slow, RuntimeError("out of memory"), cancelled_meanwhile])
+        Worker(store, tmp_path, idle_exit=0, lease_seconds=0.4, worker_id="w-test",
+               trainer=fake).run()
+        (record,) = store.workers()
+        trials = store.trials("exp")
+    (training,) = seen
+    assert training.status == "training" and training.trial["trial_id"] == 0
+    assert training.last_seen > training.events[-1]["at"] + 0.3  # beats, not only events
+    assert training.trial["lease_expires"] > training.last_seen
+    assert (record.worker, record.host, record.pid, record.status, record.trial) == (
+        "w-test", socket.gethostname(), os.getpid(), "stopped", None)
+    assert [(e["kind"], e["trial_id"]) for e in record.events] == [
+        ("started", None), ("reserved", 0), ("completed", 0), ("reserved", 1), ("failed", 1),
+        ("reserved", 2), ("lease lost", 2), ("stopped", None)]
+    assert "out of memory" in record.events[4]["detail"]
+    assert record.counts == {"completed": 1, "failed": 1, "released": 0, "lapsed": 0}
+    assert [[(e["outcome"], e["worker"]) for e in t.attempts] for t in trials] == [
+        [("done", "w-test")], [("failed", "w-test")], [("cancelled", "w-test")]]
+    # the fake's two epochs; none before the failure; none after the cancel (fenced off)
+    assert [sorted(t.curve) for t in trials] == [["1", "2"], [], []]

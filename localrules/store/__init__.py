@@ -33,6 +33,7 @@ from localrules.store.documents import (
     Trial,
 )
 from localrules.store.urls import DEFAULT_URL, open_store
+from localrules.store.workers import WorkerFacts, WorkerRecord
 
 __all__ = [
     "CANCELLED",
@@ -57,5 +58,7 @@ __all__ = [
     "TrialExists",
     "TrialNotFound",
     "TrialStore",
+    "WorkerFacts",
+    "WorkerRecord",
     "open_store",
 ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from localrules.store.documents import Experiment, HistoryEntry, Trial
+from localrules.store.workers import WorkerFacts, WorkerRecord
 
 if TYPE_CHECKING:
     from localrules.store.query.fields import Bound
@@ -149,7 +150,9 @@ class TrialStore(abc.ABC):
     @abc.abstractmethod
     def report_progress(self, experiment: str, trial_id: int, attempt: int,
                         progress: Mapping[str, Any]) -> None:
-        """Replace the trial's progress document (epoch, metrics)."""
+        """Replace the trial's progress document (epoch, metrics) and, in the same write, file
+        it in the trial's curve under its epoch (``store.curve``: a re-run epoch overwrites its
+        entry; only the epochs the curve keeps are filed)."""
 
     @abc.abstractmethod
     def complete(self, experiment: str, trial_id: int, attempt: int,
@@ -183,11 +186,29 @@ class TrialStore(abc.ABC):
                         fence: LockState | None = None) -> list[Trial]:
         """Running trials whose lease has expired go back to queued, or to failed once they
         have had ``max_attempts`` attempts. Returns the trials as they are now. With ``fence``,
-        only while that lock is held as it says (else ``LockLost``, nothing requeued)."""
+        only while that lock is held as it says (else ``LockLost``, nothing requeued). The
+        record of the worker that held each (if it has one) gets a ``lease lost`` event and
+        ``counts.lapsed`` + 1."""
 
     @abc.abstractmethod
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
         """Queued or running trials (all of the experiment's, or those given) → cancelled."""
+
+    # --- the workers record (store.workers) ---------------------------------------------------
+    @abc.abstractmethod
+    def record_worker(self, worker: str, status: str, trial: Mapping[str, Any] | None = None,
+                      event: Mapping[str, Any] | None = None,
+                      facts: WorkerFacts | None = None) -> None:
+        """Create or update the worker's record in one atomic write: ``last_seen`` now, its
+        ``status`` and the ``trial`` it holds (``workers.held_trial``; None: none), its
+        ``facts`` when given (written when it starts), and ``event`` (``workers.worker_event``)
+        appended, the latest ``workers.MAX_EVENTS`` kept, and counted. ValueError for an
+        unknown status or event."""
+
+    @abc.abstractmethod
+    def workers(self) -> list[WorkerRecord]:
+        """Every worker's record, most recently seen first (malformed ones skipped with a
+        warning). A read-only store from before workers were recorded has none: []."""
 
     @abc.abstractmethod
     def get_trial(self, experiment: str, trial_id: int) -> Trial | None: ...

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from localrules.store.documents import Experiment, HistoryEntry, Trial, check_json
+from localrules.store.workers import WorkerRecord
 from localrules.validation import shown
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,22 @@ def decode_experiment(data: Any, text: bool = False) -> Experiment:
         return Experiment.from_dict(doc)
     except Exception as err:
         raise MalformedDocument(name, _reason(err)) from None
+
+
+def decode_worker(data: Any, worker: object, text: bool = False) -> WorkerRecord:
+    """The worker record of a stored document (``text``: JSON text to parse first) of the
+    worker ``worker`` (its key, to name it)."""
+    try:
+        doc = loads(data, "doc") if text else dict(data)
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"a worker record is a mapping, not a {type(doc).__name__}")
+        check_json(doc, "the document")
+        record = WorkerRecord.from_dict(doc)
+        if record.worker != worker:
+            raise ValueError(f"it is keyed {shown(worker)} but names {shown(record.worker)}")
+        return record
+    except Exception as err:
+        raise MalformedDocument(f"worker record {shown(worker)}", _reason(err)) from None
 
 
 def read_each(raws: Iterable[R], decode: Callable[[R], T], where: str) -> list[T]:

@@ -18,15 +18,21 @@ from typing import Any
 from localrules import __version__
 from localrules.jsonsafe import json_safe
 from localrules.results import full_budget
+from localrules.store.attempts import check_attempts
+from localrules.store.curve import LAYER_METRICS, check_curve, curve_points
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: trials may be reference runs (``reference``). 3: every write to a trial stamps it with the
 store's change number (``seq``, see ``TrialStore.changes``); a store opened by this version is
 marked 3, so an older localrules, which would write without stamping (and a controller would
 never see the change), refuses it. 4: a trial of a multi-fidelity search carries its rung and
 target epoch (``fidelity``) and may be promoted (done → queued, ``TrialStore.promote``); an
-older worker would train it to the end, so an older localrules refuses the store. Workers leave
-documents of a newer schema for newer workers; older documents are read as they are."""
+older worker would train it to the end, so an older localrules refuses the store. 5: a
+trial keeps its learning curve (``curve``, written by ``report_progress``) and its attempts log
+(``attempts``, written by every transition), and the store keeps a record of each worker
+(``workers``); an older localrules would refuse the new fields as unknown, and its writes
+would leave the curve and the log behind, so it refuses the store. Workers leave documents of
+a newer schema for newer workers; older documents are read as they are."""
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES: tuple[str, ...] = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -105,6 +111,13 @@ class Trial:
     """Set on a trial of a multi-fidelity search (``search.fidelity``): ``{"bracket", "rung",
     "epochs"}``, the rung it trains to (or paused at) and that rung's epochs. A promotion
     raises both and queues the trial again; it resumes from its checkpoint."""
+    curve: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The learning curve: ``{"<epoch>": {"epoch", "at", "attempt", "metrics", "layers"}}``,
+    written by ``report_progress``, at most ``curve.MAX_CURVE_POINTS`` entries
+    (``store.curve``); empty for a trial that has reported nothing (or from before schema 5)."""
+    attempts: list[Mapping[str, Any]] = field(default_factory=list)
+    """The attempts log: ``{"attempt", "worker", "started_at", "ended_at", "outcome",
+    "error"}`` per reservation, newest last, the latest 50 (``store.attempts``)."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +141,10 @@ class Trial:
     def objective(self) -> float | None:
         return None if self.result is None else self.result.get("objective")
 
+    def curve_points(self) -> list[Mapping[str, Any]]:
+        """The learning curve's entries, by epoch."""
+        return curve_points(self.curve)
+
 
 _TRIAL_FIELDS = frozenset(f.name for f in dataclasses.fields(Trial))
 BOOKKEEPING = frozenset({"_id", "seq", "seq_pending"})
@@ -143,7 +160,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "error": (str, type(None)), "code_version": (str,), "created_at": _NUMBER,
     "started_at": (*_NUMBER, type(None)), "updated_at": (*_NUMBER, type(None)),
     "finished_at": (*_NUMBER, type(None)), "reference": (Mapping, type(None)),
-    "fidelity": (Mapping, type(None)), "schema_version": (int,),
+    "fidelity": (Mapping, type(None)), "schema_version": (int,), "curve": (Mapping,),
+    "attempts": (list,),
 }
 
 
@@ -174,6 +192,8 @@ def _check_fields(data: Mapping[str, Any]) -> None:
         _check_reference(data["reference"])
     if data.get("fidelity") is not None:
         check_fidelity(data["fidelity"])
+    check_curve(data.get("curve", {}))
+    check_attempts(data.get("attempts", []))
     objective = (data.get("result") or {}).get("objective")
     if objective is not None and (isinstance(objective, bool) or not isinstance(
             objective, _NUMBER) or not math.isfinite(objective)):
@@ -352,10 +372,16 @@ def _plain(value: Any) -> Any:
 
 def progress_document(record: Mapping[str, Any], epochs: int,
                       run_dir: str | None) -> dict[str, Any]:
-    """A trial's progress document from one epoch's record: the epoch, its scalar metrics, and
-    where the run's files are (for ``report weights`` on a running trial). Workers and the Ray
-    engine write the same document."""
+    """A trial's progress document from one epoch's record: the epoch, its scalar metrics, its
+    layers' weight metrics (``layers``, on an epoch that measured them), and where the run's
+    files are (for ``report weights`` on a running trial). Workers and the Ray engine write the
+    same document; ``report_progress`` files it in the trial's curve too (``store.curve``)."""
     metrics = {k: v for k, v in record.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
-    return {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics),
-            "run_dir": run_dir}
+    doc = {"epoch": record.get("epoch"), "epochs": epochs, "metrics": json_safe(metrics),
+           "run_dir": run_dir}
+    layers = record.get("layers")
+    if isinstance(layers, Mapping) and layers:
+        doc["layers"] = json_safe({str(name): {k: m.get(k) for k in LAYER_METRICS}
+                                   for name, m in layers.items() if isinstance(m, Mapping)})
+    return doc

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from localrules.store import attempts as attempts_log
 from localrules.store.base import (
     ExperimentNotFound,
     LeaseLost,
@@ -48,11 +49,13 @@ from localrules.store.base import (
     TrialStore,
     check_cursor,
 )
+from localrules.store.curve import curve_entry
 from localrules.store.decode import (
     MalformedDocument,
     decode_entry,
     decode_experiment,
     decode_trial,
+    decode_worker,
     read_each,
     trial_name,
 )
@@ -72,7 +75,17 @@ from localrules.store.documents import (
     strict_json,
 )
 from localrules.store.documents import now as clock
+from localrules.store.mongo_logs import appended_attempt, closed_attempt, literal
 from localrules.store.urls import redact, scrub, url_secrets
+from localrules.store.workers import (
+    COUNTED,
+    COUNTS,
+    MAX_EVENTS,
+    WorkerFacts,
+    WorkerRecord,
+    checked_write,
+    lapse_event,
+)
 from localrules.validation import ParameterError
 
 log = logging.getLogger(__name__)
@@ -159,6 +172,7 @@ class MongoStore(TrialStore):
         self._trials = db["trials"]
         self._locks = db["locks"]
         self._meta = db["meta"]
+        self._workers = db["workers"]
         self.read_only = read_only
         if read_only:
             self._check_read_only()
@@ -203,6 +217,7 @@ class MongoStore(TrialStore):
         self._trials.create_index([("experiment", ASCENDING), ("seq", ASCENDING)],
                                   name="changes")
         self._trials.create_index([("seq_pending", ASCENDING)], name="seq_pending", sparse=True)
+        self._workers.create_index([("last_seen", ASCENDING)], name="last_seen")
         # A top-N of one experiment by a score read in index order (store.query)
         for score in ("objective", "top1"):
             self._trials.create_index([("experiment", ASCENDING), (f"result.{score}", ASCENDING)],
@@ -257,15 +272,21 @@ class MongoStore(TrialStore):
                                  {"$set": {"seq": counter["value"]}, "$unset": {"seq_pending": ""}})
 
     def _fenced(self, experiment: str, trial_id: int, attempt: int,
-                sets: Mapping[str, Any], late: bool = False) -> None:
+                sets: Mapping[str, Any], late: bool = False,
+                computed: Mapping[str, Any] | None = None) -> None:
         """Update a running trial only if ``attempt`` still holds it (with ``late``, also a
-        trial requeued from that attempt and not reserved since); else LeaseLost."""
+        trial requeued from that attempt and not reserved since); else LeaseLost. ``computed``:
+        fields set by pipeline expressions (``store.mongo_logs``) in the same update."""
         states = [RUNNING, QUEUED] if late else [RUNNING]
         token = _token()
+        if computed is None:
+            update: Any = _marked({"$set": {**sets, "updated_at": clock()}}, token)
+        else:
+            update = [{"$set": {**{k: literal(v) for k, v in sets.items()}, **computed,
+                                "updated_at": clock(), "seq_pending": token}}]
         done = self._trials.update_one(
             {"_id": _key(experiment, trial_id), "state": {"$in": states},
-             "attempt": {"$eq": attempt, "$gte": 1}},
-            _marked({"$set": {**sets, "updated_at": clock()}}, token))
+             "attempt": {"$eq": attempt, "$gte": 1}}, update)
         if done.matched_count == 1:
             self._stamp(token)
             return
@@ -398,10 +419,10 @@ class MongoStore(TrialStore):
             t, token = clock(), _token()
             doc = self._trials.find_one_and_update(
                 query,
-                _marked({"$set": {"state": RUNNING, "worker": worker,
-                                  "lease_expires": t + lease_seconds, "started_at": t,
-                                  "updated_at": t},
-                         "$inc": {"attempt": 1}}, token),
+                [{"$set": {"state": RUNNING, "worker": literal(worker),
+                           "lease_expires": t + lease_seconds, "started_at": t,
+                           "updated_at": t, "attempt": {"$add": ["$attempt", 1]},
+                           "attempts": appended_attempt(worker, t), "seq_pending": token}}],
                 sort=[("created_at", 1), ("trial_id", 1)],
                 return_document=ReturnDocument.AFTER)
             if doc is None:
@@ -443,29 +464,39 @@ class MongoStore(TrialStore):
     def report_progress(self, experiment: str, trial_id: int, attempt: int,
                         progress: Mapping[str, Any]) -> None:
         strict_json(progress)
-        self._fenced(experiment, trial_id, attempt, {"progress": dict(progress)})
+        sets = {"progress": dict(progress)}
+        entry = curve_entry(progress, attempt, clock())
+        if entry is not None:  # by epoch: a re-run epoch overwrites its entry
+            sets[f"curve.{entry[0]}"] = entry[1]
+        self._fenced(experiment, trial_id, attempt, sets)
 
     @_guarded
     @_writes
     def complete(self, experiment: str, trial_id: int, attempt: int,
                  result: Mapping[str, Any]) -> None:
         strict_json(result)
+        t = clock()
         self._fenced(experiment, trial_id, attempt, {
-            "state": DONE, "result": dict(result), "lease_expires": None,
-            "finished_at": clock()}, late=True)
+            "state": DONE, "result": dict(result), "lease_expires": None, "finished_at": t},
+            late=True, computed={"attempts": closed_attempt(attempt, attempts_log.DONE, t,
+                                                            late=True)})
 
     @_guarded
     @_writes
     def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
+        t = clock()
         self._fenced(experiment, trial_id, attempt, {
-            "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock()},
-            late=True)
+            "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": t},
+            late=True, computed={"attempts": closed_attempt(attempt, attempts_log.FAILED, t,
+                                                            str(error), late=True)})
 
     @_guarded
     @_writes
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
         self._fenced(experiment, trial_id, attempt,
-                     {"state": QUEUED, "worker": None, "lease_expires": None})
+                     {"state": QUEUED, "worker": None, "lease_expires": None},
+                     computed={"attempts": closed_attempt(attempt, attempts_log.RELEASED,
+                                                          clock())})
 
     # --- any process --------------------------------------------------------------------------
     @_guarded
@@ -478,7 +509,8 @@ class MongoStore(TrialStore):
         t, token = clock() if now is None else now, _token()
         changed = []
         for doc in self._trials.find({"state": RUNNING, "lease_expires": {"$lt": t}},
-                                     {"attempt": 1, "lapses": 1}):
+                                     {"attempt": 1, "lapses": 1, "worker": 1, "experiment": 1,
+                                      "trial_id": 1}):
             lapses = doc.get("lapses", 0)
             state, error = requeue_outcome((lapses if isinstance(lapses, int) else 0) + 1,
                                            max_attempts)
@@ -486,12 +518,23 @@ class MongoStore(TrialStore):
                                     "updated_at": t}
             sets.update({"finished_at": t} if state == FAILED else {"worker": None})
             # Only if nobody renewed or finished it meanwhile (same attempt, still expired).
+            # A pipeline: ``$lapses`` + 1 as ``$inc`` would (a missing count is 0).
             done = self._trials.update_one(
                 {"_id": doc["_id"], "state": RUNNING, "attempt": doc.get("attempt"),
                  "lease_expires": {"$lt": t}},
-                _marked({"$set": sets, "$inc": {"lapses": 1}}, token))
+                [{"$set": {**{k: literal(v) for k, v in sets.items()},
+                           "lapses": {"$add": [{"$ifNull": ["$lapses", 0]}, 1]},
+                           "attempts": closed_attempt(literal(doc.get("attempt")),
+                                                      attempts_log.LAPSED, t, error),
+                           "seq_pending": token}}])
             if done.modified_count:
                 changed.append(doc["_id"])
+                if isinstance(doc.get("worker"), str):  # one more update: the worker's record
+                    self._workers.update_one({"_id": doc["worker"]}, {
+                        "$push": {"events": {"$each": [lapse_event(
+                            str(doc.get("experiment")), doc.get("trial_id"),
+                            doc.get("attempt"), state, t)], "$slice": -MAX_EVENTS}},
+                        "$inc": {"counts.lapsed": 1}})
         if changed:
             self._stamp(token)
         return self._parsed(self._trials.find({"_id": {"$in": changed}}).sort("trial_id", 1))
@@ -529,11 +572,42 @@ class MongoStore(TrialStore):
         if trial_ids is not None:
             query["trial_id"] = {"$in": list(trial_ids)}
         t, token = clock(), _token()
-        done = self._trials.update_many(query, _marked({"$set": {
-            "state": CANCELLED, "lease_expires": None, "finished_at": t, "updated_at": t}}, token))
+        done = self._trials.update_many(query, [{"$set": {
+            "state": CANCELLED, "lease_expires": None, "finished_at": t, "updated_at": t,
+            "seq_pending": token, "attempts": closed_attempt(
+                "$attempt", attempts_log.CANCELLED, t, only_running_trial=True)}}])
         if done.modified_count:
             self._stamp(token)
         return done.modified_count
+
+    # --- the workers record -------------------------------------------------------------------
+    @_guarded
+    @_writes
+    def record_worker(self, worker: str, status: str, trial: Mapping[str, Any] | None = None,
+                      event: Mapping[str, Any] | None = None,
+                      facts: WorkerFacts | None = None) -> None:
+        # One upsert: fields set, facts kept unless given, the event pushed (latest kept) and
+        # counted by $inc (every count, by 0 or 1, so a new record has them all).
+        event = checked_write(worker, status, trial, event)
+        sets = {"last_seen": clock(), "status": status,
+                "trial": None if trial is None else dict(trial),
+                "schema_version": SCHEMA_VERSION, **({} if facts is None else facts.to_dict())}
+        counted = None if event is None else COUNTED.get(event["kind"])
+        update = {
+            "$set": sets,
+            "$setOnInsert": {"worker": worker, **{k: None for k in (
+                "host", "pid", "started_at", "experiments", "code_version") if k not in sets}},
+            "$push": {"events": {"$each": [] if event is None else [event],
+                                 "$slice": -MAX_EVENTS}},
+            "$inc": {f"counts.{name}": int(name == counted) for name in COUNTS},
+        }
+        strict_json(update)
+        self._workers.update_one({"_id": worker}, update, upsert=True)
+
+    @_guarded
+    def workers(self) -> list[WorkerRecord]:
+        docs = self._workers.find().sort([("last_seen", -1), ("_id", 1)])
+        return read_each(docs, lambda doc: decode_worker(doc, doc.get("_id")), self.url)
 
     @_guarded
     def get_trial(self, experiment: str, trial_id: int) -> Trial | None:

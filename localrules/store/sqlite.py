@@ -18,11 +18,13 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from localrules.store import attempts as attempts_log
+from localrules.store.attempts import appended, closed, opened
 from localrules.store.base import (
     ExperimentNotFound,
     LeaseLost,
@@ -35,11 +37,14 @@ from localrules.store.base import (
     TrialStore,
     check_cursor,
 )
+from localrules.store.curve import curve_entry
 from localrules.store.decode import (
     MalformedDocument,
     decode_entry,
     decode_experiment,
     decode_trial,
+    decode_worker,
+    loads,
     read_each,
 )
 from localrules.store.documents import (
@@ -58,18 +63,28 @@ from localrules.store.documents import (
     strict_json,
 )
 from localrules.store.documents import now as clock
+from localrules.store.workers import (
+    WorkerFacts,
+    WorkerRecord,
+    checked_write,
+    lapse_event,
+    logged,
+    updated,
+)
 
 log = logging.getLogger(__name__)
 
-_JSON_FIELDS = ("config", "params", "misc", "progress", "result", "reference", "fidelity")
+_JSON_FIELDS = ("config", "params", "misc", "progress", "result", "reference", "fidelity",
+                "curve", "attempts")
 _TRIAL_COLUMNS = (
     "experiment", "trial_id", "state", "attempt", "lapses", "worker", "lease_expires", "config",
     "params", "misc", "progress", "result", "error", "code_version", "created_at", "started_at",
-    "updated_at", "finished_at", "reference", "schema_version", "fidelity",
+    "updated_at", "finished_at", "reference", "schema_version", "fidelity", "curve", "attempts",
 )
 _ADDED_COLUMNS = {"lapses": "INTEGER NOT NULL DEFAULT 0", "reference": "TEXT",
                   "reference_key": "TEXT", "seq": "INTEGER NOT NULL DEFAULT 0",
-                  "fidelity": "TEXT"}
+                  "fidelity": "TEXT", "curve": "TEXT NOT NULL DEFAULT '{}'",
+                  "attempts": "TEXT NOT NULL DEFAULT '[]'"}
 """Columns added after the first release: a store created before gets them when opened (its
 trials get ``seq`` 0: read by a reader's first ``changes``, numbered at their next write)."""
 _HISTORY_COLUMNS = ("trial_id", "state", "misc", "result", "reference", "seq", "fidelity",
@@ -105,6 +120,8 @@ CREATE TABLE IF NOT EXISTS trials (
     schema_version INTEGER NOT NULL,
     seq INTEGER NOT NULL DEFAULT 0,
     fidelity TEXT,
+    curve TEXT NOT NULL DEFAULT '{{}}',
+    attempts TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (experiment, trial_id)
 );
 CREATE INDEX IF NOT EXISTS trials_queue ON trials (state, created_at, trial_id);
@@ -117,6 +134,11 @@ CREATE TABLE IF NOT EXISTS locks (
 CREATE TABLE IF NOT EXISTS lock_generations (name TEXT PRIMARY KEY, generation INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (
+    worker TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    doc TEXT NOT NULL
+);
 """
 
 
@@ -319,15 +341,26 @@ class SQLiteStore(TrialStore):
         return read_each(self._read(sql, args), self._trial, self.url)
 
     def _fenced(self, experiment: str, trial_id: int, attempt: int,
-                sets: Mapping[str, Any], late: bool = False) -> None:
+                sets: Mapping[str, Any], late: bool = False,
+                edit: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None) -> None:
         """Update a running trial only if ``attempt`` still holds it (with ``late``, also a
-        trial requeued from that attempt and not reserved since); else LeaseLost."""
-        assignments = ", ".join(f"{k} = ?" for k in sets)
+        trial requeued from that attempt and not reserved since); else LeaseLost. ``edit``
+        gives more columns (JSON values) from the held trial's ``curve`` and ``attempts``
+        (their text), read in the same transaction."""
         states = (RUNNING, QUEUED) if late else (RUNNING, RUNNING)
+        held = ("experiment = ? AND trial_id = ? AND state IN (?, ?) AND attempt = ? AND "
+                "attempt >= 1")
         with self._write() as db:
+            if edit is not None:
+                row = db.execute(f"SELECT curve, attempts FROM trials WHERE {held}",
+                                 (experiment, trial_id, *states, attempt)).fetchone()
+                if row is not None:
+                    more = edit({"curve": row[0], "attempts": row[1]})
+                    sets = {**sets, **{k: text for k, v in more.items()
+                                       if (text := _log_text(v)) is not None}}
+            assignments = ", ".join(f"{k} = ?" for k in sets)
             cur = db.execute(
-                f"UPDATE trials SET {assignments}, updated_at = ?, seq = ? WHERE experiment = ? "
-                "AND trial_id = ? AND state IN (?, ?) AND attempt = ? AND attempt >= 1",
+                f"UPDATE trials SET {assignments}, updated_at = ?, seq = ? WHERE {held}",
                 (*sets.values(), clock(), self._seq(db), experiment, trial_id, *states, attempt),
             )
             if cur.rowcount == 1:
@@ -436,6 +469,7 @@ class SQLiteStore(TrialStore):
                     "WHERE experiment = ? AND trial_id = ?",
                     (RUNNING, worker, t + lease_seconds, t, t, self._seq(db), *row),
                 )
+                self._log_attempt(db, row, worker, t)
                 taken = db.execute(f"SELECT {columns} FROM trials WHERE experiment = ? AND "
                                    "trial_id = ?", row).fetchone()
                 try:
@@ -448,29 +482,61 @@ class SQLiteStore(TrialStore):
                                (FAILED, f"malformed trial document: {err.reason}", t,
                                 self._seq(db), *row))
 
+    @staticmethod
+    def _log_attempt(db: sqlite3.Connection, key: Sequence[Any], worker: str, t: float) -> None:
+        """Inside ``reserve``'s transaction: append the new attempt's entry to the trial's
+        attempts log (``store.attempts``)."""
+        attempt, text = db.execute("SELECT attempt, attempts FROM trials WHERE experiment = ? "
+                                   "AND trial_id = ?", key).fetchone()
+        if isinstance(attempt, int):  # else the document is failed as malformed
+            log_ = _log_text(appended(_loaded(text, list), opened(attempt, worker, t)))
+            if log_ is not None:
+                db.execute("UPDATE trials SET attempts = ? WHERE experiment = ? AND "
+                           "trial_id = ?", (log_, *key))
+
     def heartbeat(self, experiment: str, trial_id: int, attempt: int,
                   lease_seconds: float) -> None:
         self._fenced(experiment, trial_id, attempt, {"lease_expires": clock() + lease_seconds})
 
     def report_progress(self, experiment: str, trial_id: int, attempt: int,
                         progress: Mapping[str, Any]) -> None:
-        self._fenced(experiment, trial_id, attempt, {"progress": strict_json(dict(progress))})
+        text, t = strict_json(dict(progress)), clock()
+        entry = curve_entry(progress, attempt, t)
+
+        def filed(row: Mapping[str, Any]) -> dict[str, Any]:
+            return {} if entry is None else {"curve": {**_loaded(row["curve"], dict),
+                                                       entry[0]: entry[1]}}
+
+        self._fenced(experiment, trial_id, attempt, {"progress": text}, edit=filed)
+
+    def _ending(self, experiment: str, trial_id: int, attempt: int, sets: Mapping[str, Any],
+                outcome: str, error: str | None = None, late: bool = False) -> None:
+        """A fenced write that ends the attempt: ``sets``, and its entry in the attempts log
+        closed with ``outcome``."""
+        t = clock()
+
+        def close(row: Mapping[str, Any]) -> dict[str, Any]:
+            return {"attempts": closed(_loaded(row["attempts"], list), attempt, outcome, t,
+                                       error, late)}
+
+        self._fenced(experiment, trial_id, attempt, sets, late=late, edit=close)
 
     def complete(self, experiment: str, trial_id: int, attempt: int,
                  result: Mapping[str, Any]) -> None:
-        self._fenced(experiment, trial_id, attempt, {
+        self._ending(experiment, trial_id, attempt, {
             "state": DONE, "result": strict_json(dict(result)), "lease_expires": None,
             "finished_at": clock(),
-        }, late=True)
+        }, attempts_log.DONE, late=True)
 
     def fail(self, experiment: str, trial_id: int, attempt: int, error: str) -> None:
-        self._fenced(experiment, trial_id, attempt, {
+        self._ending(experiment, trial_id, attempt, {
             "state": FAILED, "error": str(error), "lease_expires": None, "finished_at": clock(),
-        }, late=True)
+        }, attempts_log.FAILED, str(error), late=True)
 
     def release(self, experiment: str, trial_id: int, attempt: int) -> None:
-        self._fenced(experiment, trial_id, attempt,
-                     {"state": QUEUED, "worker": None, "lease_expires": None})
+        self._ending(experiment, trial_id, attempt,
+                     {"state": QUEUED, "worker": None, "lease_expires": None},
+                     attempts_log.RELEASED)
 
     def promote(self, experiment: str, trial_id: int, attempt: int,
                 fidelity: Mapping[str, Any], fence: LockState | None = None) -> bool:
@@ -493,18 +559,24 @@ class SQLiteStore(TrialStore):
         with self._write() as db:
             self._check_fence(db, fence)
             t = clock() if now is None else now
-            rows = db.execute("SELECT experiment, trial_id, lapses FROM trials "
-                              "WHERE state = ? AND lease_expires < ?", (RUNNING, t)).fetchall()
-            for experiment, trial_id, lapses in rows:
+            rows = db.execute("SELECT experiment, trial_id, lapses, attempt, attempts, worker "
+                              "FROM trials WHERE state = ? AND lease_expires < ?",
+                              (RUNNING, t)).fetchall()
+            for experiment, trial_id, lapses, attempt, text, worker in rows:
                 lapses = lapses if isinstance(lapses, int) else 0  # a tampered count
                 state, error = requeue_outcome(lapses + 1, max_attempts)
+                log_ = closed(_loaded(text, list), attempt, attempts_log.LAPSED, t, error)
                 db.execute(
                     "UPDATE trials SET state = ?, error = ?, lapses = lapses + 1, worker = "
                     "CASE WHEN ? = 'failed' THEN worker END, lease_expires = NULL, "
-                    "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ?, seq = ? "
-                    "WHERE experiment = ? AND trial_id = ?",
-                    (state, error, state, state, t, t, self._seq(db), experiment, trial_id))
-            return [t for e, i, _ in rows if (t := self.get_trial(e, i)) is not None]
+                    "finished_at = CASE WHEN ? = 'failed' THEN ? END, updated_at = ?, seq = ?, "
+                    "attempts = COALESCE(?, attempts) WHERE experiment = ? AND trial_id = ?",
+                    (state, error, state, state, t, t, self._seq(db), _log_text(log_),
+                     experiment, trial_id))
+                if isinstance(worker, str):
+                    self._mark_lapse(db, worker, lapse_event(experiment, trial_id, attempt,
+                                                             state, t))
+            return [t for e, i, *_ in rows if (t := self.get_trial(e, i)) is not None]
 
     def cancel(self, experiment: str, trial_ids: Iterable[int] | None = None) -> int:
         where, args = "experiment = ? AND state IN (?, ?)", [experiment, QUEUED, RUNNING]
@@ -514,10 +586,54 @@ class SQLiteStore(TrialStore):
             args += ids
         with self._write() as db:
             t = clock()
+            running = db.execute(f"SELECT experiment, trial_id, attempt, attempts FROM trials "
+                                 f"WHERE {where} AND state = ?", (*args, RUNNING)).fetchall()
             cur = db.execute(f"UPDATE trials SET state = ?, lease_expires = NULL, "
                              f"finished_at = ?, updated_at = ?, seq = ? WHERE {where}",
                              (CANCELLED, t, t, self._seq(db), *args))
+            for experiment_, trial_id, attempt, text in running:
+                log_ = closed(_loaded(text, list), attempt, attempts_log.CANCELLED, t)
+                db.execute("UPDATE trials SET attempts = COALESCE(?, attempts) WHERE "
+                           "experiment = ? AND trial_id = ?",
+                           (_log_text(log_), experiment_, trial_id))
             return cur.rowcount
+
+    # --- the workers record -------------------------------------------------------------------
+    def record_worker(self, worker: str, status: str, trial: Mapping[str, Any] | None = None,
+                      event: Mapping[str, Any] | None = None,
+                      facts: WorkerFacts | None = None) -> None:
+        event = checked_write(worker, status, trial, event)
+        with self._write() as db:
+            t = clock()
+            doc = updated(self._worker_doc(db, worker), worker, status, t, trial, facts, event)
+            db.execute("INSERT OR REPLACE INTO workers VALUES (?, ?, ?)",
+                       (worker, t, strict_json(doc)))
+
+    @staticmethod
+    def _worker_doc(db: sqlite3.Connection, worker: str) -> dict[str, Any] | None:
+        """The worker's stored record as a mapping (None: none, or one that is not even a
+        mapping, which the next write replaces)."""
+        row = db.execute("SELECT doc FROM workers WHERE worker = ?", (worker,)).fetchone()
+        found = None if row is None else _loaded(row[0], dict)
+        return found or None
+
+    def _mark_lapse(self, db: sqlite3.Connection, worker: str, event: Mapping[str, Any]
+                    ) -> None:
+        """Inside ``requeue_expired``'s transaction: the lapse on the worker's record, if it
+        has one."""
+        doc = self._worker_doc(db, worker)
+        if doc is not None:
+            db.execute("UPDATE workers SET doc = ? WHERE worker = ?",
+                       (strict_json(logged(doc, event, lapsed=True)), worker))
+
+    def workers(self) -> list[WorkerRecord]:
+        with self._snapshot() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                          "name = 'workers'").fetchone() is None:
+                return []  # a store from before workers were recorded, opened read-only
+            rows = db.execute("SELECT worker, doc FROM workers ORDER BY last_seen DESC, "
+                              "worker").fetchall()
+        return read_each(rows, lambda row: decode_worker(row[1], row[0], text=True), self.url)
 
     def get_trial(self, experiment: str, trial_id: int) -> Trial | None:
         found = self._select("experiment = ? AND trial_id = ?", (experiment, trial_id))
@@ -650,6 +766,25 @@ def _store_error(url: str, err: sqlite3.OperationalError) -> StoreError:
     now (locked by another process, its file unreadable), else a plain StoreError."""
     kind = StoreUnavailable if any(w in str(err).lower() for w in _AWAY) else StoreError
     return kind(f"{url}: {err}")
+
+
+def _loaded(text: Any, kind: type) -> Any:
+    """A JSON column's value read to be rewritten: of ``kind``, or an empty one when the text
+    is not (a tampered log is started afresh; a reader of the document refuses it meanwhile)."""
+    try:
+        value = loads(text, "log")
+    except (ValueError, RecursionError):
+        return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+def _log_text(value: Any) -> str | None:
+    """A rewritten curve or log as JSON text; None when a tampered entry it carries over is no
+    strict JSON (then it is left as it is: the transition is made all the same)."""
+    try:
+        return strict_json(value)
+    except ValueError:
+        return None
 
 
 class _Newer(Exception):

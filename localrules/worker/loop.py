@@ -6,6 +6,12 @@ while training fails that trial with its error and the loop continues; a lost le
 trial without writing to the database or the trial's files; SIGTERM (or ``should_stop``) during
 training checkpoints, hands the trial back to the queue and ends the loop (the next holder
 resumes from the checkpoint). A database that is briefly away is retried.
+
+The worker keeps its record in the store (``store.workers``): who it is when it starts, its
+status and the trial it holds while it waits (at most once per ``lease/4`` or poll interval)
+and while it trains (at each heartbeat), and an event at every reservation, final write, hand-
+back, lost lease and stop. The record is informative: a failed write of it is logged at WARNING
+and training goes on.
 """
 
 from __future__ import annotations
@@ -29,6 +35,21 @@ from localrules.runs import trial_dir
 from localrules.store import LeaseLost, StoreError, Trial, TrialStore
 from localrules.store.documents import progress_document
 from localrules.store.outage import MAX_BACKOFF, backoff_seconds
+from localrules.store.workers import (
+    COMPLETED,
+    FAILED,
+    IDLE,
+    LEASE_LOST,
+    RELEASED,
+    RESERVED,
+    STARTED,
+    STOPPED,
+    STOPPING,
+    TRAINING,
+    WorkerFacts,
+    held_trial,
+    worker_event,
+)
 from localrules.validation import DURATION, INTERVAL, TRIALS
 from localrules.worker.heartbeat import Heartbeat
 from localrules.worker.reference_guard import ReferenceGuard
@@ -95,6 +116,10 @@ class Worker:
         """Set by SIGTERM so that a wait for the database or the queue ends at once."""
         self._beat: Heartbeat | None = None
         """The heartbeat of the trial being run, from its reservation on."""
+        self._record_every = max(poll_seconds, (heartbeat_seconds or lease_seconds / 4))
+        """The least time between two writes of the worker's record while it waits."""
+        self._record_due = 0.0
+        """When (monotonic) the record may next be written while waiting, or after a failure."""
 
     def stopping(self) -> bool:
         return self._stopping or self.should_stop()
@@ -106,6 +131,7 @@ class Worker:
         in_main = _in_main_thread()
         if in_main:
             signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._record(IDLE, event=worker_event(STARTED), facts=WorkerFacts.here(self.experiments))
         try:
             idle_since = time.monotonic()
             ran = failures = 0
@@ -126,6 +152,8 @@ class Worker:
                     self._wake.wait(wait)
                     continue
                 if trial is None:
+                    if time.monotonic() >= self._record_due:
+                        self._record(IDLE)
                     if self.idle_exit is not None \
                             and time.monotonic() - idle_since >= self.idle_exit:
                         log.info("worker %s: idle for %.0f s, exiting", self.worker_id,
@@ -134,6 +162,7 @@ class Worker:
                     self._wake.wait(self.poll_seconds)
                     continue
                 ran += 1
+                self._event(RESERVED, trial, TRAINING)
                 if self.stopping():  # the stop came while reserving: hand it straight back
                     self._hand_back(trial, f"trial {trial.trial_id} of {trial.experiment!r}")
                     break
@@ -141,6 +170,7 @@ class Worker:
                     self.run_trial(trial)
                 idle_since = time.monotonic()
         finally:
+            self._record(STOPPED, event=worker_event(STOPPED), force=True)
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
             if self.spool is not None:
@@ -162,6 +192,33 @@ class Worker:
         log.info("%s: stopping, handing it back to the queue", ident)
         if self._write(self.store.release, trial):
             self.stats.released.append((trial.experiment, trial.trial_id))
+            self._event(RELEASED, trial, STOPPING)
+        else:
+            self._event(LEASE_LOST, trial, STOPPING)
+
+    def _record(self, status: str, trial: Trial | None = None,
+                event: dict[str, Any] | None = None, facts: WorkerFacts | None = None,
+                force: bool = False) -> None:
+        """Write the worker's record (``TrialStore.record_worker``), never raising (a failure is
+        logged). A plain beat is skipped until ``_record_every`` has passed since the last write;
+        an event, the facts or ``force`` are written at once."""
+        now = time.monotonic()
+        if not force and event is None and facts is None and now < self._record_due:
+            return
+        self._record_due = now + self._record_every
+        held = None if trial is None else held_trial(
+            trial.experiment, trial.trial_id, trial.attempt, time.time() + self.lease_seconds)
+        try:
+            self.store.record_worker(self.worker_id, status, held, event, facts)
+        except Exception as err:  # informative only: never stop a worker for it
+            log.warning("worker %s: its record is not written (%s)", self.worker_id, err)
+
+    def _event(self, kind: str, trial: Trial, status: str = IDLE, detail: str | None = None,
+               ) -> None:
+        """Log ``kind`` about ``trial`` on the worker's record (held while ``training``)."""
+        self._record(status, trial if status == TRAINING else None,
+                     worker_event(kind, trial.experiment, trial.trial_id, trial.attempt, detail),
+                     force=True)
 
     def run_trial(self, trial: Trial) -> None:
         key = (trial.experiment, trial.trial_id)
@@ -173,6 +230,7 @@ class Worker:
             log.error("%s has an invalid config, not run: %.500s", ident, reason)
             self._write(self.store.fail, trial, f"invalid trial config: {reason}"[:4000])
             self.stats.failed.append(key)
+            self._event(FAILED, trial, detail=f"invalid trial config: {reason}")
             return
         log.info("%s: training %s/%s on %s", ident, config.rule.kind, config.model,
                  config.dataset)
@@ -221,10 +279,12 @@ class Worker:
                 log.exception("%s failed", ident)
                 self._write(self.store.fail, trial, _error_text(err))
                 self.stats.failed.append(key)
+                self._event(FAILED, trial, detail=f"{type(err).__name__}: {err}")
                 return
         if result is None or beat.lost.is_set():
             log.warning("%s: lease lost, abandoning the trial", ident)
             self.stats.abandoned.append(key)
+            self._event(LEASE_LOST, trial, detail="abandoned")
         elif result.get("interrupted"):  # only a stop request interrupts a run
             self._stopping = True
             self._hand_back(trial, ident)
@@ -236,8 +296,10 @@ class Worker:
                      else "done", result["objective"],
                      " (diverged)" if result.get("diverged") else "")
             self.stats.completed.append(key)
+            self._event(COMPLETED, trial, detail=f"objective {result['objective']:.4f}")
         else:
             self.stats.abandoned.append(key)
+            self._event(LEASE_LOST, trial, detail="result refused: the lease had passed on")
 
     @staticmethod
     def _rung(trial: Trial) -> dict[str, Any]:
@@ -256,6 +318,7 @@ class Worker:
                 self._beat.__exit__(None, None, None)
             return
         with Heartbeat(self.store, trial, self.lease_seconds, self.heartbeat_seconds) as beat:
+            beat.also.append(lambda: self._record(TRAINING, trial, force=True))
             self._beat = beat
             try:
                 yield beat
