@@ -9,6 +9,7 @@ from localrules.search.settings import SearchSettings, TpeSettings
 from localrules.spaces import default_budget, load_space
 from localrules.store import Experiment, Trial, open_store
 from localrules.store.documents import progress_document
+from localrules.store.workers import WorkerFacts, held_trial, worker_event
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 """A value a page must show as text, never run."""
@@ -65,7 +66,27 @@ def fill(url: str, name: str = "dash", n: int = 24, queued: int = 3) -> dict[str
         queued_trials = store.trials(name, ["queued"])
         if queued_trials:
             ids["queued"] = queued_trials[0].trial_id
+        record_workers(store, name, ids)
     return ids
+
+
+def record_workers(store, name: str, ids: dict[str, int]) -> None:
+    """What the two workers would have recorded: w0 holds the running trial and handed one
+    back, w1 is idle and lost a lease; a third stopped."""
+    facts = WorkerFacts("host-a", 4242, 1.0, [name], "0.1.0")
+    running = store.get_trial(name, ids["running"])
+    store.record_worker("w0", "idle", facts=facts, event=worker_event("started"))
+    store.record_worker("w0", "idle", event=worker_event(
+        "released", name, ids["done"], 1, "SIGTERM: preemption notice"))
+    store.record_worker("w0", "training", held_trial(name, running.trial_id, running.attempt,
+                                                     running.lease_expires),
+                        event=worker_event("reserved", name, running.trial_id,
+                                           running.attempt))
+    store.record_worker("w1", "idle", facts=WorkerFacts("host-b", 7, 1.0, None, "0.1.0"),
+                        event=worker_event("lease lost", name, ids["failed"], 1,
+                                           f"lease taken over {HOSTILE}"))
+    store.record_worker("w-old", "stopped", facts=WorkerFacts("host-c", 9, 1.0, None, "0.1.0"),
+                        event=worker_event("stopped"))
 
 
 def fill_hostile(url: str, name: str = "hostile") -> None:

@@ -164,6 +164,35 @@ def test_one_trial_has_its_progress_params_config_and_gap(client):
     assert HOSTILE in failed["error"] and failed["gap_closed"] is None
 
 
+def test_one_trial_has_its_curve_and_attempts(client):
+    running = get(client, f"/api/experiments/dash/trials/{client.ids['running']}")
+    assert [p["epoch"] for p in running["curve"]] == [1, 2]
+    second = running["curve"][1]
+    assert second["metrics"]["top1"] == pytest.approx(0.5) and second["attempt"] == 1
+    assert second["layers"]["conv1"] == {"weight_angle_deg": 60.0, "norm_ratio": 1.0}
+    (attempt,) = running["attempts"]
+    assert attempt["outcome"] == "running" and attempt["worker"] == "w0"
+    failed = get(client, f"/api/experiments/dash/trials/{client.ids['failed']}")
+    assert failed["attempts"][-1]["outcome"] == "failed" and failed["curve"] == []
+    assert HOSTILE in failed["attempts"][-1]["error"]
+
+
+def test_the_workers_page_has_each_workers_lease_and_events(client):
+    data = get(client, "/api/workers")
+    by_name = {w["worker"]: w for w in data["workers"]}
+    assert set(by_name) == {"w0", "w1", "w-old"}
+    w0 = by_name["w0"]
+    assert w0["status"] == "training" and w0["host"] == "host-a"
+    assert w0["trial"]["trial_id"] == client.ids["running"]
+    assert w0["trial"]["lease_expires"] > data["now"] - 120
+    assert w0["counts"]["released"] == 1
+    assert [e["kind"] for e in w0["events"]] == ["started", "released", "reserved"]
+    assert by_name["w1"]["events"][-1]["kind"] == "lease lost"
+    assert by_name["w-old"]["status"] == "stopped"
+    assert [w["last_seen"] for w in data["workers"]] == sorted(
+        (w["last_seen"] for w in data["workers"]), reverse=True)
+
+
 def test_progress_importance_and_top_trials(client):
     progress = get(client, "/api/experiments/dash/progress")
     assert len(progress["trials"]) == 27  # every search trial, queued ones too

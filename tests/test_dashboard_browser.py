@@ -131,7 +131,12 @@ def test_the_trial_page_with_its_curves_and_attempts(site, page):
 
 def test_the_workers_page(site, page):
     page.goto(site.base + "/workers")
-    settle(page, "h1")
+    settle(page, "#workers tbody tr")
+    w0 = page.inner_text('tr[data-worker="w0"]')
+    assert "training" in w0 and "host-a" in w0 and "in " in w0  # its lease expires in …
+    events = page.inner_text("#events")
+    assert "released" in events and "lease lost" in events and HOSTILE in events
+    assert page.evaluate("window.__pwned") is None
     shoot(page, "workers")
     assert page.errors == []
 

@@ -278,12 +278,8 @@ class DashboardData:
         if trial is None:
             raise NotFound(f"no trial {trial_id} in experiment {name!r}")
         references = self._references(found)
-        doc = trial.to_dict()
-        curve = sorted((doc.pop("curve", None) or {}).values(),
-                       key=lambda point: point.get("epoch", 0))
         gap = references.result_gap_closed(trial.result)
-        return {**doc, "curve": curve, "attempts": list(doc.pop("attempts", None) or ()),
-                "gap_closed": gap,
+        return {**trial.to_dict(), "curve": trial.curve_points(), "gap_closed": gap,
                 "gap_closed_reason": None if gap is not None else (
                     references.result_gap_reason(trial.result) or "no objective"),
                 "full_budget": full_budget_trial(trial), "trial_epochs": trial_epochs(
