@@ -13,6 +13,8 @@ from localrules.store.workers import WorkerFacts, held_trial, worker_event
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 """A value a page must show as text, never run."""
+LINK = '<a href="https://evil.example/">CLICK</a>'
+"""Markup Plotly would draw as a link (it reads a subset of HTML in plot text)."""
 
 
 def planted(params) -> float:
@@ -90,10 +92,17 @@ def record_workers(store, name: str, ids: dict[str, int]) -> None:
 
 
 def fill_hostile(url: str, name: str = "hostile") -> None:
-    """A plain experiment whose one queued trial carries ``HOSTILE`` in a param's name and
-    value (params are user input: a YAML space names them)."""
+    """A plain experiment whose trials carry ``HOSTILE`` and ``LINK`` in params' names and
+    values (params are user input: a YAML space names them): three done (so they reach the
+    plots of the top trials) and one running."""
     with open_store(url) as store:
         store.create_experiment(Experiment(name, "test", {"paper": "wm"}, "f", {}))
-        (i,) = store.allocate_trial_ids(name, 1)
-        store.add_trials([Trial(name, i, {}, {HOSTILE: HOSTILE, "plain": 1},
-                                {"idxs": {}, "vals": {}})])
+        ids = store.allocate_trial_ids(name, 4)
+        params = [{HOSTILE: HOSTILE, "plain": 1, LINK: LINK if i % 2 else "<b>bold</b>"}
+                  for i in ids]
+        store.add_trials([Trial(name, i, {}, p, {"idxs": {}, "vals": {}})
+                          for i, p in zip(ids, params, strict=True)])
+        while (trial := store.reserve("w-hostile", 60, [name])) is not None \
+                and trial.trial_id != ids[-1]:
+            store.complete(name, trial.trial_id, trial.attempt,
+                           {"objective": 0.5 + trial.trial_id / 10, "diverged": False})

@@ -29,8 +29,9 @@ def db(tmp_path) -> str:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--host", "0.0.0.0"], "binding beyond this machine needs a token"),
-    (["--host", "192.0.2.1", "--token", "short"], "--token: at least 16 visible"),
-    (["--token", "has spaces in the token"], "--token: at least 16 visible"),
+    (["--host", "192.0.2.1", "--token", "short"], "--token: at least 16 characters"),
+    (["--token", "has spaces in the token"], "--token: at least 16 characters"),
+    (["--token", "a&b=c#d+e%41-0123456789"], "each a letter, digit"),
     (["--host", "no-such-host.invalid", "--token", "x" * 20], "--host no-such-host.invalid"),
 ])
 def test_bad_addresses_and_tokens_exit_2(db, capsys, args, message):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import STORE_BACKENDS, mongodb_url
-from dashboard_fill import HOSTILE, fill, fill_hostile
+from dashboard_fill import HOSTILE, LINK, fill, fill_hostile
 
 pytest.importorskip("starlette", reason="the dashboard extra installs starlette")
 
@@ -205,8 +205,8 @@ def test_progress_importance_and_top_trials(client):
     top = get(client, "/api/experiments/dash/top?n=5")["trials"]
     assert len(top) == 5 and top[0]["objective"] == pytest.approx(0.61)
     assert [t["objective"] for t in top] == sorted((t["objective"] for t in top), reverse=True)
-    empty = get(client, "/api/experiments/hostile/importance")
-    assert empty["parameters"] == [] and "no finished trial" in empty["note"]
+    plain = get(client, "/api/experiments/hostile/importance")  # a space with no choice
+    assert plain["parameters"] == [] and plain["analysed"] == 3
 
 
 def test_the_analyses_follow_the_counts(own_client):
@@ -223,6 +223,18 @@ def test_the_analyses_follow_the_counts(own_client):
 def test_user_input_is_returned_as_data(client):
     rows = get(client, "/api/experiments/hostile/trials")["rows"]
     assert rows[0][f"params.{HOSTILE}"] == HOSTILE  # JSON-encoded; the page sets textContent
+    top = get(client, "/api/experiments/hostile/top")["trials"]
+    assert len(top) == 3 and all(LINK in t["params"] for t in top)
+
+
+def test_odd_addresses_and_pages_are_clear_errors(client):
+    assert "no trial" in get(client, f"/api/experiments/dash/trials/{2**70}", 404)["error"]
+    assert "per_page: a whole number" in get(
+        client, "/api/experiments/dash/trials?per_page=%C2%B2", 400)["error"]  # a superscript 2
+    assert get(client, "/api/experiments/dash/trials?page=9", 400)["error"] == \
+        "page 9 is past the last page (the last is 1)"
+    assert "past the last page" in get(
+        client, "/api/experiments/dash/trials?page=9&where=params.noise", 400)["error"]
 
 
 def test_pages_are_one_shell_and_every_answer_carries_the_security_headers(client):
@@ -273,8 +285,12 @@ def test_with_a_token_every_request_needs_it_and_the_url_token_becomes_a_cookie(
         assert exchange.status_code == 303
         assert exchange.headers["location"] == "/experiments/dash?state=done"
         cookie = exchange.headers["set-cookie"]
+        assert cookie.startswith("localrules_dashboard_8080=")  # one cookie per port
         assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
         assert client.get("/api/experiments").status_code == 200  # the cookie now
+        elsewhere = client.get(f"/%2F%2Fevil.example?token={token}", follow_redirects=False)
+        assert elsewhere.headers["location"] == "/evil.example"  # never //evil.example
+        assert refused.headers["x-frame-options"] == "DENY"  # refusals carry the headers too
 
 
 def test_reading_writes_nothing(client):

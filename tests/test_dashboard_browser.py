@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import collect_errors
-from dashboard_fill import HOSTILE, epoch_record, fill, fill_hostile
+from dashboard_fill import HOSTILE, LINK, epoch_record, fill, fill_hostile
 
 pytest.importorskip("uvicorn", reason="the dashboard extra installs uvicorn")
 
@@ -147,6 +147,9 @@ def test_user_input_is_shown_as_text_never_run(site, page):
     assert HOSTILE in page.inner_text("#trial-table")
     assert page.locator("#trial-table img").count() == 0
     assert page.evaluate("window.__pwned") is None
+    page.wait_for_selector("#slices .main-svg")  # the plots of the top trials: text there too
+    assert page.locator("svg a").count() == 0 and page.locator("svg b").count() == 0
+    assert LINK in page.inner_text("#slices")
     shoot(page, "hostile")
     assert page.errors == []
 
@@ -216,6 +219,7 @@ def test_a_token_in_the_address_becomes_a_cookie(site, chromium):
         page.goto(f"{guarded.base}/?token={TOKEN}")
         settle(page, "#experiments tbody tr")
         assert "token" not in page.url  # gone from the address bar and the history
-        cookie = {c["name"]: c for c in context.cookies()}["localrules_dashboard"]
+        port = guarded.base.rsplit(":", 1)[1]
+        cookie = {c["name"]: c for c in context.cookies()}[f"localrules_dashboard_{port}"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         context.close()

@@ -37,11 +37,18 @@ HEADERS = (
 
 
 def check_token(token: str) -> str:
-    """A usable token: at least ``MIN_TOKEN`` visible characters (no spaces); ValueError."""
-    if len(token) < MIN_TOKEN or not re.fullmatch(r"[\x21-\x7e]+", token):
-        raise ValueError(f"--token: at least {MIN_TOKEN} visible ASCII characters without "
-                         "spaces (e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
+    """A usable token: at least ``MIN_TOKEN`` characters a URL carries as they are (letters,
+    digits, ``-``, ``_``, ``.``, ``~``), so the printed address works; ValueError."""
+    if len(token) < MIN_TOKEN or not re.fullmatch(r"[A-Za-z0-9._~-]+", token):
+        raise ValueError(f"--token: at least {MIN_TOKEN} characters, each a letter, digit, '-', "
+                         "'_', '.' or '~' (e.g. python -c 'import secrets; "
+                         "print(secrets.token_urlsafe())')")
     return token
+
+
+def cookie_name(port: int | None) -> str:
+    """The token's cookie, one per port: two dashboards on one host keep their own."""
+    return f"{COOKIE}_{port or 80}"
 
 
 def is_loopback(host: str) -> bool:
@@ -75,22 +82,20 @@ class Guard:
             return
         from starlette.requests import Request
 
-        request = Request(scope)
-        refusal = self._refusal(request)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        if self.token is not None and "token" in request.query_params \
-                and scope["method"] == "GET" and not scope["path"].startswith("/api/"):
-            await self._exchange(request)(scope, receive, send)
-            return
-
         async def with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *HEADERS]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        request = Request(scope)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, with_headers)
+        elif self.token is not None and "token" in request.query_params \
+                and scope["method"] == "GET" and not scope["path"].startswith("/api/"):
+            await self._exchange(request)(scope, receive, with_headers)
+        else:
+            await self.app(scope, receive, with_headers)
 
     def _refusal(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -107,7 +112,7 @@ class Guard:
             status_code=401, headers={"www-authenticate": "Bearer"})
 
     def _authorised(self, request: Any) -> bool:
-        given: Sequence[str] = [request.cookies.get(COOKIE, ""),
+        given: Sequence[str] = [request.cookies.get(cookie_name(request.url.port), ""),
                                 request.query_params.get("token", "")]
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
@@ -120,12 +125,13 @@ class Guard:
         from starlette.responses import RedirectResponse
 
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        target = request.url.replace(query=None).path
+        target = "/" + request.url.path.lstrip("/\\")  # never "//host": this server only
         if query:
             from urllib.parse import urlencode
 
             target += "?" + urlencode(query)
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict",
+        response.set_cookie(cookie_name(request.url.port), self.token, httponly=True,
+                            samesite="strict",
                             secure=request.url.scheme == "https")
         return response

@@ -64,7 +64,8 @@ def create_app(data: DashboardData, *, token: str | None = None, loopback_only: 
         return HTMLResponse(shell, headers={"cache-control": "no-store"})
 
     def meta(request: Any) -> Any:
-        return answer(lambda: {"database": data.database, "refresh_seconds": refresh})
+        return answer(lambda: {"database": data.database, "refresh_seconds": refresh,
+                               "snapshot": data.store.snapshot})
 
     def experiments(request: Any) -> Any:
         return answer(data.experiments)

@@ -97,6 +97,11 @@ def serve(options: DashboardOptions) -> None:
     store = open_store(options.url, read_only=True)
     try:
         store.list_experiments()  # reach the database now: an unreachable one fails here
+        if store.snapshot:
+            log.warning("%s is of an older schema: the dashboard shows a copy taken now, and "
+                        "no later write; open it once with this localrules (e.g. "
+                        "localrules trials) to upgrade it, then restart the dashboard",
+                        redact(options.url))
         sock = bind(options.host, options.port)
         data = DashboardData(store, options.url)
         app = create_app(data, token=options.token, loopback_only=options.loopback_only,

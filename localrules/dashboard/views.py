@@ -5,10 +5,10 @@ filtered and sorted trial pages (the query language, ``store/query``), the searc
 the importance with SEM (``analysis``), one trial's document with its epoch curve and attempts,
 and the workers' records. Nothing here writes.
 
-The analyses read every trial of an experiment; they are cached per experiment and redone only
-when its trials-per-state counts change (a trial finished, failed or was queued), which is one
-cheap ``GROUP BY`` per refresh instead of a full read. Timestamps stay Unix seconds: the page
-shows them in the reader's time zone.
+The summary and the analyses are cached per experiment and redone only when a trial's outcome
+changed (``watch``: a refresh reads only the trials written since the last one); the
+analyses, which read every trial, at most every ``ANALYSIS_AGE`` seconds. Timestamps stay Unix
+seconds: the page shows them in the reader's time zone.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from localrules.dashboard.watch import ExperimentWatch
 from localrules.results import trial_epochs
 from localrules.store.documents import (
     DONE,
@@ -113,7 +114,7 @@ def _flag(text: str | None, default: bool) -> bool:
 def parse_count(text: str | None, name: str, low: int, high: int, default: int) -> int:
     if text is None or text == "":
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise ValueError(f"{name}: a whole number from {low} to {high}, got {text[:40]!r}")
     return int(text)
 
@@ -128,7 +129,8 @@ class DashboardData:
         """The database URL as a page may show it: passwords and secret options masked."""
         self.clock = clock
         self.analysis_age = analysis_age
-        self._cache: dict[tuple[str, str], tuple[tuple[int, ...], Any, float]] = {}
+        self._cache: dict[tuple[str, str], tuple[int, Any, float]] = {}
+        self._watches: dict[str, ExperimentWatch] = {}
         self._computing: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -139,12 +141,20 @@ class DashboardData:
             raise NotFound(f"no experiment {name!r} in this database")
         return found
 
+    def _watch(self, name: str) -> ExperimentWatch:
+        with self._lock:
+            return self._watches.setdefault(name, ExperimentWatch(self.store, name))
+
+    def version(self, name: str) -> int:
+        """The version of the experiment's outcomes, read up to now (``watch``)."""
+        return self._watch(name).refresh()
+
     def _cached(self, name: str, kind: str, compute: Callable[[], Any],
                 min_age: float = 0.0) -> Any:
-        """``compute()`` for the experiment, reused while its counts by state are unchanged
-        (and, with ``min_age``, for at least that many seconds after it was computed). One
+        """``compute()`` for the experiment, reused while no trial's outcome has changed (and,
+        with ``min_age``, for at least that many seconds after it was computed). One
         computation at a time per value: a second page asking meanwhile waits for it."""
-        key = tuple(self.store.counts(name).values())
+        key = self.version(name)
         with self._lock:
             guard = self._computing.setdefault((name, kind), threading.Lock())
         with guard:
@@ -174,7 +184,7 @@ class DashboardData:
 
         name = experiment.name
         summary = self._cached(name, "summary", lambda: experiment_summary(
-            experiment, self.store.history(name)))
+            experiment, self._watch(name).entries()))
         return {**summary, "engine": experiment.settings.get("engine", "store"),
                 "trials_per_hour": self.rate(name)}
 
@@ -186,12 +196,12 @@ class DashboardData:
         return float(len(recent.trials))
 
     def experiment(self, name: str) -> dict[str, Any]:
-        """The experiment page's header: its summary, settings and the counts by state of all
-        its trials (references included: what the analyses say they were computed for)."""
+        """The experiment page's header: its summary, settings and the version of its trials'
+        outcomes (what the analyses say they were computed for: ``watch``)."""
         found = self._experiment(name)
-        return {"database": self.database, "summary": self.summary(found),
-                "counts": self.store.counts(name), "settings": dict(found.settings),
-                "now": self.clock()}
+        summary = self.summary(found)
+        return {"database": self.database, "summary": summary, "version": self.version(name),
+                "settings": dict(found.settings), "now": self.clock()}
 
     def trials(self, name: str, request: TrialPageRequest) -> dict[str, Any]:
         """One page of the trial table: rows (flat, as ``localrules trials`` has them), the
@@ -216,6 +226,10 @@ class DashboardData:
         if request.where is None:
             counts = self.store.counts(name)
             total = sum(counts[s] for s in (request.states or STATES))
+        if not page and request.page > 1:
+            pages = None if total is None else max(1, -(-total // request.per_page))
+            last = "" if pages is None else f" (the last is {pages})"
+            raise ValueError(f"page {request.page} is past the last page{last}")
         params = sorted({k for t in page for k in t.params})
         return {"experiment": found.name, "rows": rows, "params": params,
                 "page": request.page, "per_page": request.per_page, "total": total,
@@ -233,7 +247,7 @@ class DashboardData:
         found = self._experiment(name)
 
         def compute() -> dict[str, Any]:
-            counts = self.store.counts(name)  # before the read: never newer than the trials
+            version = self.version(name)  # before the read: never newer than the trials
             trials = self.store.trials(name)
             try:
                 progress = progress_of(found, trials).to_dict()
@@ -249,8 +263,8 @@ class DashboardData:
                               "parameters": [p.to_dict() for p in report.parameters],
                               "note": report.paused and f"{report.paused} paused trial(s) "
                                                         "left out"}
-            return {"progress": {**progress, "counts": counts},
-                    "importance": {**importance, "counts": counts}}
+            return {"progress": {**progress, "version": version},
+                    "importance": {**importance, "version": version}}
 
         return self._cached(name, "analyses", compute, self.analysis_age)
 
@@ -274,7 +288,7 @@ class DashboardData:
         """One trial's document for its page: config, params, result and gap closed, the
         epoch curve, the attempts, the lease."""
         found = self._experiment(name)
-        trial = self.store.get_trial(name, trial_id)
+        trial = self.store.get_trial(name, trial_id) if 0 <= trial_id < 2**63 else None
         if trial is None:
             raise NotFound(f"no trial {trial_id} in experiment {name!r}")
         references = self._references(found)

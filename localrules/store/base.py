@@ -83,6 +83,10 @@ def check_cursor(after: object) -> int:
 class TrialStore(abc.ABC):
     """A database of experiments and trials. Backends are opened with ``open_store(url)``."""
 
+    snapshot: bool = False
+    """True when a reader sees a copy taken when it opened the store, not the store itself (a
+    read-only SQLite store of an older schema, upgraded in memory): later writes never show."""
+
     url: str
     """The URL the store was opened with, with any password removed."""
     identity: str

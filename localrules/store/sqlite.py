@@ -266,6 +266,7 @@ class SQLiteStore(TrialStore):
                 self._db.backup(memory)
                 self._db.close()
                 self._db = memory
+                self.snapshot = True
                 with self._transaction("BEGIN IMMEDIATE") as db:
                     self._create_or_upgrade(db)
         except sqlite3.OperationalError as err:  # locked, unreadable: the database, not the input

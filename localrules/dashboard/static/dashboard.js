@@ -3,7 +3,7 @@
 // polls while the page is open, so a running search updates in place.
 "use strict";
 
-const state = { refresh: 5, timer: null, view: null, plotted: {} };
+const state = { refresh: 5, timer: null, view: null, plotted: {}, generation: 0 };
 
 // --- small helpers -----------------------------------------------------------------------------
 function el(tag, attrs = {}, ...children) {
@@ -31,6 +31,12 @@ function fmt(value, digits = 4) {
   }
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
+}
+
+// Plotly reads a subset of HTML in titles, trace names, hover text and tick labels (<a href>,
+// <b>, <span style>): every string from the database goes through this before it reaches a plot.
+function plotText(value) {
+  return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
 function when(seconds) {
@@ -81,7 +87,7 @@ function table(headers, rows, options = {}) {
     const th = el("th", { text: label });
     if (options.onSort && h.sort) {
       th.classList.add("sortable");
-      if (options.sorted === h.sort) {
+      if (canonical(options.sorted) === canonical(h.sort)) {
         th.classList.add("sorted");
         if (options.ascending) th.classList.add("up");
       }
@@ -120,8 +126,8 @@ function note(id, text) {
 }
 
 // --- the experiments page ----------------------------------------------------------------------
-async function experimentsView(main) {
-  const data = await api("/api/experiments");
+async function experimentsView(main, get) {
+  const data = await get("/api/experiments");
   const rows = data.experiments.map((e) => {
     const counts = e.counts || {};
     const refs = e.reference_objectives || {};
@@ -218,23 +224,23 @@ function experimentSkeleton(main, name) {
     el("div", { id: "slices", class: "plots" }));
 }
 
-async function experimentView(main, name) {
+async function experimentView(main, name, get) {
   if (state.view !== `experiment:${name}`) {
     experimentSkeleton(main, name);
     state.view = `experiment:${name}`;
-    state.analysedKey = null;
+    state.analysedVersion = null;
   }
   const base = `/api/experiments/${encodeURIComponent(name)}`;
-  const head = await api(base);
+  const head = await get(base);
   renderSummary(head.summary);
-  await trialTable(name, base);
-  // The analyses change only when a trial's state does; the server may hand back ones a few
-  // seconds older than the counts (it redoes them at most every few seconds), so they are
-  // asked for again until they catch up.
-  if (JSON.stringify(head.counts) !== state.analysedKey) {
+  await trialTable(name, base, get);
+  // The analyses change only when a trial's outcome does (the header's version); the server
+  // may hand back ones a few seconds older (it redoes them at most every few seconds), so they
+  // are asked for again until they catch up.
+  if (head.version !== state.analysedVersion) {
     const [progress, importance, top] = await Promise.all(
-      [api(`${base}/progress`), api(`${base}/importance`), api(`${base}/top`)]);
-    state.analysedKey = JSON.stringify(progress.counts);
+      [get(`${base}/progress`), get(`${base}/importance`), get(`${base}/top`)]);
+    state.analysedVersion = progress.version;
     renderProgress(progress, head.summary);
     renderImportance(importance);
     renderTop(top);
@@ -255,15 +261,15 @@ function renderSummary(s) {
     card("trial-epochs", fmt(s.trial_epochs)));
 }
 
-async function trialTable(name, base) {
+async function trialTable(name, base, get) {
   const t = tableQuery();
   const errorBox = document.getElementById("table-error");
   let page;
   try {
-    page = await api(`${base}/trials?${apiTrialQuery(t)}`);
+    page = await get(`${base}/trials?${apiTrialQuery(t)}`);
     errorBox.textContent = "";
   } catch (err) {
-    if (err.status !== 400) throw err;
+    if (err.status !== 400) throw err;  // STALE too
     errorBox.textContent = err.message;
     document.getElementById("trials").replaceChildren();
     document.getElementById("pager").replaceChildren();
@@ -291,7 +297,7 @@ async function trialTable(name, base) {
     id: "trial-table", sorted: page.sort, ascending,
     onSort: (field) => {
       const current = tableQuery();
-      const reverse = current.sort === field ? String(!page.reverse) : null;
+      const reverse = canonical(current.sort) === canonical(field) ? String(!page.reverse) : null;
       setTableQuery({ ...current, sort: field, reverse, page: 1 });
     } }));
   const pages = page.total === null ? null : Math.max(1, Math.ceil(page.total / page.per_page));
@@ -301,6 +307,13 @@ async function trialTable(name, base) {
     el("span", { id: "page-info", text: pages === null
       ? `page ${page.page}` : `page ${page.page} of ${pages} (${page.total} trials)` }),
     el("button", { id: "next", disabled: !page.more, onclick: () => go(page.page + 1), text: "next →" }));
+}
+
+const ALIASES = { "result.objective": "objective", "result.top1": "top1", "result.top5": "top5",
+                  "result.gap_closed": "gap_closed" };
+
+function canonical(field) {
+  return ALIASES[field] || field;
 }
 
 function isScore(field) {
@@ -325,7 +338,7 @@ function epochText(r) {
 function referenceLines(refs, span) {
   const rules = (refs && refs.rules) || {};
   return Object.entries(rules).filter(([, level]) => level.objective !== null).map(([rule, level]) => ({
-    x: span, y: [level.objective, level.objective], mode: "lines", name: `${rule} reference`,
+    x: span, y: [level.objective, level.objective], mode: "lines", name: `${plotText(rule)} reference`,
     line: { dash: "dot", width: 1.5 },
   }));
 }
@@ -371,7 +384,8 @@ function renderImportance(report) {
   }
   const ordered = [...params].reverse();
   plot("plot-importance", [{
-    type: "bar", orientation: "h", x: ordered.map((p) => p.importance), y: ordered.map((p) => p.parameter),
+    type: "bar", orientation: "h", x: ordered.map((p) => p.importance),
+    y: ordered.map((p) => plotText(p.parameter)),
     error_x: { type: "data", array: ordered.map((p) => p.importance_se || 0), visible: true },
     name: "importance",
   }], { title: { text: `Importance (best − worst level mean ± SE), ${report.analysed} trials` },
@@ -379,10 +393,10 @@ function renderImportance(report) {
   const ids = params.map((p, i) => `plot-level-${i}`);
   levels.replaceChildren(...ids.map((id) => el("div", { id, class: "plot" })));
   params.forEach((p, i) => plot(ids[i], [{
-    type: "bar", x: p.levels.map((l) => fmt(l.level)), y: p.levels.map((l) => l.mean),
+    type: "bar", x: p.levels.map((l) => plotText(fmt(l.level))), y: p.levels.map((l) => l.mean),
     error_y: { type: "data", array: p.levels.map((l) => l.sem || 0), visible: true },
-    text: p.levels.map((l) => `n=${l.n}`), name: p.parameter,
-  }], { title: { text: `${p.parameter}: mean objective ± SEM` }, xaxis: { type: "category" },
+    text: p.levels.map((l) => `n=${l.n}`), name: plotText(p.parameter),
+  }], { title: { text: `${plotText(p.parameter)}: mean objective ± SEM` }, xaxis: { type: "category" },
         yaxis: { title: { text: "objective" } } }));
 }
 
@@ -404,9 +418,9 @@ function renderTop(top) {
     const shown = trials.filter((t) => name in t.params);
     const values = shown.map((t) => t.params[name]);
     const numeric = values.every((v) => typeof v === "number" && !Number.isInteger(v));
-    plot(ids[i], [{ x: values.map((v) => (numeric ? v : fmt(v))), y: shown.map((t) => t.objective),
-                    mode: "markers", text: shown.map((t) => `trial ${t.trial_id}`), name }],
-         { title: { text: name }, showlegend: false, height: 280, yaxis: { title: { text: "objective" } },
+    plot(ids[i], [{ x: values.map((v) => (numeric ? v : plotText(fmt(v)))), y: shown.map((t) => t.objective),
+                    mode: "markers", text: shown.map((t) => `trial ${t.trial_id}`), name: plotText(name) }],
+         { title: { text: plotText(name) }, showlegend: false, height: 280, yaxis: { title: { text: "objective" } },
            xaxis: numeric ? { type: values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) > 100 ? "log" : "linear" }
              : { type: "category", categoryorder: "array", categoryarray: levelOrder(values) } });
   });
@@ -417,12 +431,12 @@ function levelOrder(values) {
   const unique = [...new Map(values.map((v) => [fmt(v), v])).entries()];
   unique.sort(([ta, a], [tb, b]) => (typeof a === "number" && typeof b === "number" ? a - b
     : (typeof a === "number") - (typeof b === "number") || ta.localeCompare(tb)));
-  return unique.map(([text]) => text);
+  return unique.map(([text]) => plotText(text));
 }
 
 // --- one trial ---------------------------------------------------------------------------------
-async function trialView(main, name, id) {
-  const t = await api(`/api/experiments/${encodeURIComponent(name)}/trials/${id}`);
+async function trialView(main, name, id, get) {
+  const t = await get(`/api/experiments/${encodeURIComponent(name)}/trials/${id}`);
   if (state.view !== `trial:${name}:${id}`) {
     main.replaceChildren(
       el("p", {}, el("a", { href: `/experiments/${encodeURIComponent(name)}`, text: `← ${name}` })),
@@ -471,7 +485,7 @@ function keyValues(mapping, id) {
 function metricTraces(points, test) {
   const keys = [...new Set(points.flatMap((p) => Object.keys(p.metrics || {})))].filter(test).sort();
   return keys.map((k) => ({ x: points.map((p) => p.epoch), y: points.map((p) => (p.metrics || {})[k] ?? null),
-                            mode: "lines+markers", name: k }));
+                            mode: "lines+markers", name: plotText(k) }));
 }
 
 function layerTraces(points, metric) {
@@ -479,7 +493,7 @@ function layerTraces(points, metric) {
   return layers.map((layer) => ({
     x: points.map((p) => p.epoch),
     y: points.map((p) => ((p.layers || {})[layer] || {})[metric] ?? null),
-    mode: "lines", name: layer }));
+    mode: "lines", name: plotText(layer) }));
 }
 
 function renderCurves(points) {
@@ -502,8 +516,8 @@ function renderCurves(points) {
 }
 
 // --- workers -----------------------------------------------------------------------------------
-async function workersView(main) {
-  const data = await api("/api/workers");
+async function workersView(main, get) {
+  const data = await get("/api/workers");
   const now = data.now;
   const rows = data.workers.map((w) => {
     const trial = w.trial;
@@ -538,22 +552,36 @@ async function workersView(main) {
 // --- routing and polling -----------------------------------------------------------------------
 function route() {
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
-  if (parts.length === 0) return (main) => experimentsView(main);
-  if (parts[0] === "workers" && parts.length === 1) return (main) => workersView(main);
-  if (parts[0] === "experiments" && parts.length === 2) return (main) => experimentView(main, parts[1]);
+  if (parts.length === 0) return (main, get) => experimentsView(main, get);
+  if (parts[0] === "workers" && parts.length === 1) return (main, get) => workersView(main, get);
+  if (parts[0] === "experiments" && parts.length === 2) {
+    return (main, get) => experimentView(main, parts[1], get);
+  }
   if (parts[0] === "experiments" && parts.length === 4 && parts[2] === "trials") {
-    return (main) => trialView(main, parts[1], Number(parts[3]));
+    return (main, get) => trialView(main, parts[1], Number(parts[3]), get);
   }
   return (main) => { main.replaceChildren(el("p", { class: "error", text: "No such page." })); };
 }
 
+// One refresh at a time counts: a user's action starts a new one, and whatever an older one is
+// still waiting for is dropped when it arrives (STALE), so a slow answer to an old query never
+// replaces a newer table, and only the newest refresh schedules the next.
+const STALE = new Error("superseded by a newer refresh");
+
 async function refreshNow() {
   clearTimeout(state.timer);
+  const generation = ++state.generation;
+  const get = async (path) => {
+    const body = await api(path);
+    if (generation !== state.generation) throw STALE;
+    return body;
+  };
   const main = document.getElementById("main");
   try {
-    await route()(main);
+    await route()(main, get);
     setStatus(`updated ${new Date().toLocaleTimeString()}`);
   } catch (err) {
+    if (err === STALE) return;
     if (err.status === 404) {
       state.view = null;
       main.replaceChildren(el("p", { class: "error", text: err.message }));
@@ -567,7 +595,8 @@ async function start() {
   try {
     const meta = await api("/api/meta");
     state.refresh = meta.refresh_seconds;
-    document.getElementById("database").textContent = meta.database;
+    document.getElementById("database").textContent = meta.database
+      + (meta.snapshot ? " (a copy of an older store taken at start: not live)" : "");
   } catch (err) {
     setStatus(`not connected: ${err.message}`, true);
   }
