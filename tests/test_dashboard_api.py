@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import STORE_BACKENDS, mongodb_url
-from dashboard_fill import HOSTILE, LINK, fill, fill_hostile
+from dashboard_fill import HOSTILE, LINK, epoch_record, fill, fill_hostile
 
 pytest.importorskip("starlette", reason="the dashboard extra installs starlette")
 
@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from localrules.dashboard.app import create_app
 from localrules.dashboard.views import DashboardData
 from localrules.store import open_store
+from localrules.store.documents import progress_document
 
 LOCAL = "http://127.0.0.1"
 
@@ -218,6 +219,22 @@ def test_the_analyses_follow_the_counts(own_client):
                         {"objective": 0.5, "diverged": False, "epochs": 3})
     assert get(client, "/api/experiments/dash/importance")["analysed"] == before + 1
     assert get(client, "/api/experiments/dash")["summary"]["counts"]["queued"] == 2
+
+
+def test_the_version_moves_with_outcomes_not_with_progress(own_client):
+    client = own_client
+    version = get(client, "/api/experiments/dash")["version"]
+    running = client.ids["running"]
+    with open_store(client.url) as writer:
+        trial = writer.get_trial("dash", running)
+        writer.report_progress("dash", running, trial.attempt,
+                               progress_document(epoch_record(3), 3, None))
+        assert get(client, "/api/experiments/dash")["version"] == version
+        writer.complete("dash", running, trial.attempt,
+                        {"objective": 0.99, "diverged": False, "epochs": 3})
+    head = get(client, "/api/experiments/dash")
+    assert head["version"] > version and head["summary"]["best_trial"] == running
+    assert get(client, "/api/experiments/dash/progress")["version"] == head["version"]
 
 
 def test_user_input_is_returned_as_data(client):
