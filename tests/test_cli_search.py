@@ -20,6 +20,7 @@ def cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.mark.slow  # long evidence: `python -m pytest -m slow` (.ci/run) runs it
 def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path):
     db = f"sqlite:///{tmp_path}/s.db"
     args = ["search", "--space", "wm-ad", "--experiment", "e2e", "--db", db, "--max-trials",

@@ -29,6 +29,7 @@ def worker(url: str, *args: str, log=None) -> subprocess.Popen:
                              "--poll", "0.2", *args], stdout=out, stderr=out, text=True, env=env)
 
 
+@pytest.mark.slow  # long evidence: `python -m pytest -m slow` (.ci/run) runs it
 def test_a_worker_drains_the_queue_and_exits_when_idle(mongodb_database_url, tmp_path):
     _queue(mongodb_database_url, 1, 1)
     proc = worker(mongodb_database_url, "--experiment", "exp", "--idle-exit", "1",

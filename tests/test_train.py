@@ -88,6 +88,7 @@ def test_epochs_stretch_the_schedule_and_the_batch_moves_the_rate():
     assert upsampled.image_size == 16
 
 
+@pytest.mark.slow  # long evidence: `python -m pytest -m slow` (.ci/run) runs it
 def test_bp_reports_no_backward_weights(tmp_path):
     """bp sends errors through Wᵀ: no B–W angles, norm ratios or weight snapshots."""
     from localrules.runs import RunDirectory
@@ -105,6 +106,7 @@ def test_bp_reports_no_backward_weights(tmp_path):
         weight_history(str(tmp_path / "t"))
 
 
+@pytest.mark.slow  # long evidence: `python -m pytest -m slow` (.ci/run) runs it
 def test_joint_optimizer_trains_b_with_the_task_sgd(tmp_path):
     """``run.optimizer: joint``: no Adam; on an R step B moves by Nesterov SGD on R at the task
     rate (first step: −(1 + momentum)·lr·∂R/∂B), and W by momentum only."""

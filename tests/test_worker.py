@@ -124,6 +124,7 @@ def test_an_interrupted_trial_goes_back_to_the_queue_and_the_worker_stops(db, tm
     assert first.state == "queued" and first.attempt == 1 and second.state == "queued"
 
 
+@pytest.mark.slow  # long evidence: `python -m pytest -m slow` (.ci/run) runs it
 def test_a_diverging_trial_is_done_with_diverged_and_chance_objective(db, tmp_path):
     with open_store(db) as store:
         queue_trials(store, [tiny_config("run.task_lr=1e12", "run.epochs=1")])
