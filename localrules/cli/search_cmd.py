@@ -157,7 +157,7 @@ def engine(args: argparse.Namespace):
     given = {"resources": args.resources_per_trial, "max_failures": args.max_failures,
              "scheduler": args.scheduler}
     return RayEngine.for_experiment(args.db, args.experiment, artifacts_location(args.artifacts),
-                                    args.ray_address, given)
+                                    args.ray_address, given, logging.getLogger().level)
 
 
 def run(args: argparse.Namespace) -> int:
