@@ -33,11 +33,12 @@ import queue as queues
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 VERBOSE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PLAIN_FORMAT = "%(asctime)s %(message)s"
+TF_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 THIRD_PARTY = ("absl", "tensorflow")
 """Python loggers of TensorFlow (``Sharding callback duration`` at every checkpoint is absl's)."""
 NATIVE_LINE = re.compile(
@@ -58,18 +59,30 @@ def native_noise(line: str) -> bool:
     return NATIVE_LINE.match(line) is not None
 
 
-def quiet_tensorflow(level: int) -> None:
-    """Before TensorFlow loads: its C++ log level and its Python loggers for this ``level``
-    (shown at ``DEBUG``; else only errors, unless ``TF_CPP_MIN_LOG_LEVEL`` is set already).
-    Python warnings go through logging (above the progress bars) as well."""
+def quiet_tensorflow(level: int) -> Callable[[], None]:
+    """Before TensorFlow loads: its C++ log level (``TF_CPP_MIN_LOG_LEVEL``, inherited by child
+    processes) and its Python loggers for this ``level`` (all shown at ``DEBUG``; else only
+    errors, unless ``TF_CPP_MIN_LOG_LEVEL`` is set already). Python warnings go through logging
+    (above the progress bars) as well. Returns what puts everything back (for a command run
+    in-process)."""
     show = shows_native(level)
-    if show:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    before = os.environ.get(TF_LEVEL)
+    levels = {name: logging.getLogger(name).level for name in THIRD_PARTY}
+    os.environ[TF_LEVEL] = "0" if show else before or "2"
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.NOTSET if show else logging.ERROR)
     logging.captureWarnings(True)
+
+    def undo() -> None:
+        logging.captureWarnings(False)
+        for name, value in levels.items():
+            logging.getLogger(name).setLevel(value)
+        if before is None:
+            os.environ.pop(TF_LEVEL, None)
+        else:
+            os.environ[TF_LEVEL] = before
+
+    return undo
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -133,7 +146,6 @@ class NativeFilter:
 
     def __init__(self, show: bool = False) -> None:
         self.show = show
-        self.dropped = 0
         self._saved: int | None = None
         self._thread: threading.Thread | None = None
         self._previous: Any = None
@@ -176,10 +188,8 @@ class NativeFilter:
             os.close(read)
 
     def _write(self, tqdm: Any, line: str) -> None:
-        if not self.show and native_noise(line):
-            self.dropped += 1
-            return
-        tqdm.write(line, file=self._stream)
+        if self.show or not native_noise(line):
+            tqdm.write(line, file=self._stream)
 
     def __exit__(self, *exc: object) -> None:
         if self._saved is None:

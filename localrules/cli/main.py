@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from localrules.store.urls import url_secrets
 
     level, levels = log_levels(args)
-    quiet_tensorflow(level)  # before any subcommand imports TensorFlow
+    loud_again = quiet_tensorflow(level)  # before any subcommand imports TensorFlow
     secrets = url_secrets(args.db) if isinstance(getattr(args, "db", None), str) else frozenset()
     scrubbing = ScrubSecrets(secrets)
     with NativeFilter(show=shows_native(level)), \
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             for handler in handlers:
                 handler.removeFilter(scrubbing)
+            loud_again()
 
 
 def log_levels(args: argparse.Namespace) -> tuple[int, dict[str, int]]:

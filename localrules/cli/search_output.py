@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from localrules.cli.tables import fmt
@@ -47,9 +48,11 @@ class Display:
     counts, the best so far and its gap closed; and one log line per trial as it finishes
     (its objective, gap closed and the best so far), written above the bar. Trials finished
     before (a resumed search) are counted, not listed. ``trials`` reads the experiment's
-    trials; it is called when the counts change."""
+    trials: when the counts change, and every ``reread`` seconds (a trial that finishes in the
+    round another is promoted may leave the counts as they were)."""
 
-    def __init__(self, settings, enabled: bool, trials: Callable[[], Sequence[Trial]]) -> None:
+    def __init__(self, settings, enabled: bool, trials: Callable[[], Sequence[Trial]],
+                 reread: float = 10.0) -> None:
         from tqdm.auto import tqdm
 
         total = settings.max_trials + len(settings.references) * settings.reference_seeds
@@ -58,6 +61,8 @@ class Display:
         self.trials = trials
         self.seen = {_finish(t) for t in trials() if t.state in FINISHED}
         self.counts: dict[str, int] | None = None
+        self.reread = reread
+        self.read_at = time.monotonic()
 
     def __call__(self, status) -> None:
         finished = sum(status.counts[s] for s in FINISHED)
@@ -68,8 +73,8 @@ class Display:
         self.bar.set_postfix(running=status.counts["running"], queued=status.counts["queued"],
                              best=fmt(best), gap=fmt(gap), refresh=False)
         self.bar.refresh()
-        if status.counts != self.counts:
-            self.counts = dict(status.counts)
+        if status.counts != self.counts or time.monotonic() - self.read_at >= self.reread:
+            self.counts, self.read_at = dict(status.counts), time.monotonic()
             for trial in sorted((t for t in self.trials() if t.state in FINISHED
                                  and _finish(t) not in self.seen), key=_finish):
                 self.seen.add(_finish(trial))
@@ -93,8 +98,9 @@ def finished_line(trial: Trial, status) -> str:
     from localrules.store import DONE
     from localrules.store.documents import paused_trial
 
-    name = (f"reference {trial.reference.get('rule')} (trial {trial.trial_id})"
-            if trial.reference else f"trial {trial.trial_id}")
+    replicate = (trial.reference or {}).get("replicate") or 0
+    name = (f"reference {trial.reference.get('rule')}{f' #{replicate}' if replicate else ''} "
+            f"(trial {trial.trial_id})" if trial.reference else f"trial {trial.trial_id}")
     if trial.state != DONE:
         reason = (trial.error or "").strip().splitlines()
         return f"{name} {trial.state}" + (f": {reason[-1][:200]}" if reason else "")
