@@ -296,27 +296,40 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
 
 
 @contextlib.contextmanager
+def _every(seconds: float, action: Callable[[], bool | None], name: str) -> Iterator[None]:
+    """While inside: ``action()`` every ``seconds`` from a thread, until it returns True."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(seconds):
+            if action():
+                return
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextlib.contextmanager
 def _interrupt_when(should_stop: StopCheck | None, every: float = 0.5) -> Iterator[None]:
     """While Tune runs in this (main) thread: once ``should_stop()``, interrupt it as Ctrl-C
     would (SIGINT to this process, which Tune turns into a saved, resumable stop)."""
     if should_stop is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    done = threading.Event()
 
-    def watch() -> None:
-        while not done.wait(every):
-            if should_stop():
-                os.kill(os.getpid(), signal.SIGINT)
-                return
+    def interrupt() -> bool:
+        if should_stop():
+            os.kill(os.getpid(), signal.SIGINT)
+            return True
+        return False
 
-    watcher = threading.Thread(target=watch, name="localrules-ray-stop", daemon=True)
-    watcher.start()
-    try:
+    with _every(every, interrupt, "localrules-ray-stop"):
         yield
-    finally:
-        done.set()
-        watcher.join()
 
 
 @contextlib.contextmanager
@@ -328,24 +341,17 @@ def _report_while(session: SearchSession, on_status: StatusCallback | None,
     if on_status is None:
         yield
         return
-    done = threading.Event()
 
     def report() -> None:
         from localrules.store import StoreError
 
-        while not done.wait(every):
-            try:
-                on_status(session.controller.status())
-            except StoreError as err:  # the next one may well succeed; Tune's run goes on
-                log.debug("status not read: %s", err)
+        try:
+            on_status(session.controller.status())
+        except StoreError as err:  # the next one may well succeed; Tune's run goes on
+            log.debug("status not read: %s", err)
 
-    reporter = threading.Thread(target=report, name="localrules-ray-status", daemon=True)
-    reporter.start()
-    try:
+    with _every(every, report, "localrules-ray-status"):
         yield
-    finally:
-        done.set()
-        reporter.join()
 
 
 @dataclass
