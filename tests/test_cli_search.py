@@ -32,6 +32,12 @@ def test_search_on_digits_with_two_workers_then_trials_and_experiments(tmp_path)
     # the references and the gap closed are in the output, the warm start is named
     assert "references: bp " in run.stdout and ", fa " in run.stdout
     assert "gap closed" in run.stdout and "warm start wm-ad-tpe" in run.stdout
+    # stderr (no terminal: no bar) has a line per finished trial, no worker's info line and
+    # none of TensorFlow's or absl's (tests/test_terminal.py: the same under a terminal)
+    assert "reference bp (trial 0) done: objective " in run.stderr
+    assert "trial 5 done: objective " in run.stderr and "best so far: trial " in run.stderr
+    assert "worker-" not in run.stderr and "training" not in run.stderr
+    assert not [t for t in ("oneDNN", "absl", "I0000", "tensorflow/") if t in run.stderr]
 
     out = cli("trials", "--experiment", "e2e", "--db", db, "--format", "json")
     assert out.returncode == 0, out.stderr

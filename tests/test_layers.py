@@ -24,6 +24,7 @@ BOTTOM = {"localrules", "validation"}
 LAYERS: dict[str, set[str]] = {
     "validation": set(),
     "jsonsafe": set(),
+    "logs": set(),  # the terminal: stdlib logging and tqdm
     "results": {"jsonsafe"},
     "rules": set(),
     "models": {"rules"},
@@ -37,13 +38,13 @@ LAYERS: dict[str, set[str]] = {
     "search": {"config", "results", "rules", "spaces", "store"},
     "analysis": {"config", "jsonsafe", "results", "rules", "runs", "snapshots", "spaces",
                  "store"},
-    "worker": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "search",
-               "snapshots", "spaces", "store", "train"},
-    "raytune": {"config", "data", "jsonsafe", "models", "results", "rules", "runs", "search",
-                "snapshots", "spaces", "store", "train", "worker"},
+    "worker": {"config", "data", "jsonsafe", "logs", "models", "results", "rules", "runs",
+               "search", "snapshots", "spaces", "store", "train"},
+    "raytune": {"config", "data", "jsonsafe", "logs", "models", "results", "rules", "runs",
+                "search", "snapshots", "spaces", "store", "train", "worker"},
     "dashboard": {"analysis", "config", "jsonsafe", "results", "rules", "runs", "snapshots",
                   "spaces", "store"},
-    "cli": {"analysis", "config", "dashboard", "data", "jsonsafe", "models", "raytune",
+    "cli": {"analysis", "config", "dashboard", "data", "jsonsafe", "logs", "models", "raytune",
             "results", "rules", "runs", "search", "snapshots", "spaces", "store", "train",
             "worker"},
 }
@@ -55,8 +56,8 @@ ROOT_LAZY = {"store"}
 """What the package root's conveniences (``localrules.open_store``) import when called, inside
 the function, never when ``localrules`` is imported (every layer imports the root)."""
 
-WITHOUT_TENSORFLOW = ("validation", "jsonsafe", "results", "config", "spaces", "store", "search",
-                      "analysis", "dashboard")
+WITHOUT_TENSORFLOW = ("validation", "jsonsafe", "logs", "results", "config", "spaces", "store",
+                      "search", "analysis", "dashboard")
 """Layers that never import TensorFlow or Keras, not even lazily: a controller on a small VM, the
 reports and the CLI's parser start in about a second and hold no accelerator."""
 HEAVY = ("tensorflow", "keras")

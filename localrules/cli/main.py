@@ -35,6 +35,11 @@ COMMANDS = (rules_cmd, dynamics_cmd, train_cmd, search_cmd, worker_cmd, trials_c
 
 EXIT_BAD_INPUT = 2
 EXIT_STORE_ERROR = 1
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+              "error": logging.ERROR}
+OUTPUT_LOGGER = "localrules.cli"
+"""The commands' own lines (a search's finished trials): INFO even when a command's default
+level is quieter (``quiet_library``)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hyperparameter search for learning rules without weight symmetry.",
     )
     parser.add_argument("--version", action="version", version=f"localrules {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="log debug messages, TensorFlow's own lines included "
+                                "(--log-level debug)")
+    verbosity.add_argument("--log-level", choices=tuple(LOG_LEVELS), type=str.lower,
+                           help="debug (as -v), info, warning or error (default: info; "
+                                "`search` shows its progress and warnings only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(sub)
@@ -68,24 +79,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # a usage error (a flag's value refused: 2), --help, --version
         return done.code if isinstance(done.code, int) else EXIT_BAD_INPUT
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:  # TensorFlow's absl chatter (tf.data sharding timings) is not ours
-        logging.getLogger("absl").setLevel(logging.WARNING)
+    from localrules.logs import NativeFilter, console, quiet_tensorflow, shows_native
     from localrules.store.urls import url_secrets
 
+    level, levels = log_levels(args)
+    loud_again = quiet_tensorflow(level)  # before any subcommand imports TensorFlow
     secrets = url_secrets(args.db) if isinstance(getattr(args, "db", None), str) else frozenset()
     scrubbing = ScrubSecrets(secrets)
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(scrubbing)
-    try:
-        return _run(args, secrets)
-    finally:
+    with NativeFilter(show=shows_native(level)), \
+            console(level, levels, verbose=level <= logging.DEBUG):
+        handlers = list(logging.getLogger().handlers)
         for handler in handlers:
-            handler.removeFilter(scrubbing)
+            handler.addFilter(scrubbing)
+        try:
+            return _run(args, secrets)
+        finally:
+            for handler in handlers:
+                handler.removeFilter(scrubbing)
+            loud_again()
+
+
+def log_levels(args: argparse.Namespace) -> tuple[int, dict[str, int]]:
+    """The root logger's level from ``-v`` / ``--log-level``, and other loggers' own: by
+    default INFO, or WARNING for the library under a command that sets ``quiet_library``
+    (``search``: its workers' per-trial lines would flood its progress) with the command's
+    output (``OUTPUT_LOGGER``) at INFO."""
+    if args.verbose:
+        return logging.DEBUG, {}
+    if args.log_level is not None:
+        return LOG_LEVELS[args.log_level], {}
+    if getattr(args, "quiet_library", False):
+        return logging.WARNING, {OUTPUT_LOGGER: logging.INFO}
+    return logging.INFO, {}
 
 
 def _run(args: argparse.Namespace, secrets: frozenset[str]) -> int:

@@ -95,7 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"retries from the last checkpoint (default 2; {RESUME})")
     add("--scheduler", choices=SCHEDULERS, help="the alias of --fidelity asha or none, kept "
         "from before --fidelity; not beside another --fidelity")
-    p.set_defaults(handler=run, flags=FLAGS)
+    # its workers' per-trial lines would flood the progress bar: WARNING unless -v or
+    # --log-level (cli.main.log_levels)
+    p.set_defaults(handler=run, flags=FLAGS, quiet_library=True)
 
 
 def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def engine(args: argparse.Namespace):
     given = {"resources": args.resources_per_trial, "max_failures": args.max_failures,
              "scheduler": args.scheduler}
     return RayEngine.for_experiment(args.db, args.experiment, artifacts_location(args.artifacts),
-                                    args.ray_address, given)
+                                    args.ray_address, given, logging.getLogger().level)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     # every flag checked before Ray is even reached
     resolve_settings(None, changes, chosen.default_concurrency, space.budget)
     with chosen, SearchSession.open(args.db, args.experiment, space, changes, chosen) as session:
-        with Display(session.settings, enabled=sys.stderr.isatty()) as display:
+        with Display(session.settings, sys.stderr.isatty(), session.trials) as display:
             outcome = session.run(chosen, on_status=display)
         if outcome.stopped is not None:
             if outcome.stopped != WORKERS_EXITED:

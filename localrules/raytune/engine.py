@@ -120,18 +120,32 @@ class RayOptions:
         return recorded if self.scheduler is None else {**recorded, "scheduler": self.scheduler}
 
 
+def ray_verbosity(level: int) -> dict[str, Any]:
+    """What Ray prints at a localrules log level: below INFO nothing of its own but warnings
+    (no status tables, no per-trial configuration and result tables, no workers' output, whose
+    TensorFlow lines the command's filter cannot reach: they come through Ray's log monitor);
+    at INFO Tune's status tables; at DEBUG its per-trial tables and the workers' output too.
+    ``tune_verbose`` is ``RunConfig(verbose=)``; the others are ``ray.init``'s."""
+    return {"tune_verbose": 0 if level > logging.INFO else 1 if level > logging.DEBUG else 2,
+            "log_to_driver": level <= logging.DEBUG,
+            "logging_level": max(level, logging.DEBUG)}
+
+
 @contextlib.contextmanager
-def ray_session(options: RayOptions) -> Iterator[None]:
+def ray_session(options: RayOptions, log_level: int = logging.INFO) -> Iterator[None]:
     """Ray connected (or a local instance started and, at the end, stopped), with the cluster
-    checked to offer every resource a trial asks for. ValueError when it cannot be reached or
-    lacks a resource (a trial would wait for ever)."""
+    checked to offer every resource a trial asks for; as talkative as ``ray_verbosity`` says.
+    ValueError when it cannot be reached or lacks a resource (a trial would wait for ever)."""
     require_ray()
     import ray
 
     started = not ray.is_initialized()
     if started:
+        chosen = ray_verbosity(log_level)
         try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=options.address, include_dashboard=False,
+                     log_to_driver=chosen["log_to_driver"],
+                     logging_level=chosen["logging_level"])
         except (ConnectionError, RuntimeError, ValueError) as err:
             first = str(err).splitlines()[0]
             if options.address is None:
@@ -190,7 +204,8 @@ def ray_scheduler(fidelity: Fidelity, epochs: int):
         brackets=fidelity.bracket_count(epochs))
 
 
-def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
+def _new_tuner(trainable, experiment, space, settings, options: RayOptions,
+               verbose: int = 1):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -214,14 +229,17 @@ def _new_tuner(trainable, experiment, space, settings, options: RayOptions):
             callbacks=[StoreCallback(experiment.name)],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=1),
+            verbose=verbose),
     )
 
 
 @contextlib.contextmanager
-def _driver_environment(url: str, lock: tuple[str, str, float]) -> Iterator[None]:
+def _driver_environment(url: str, lock: tuple[str, str, float], quiet: bool = False
+                        ) -> Iterator[None]:
     """The database URL and the experiment lock in this process's environment while Tune runs,
-    for the searcher and the callback (see searcher.py); restored afterwards."""
+    for the searcher and the callback (see searcher.py); restored afterwards. ``quiet``: Tune's
+    older output, which at ``verbose=0`` prints nothing (the newer one prints its experiment's
+    configuration and where its files are at any verbosity)."""
     import json
 
     from localrules.raytune.searcher import LOCK_ENV, STORE_URL_ENV
@@ -229,7 +247,8 @@ def _driver_environment(url: str, lock: tuple[str, str, float]) -> Iterator[None
     # A reference run reports ``reference_objective``, not the metric ASHA ranks on, so ASHA
     # never stops one; Tune would otherwise refuse a result without the scheduler's metric.
     values = {STORE_URL_ENV: url, LOCK_ENV: json.dumps(list(lock)),
-              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+              **({"RAY_AIR_NEW_OUTPUT": "0"} if quiet else {})}
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -244,11 +263,13 @@ def _driver_environment(url: str, lock: tuple[str, str, float]) -> Iterator[None
 
 def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
                    lock: tuple[str, str, float],
-                   trainable: Callable[[dict[str, Any]], None] | None = None):
+                   trainable: Callable[[dict[str, Any]], None] | None = None,
+                   verbose: int = 1):
     """Run the experiment's search on Ray (new or restored; inside ``ray_session``) and return
     Ray's ResultGrid. ``lock`` is the experiment's controller lock (name, owner, seconds), held
     by the caller and renewed by the store callback while Tune runs. ``trainable`` replaces the
-    localrules trainable (tests inject failures with it)."""
+    localrules trainable (tests inject failures with it). ``verbose``: Tune's, for a new run (a
+    restored one keeps its first run's)."""
     from ray import tune
 
     from localrules.raytune.trainable import train_ray_trial
@@ -256,7 +277,7 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
 
     path = f"{options.storage.rstrip('/')}/{experiment.name}"
     runnable = tune.with_resources(trainable or train_ray_trial, dict(options.resources))
-    with _driver_environment(url, lock):
+    with _driver_environment(url, lock, quiet=verbose == 0):
         if tune.Tuner.can_restore(path):
             log.info("restoring the Ray experiment in %s (a fidelity's rungs, if any, start "
                      "afresh: Ray keeps them in the driver)", path)
@@ -270,8 +291,27 @@ def run_ray_search(url: str, experiment, space, settings, options: RayOptions,
                     "storage", f"experiment {experiment.name!r} has {stored} trial(s) in the "
                                f"store but no Ray experiment in {path}; give the storage it "
                                "ran with, or choose a new experiment name")
-            tuner = _new_tuner(runnable, experiment, space, settings, options)
+            tuner = _new_tuner(runnable, experiment, space, settings, options, verbose)
         return tuner.fit()
+
+
+@contextlib.contextmanager
+def _every(seconds: float, action: Callable[[], bool | None], name: str) -> Iterator[None]:
+    """While inside: ``action()`` every ``seconds`` from a thread, until it returns True."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(seconds):
+            if action():
+                return
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 @contextlib.contextmanager
@@ -281,21 +321,37 @@ def _interrupt_when(should_stop: StopCheck | None, every: float = 0.5) -> Iterat
     if should_stop is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    done = threading.Event()
 
-    def watch() -> None:
-        while not done.wait(every):
-            if should_stop():
-                os.kill(os.getpid(), signal.SIGINT)
-                return
+    def interrupt() -> bool:
+        if should_stop():
+            os.kill(os.getpid(), signal.SIGINT)
+            return True
+        return False
 
-    watcher = threading.Thread(target=watch, name="localrules-ray-stop", daemon=True)
-    watcher.start()
-    try:
+    with _every(every, interrupt, "localrules-ray-stop"):
         yield
-    finally:
-        done.set()
-        watcher.join()
+
+
+@contextlib.contextmanager
+def _report_while(session: SearchSession, on_status: StatusCallback | None,
+                  every: float = 2.0) -> Iterator[None]:
+    """While Tune runs: ``on_status`` (the command's progress bar and per-trial lines) every
+    ``every`` seconds from a thread. The session's controller and store are idle meanwhile
+    (the searcher and the callback open their own) and the stores are thread-safe."""
+    if on_status is None:
+        yield
+        return
+
+    def report() -> None:
+        from localrules.store import StoreError
+
+        try:
+            on_status(session.controller.status())
+        except StoreError as err:  # the next one may well succeed; Tune's run goes on
+            log.debug("status not read: %s", err)
+
+    with _every(every, report, "localrules-ray-status"):
+        yield
 
 
 @dataclass
@@ -307,6 +363,8 @@ class RayEngine(Engine):
 
     options: RayOptions
     trainable: Callable[[dict[str, Any]], None] | None = None
+    log_level: int = logging.INFO
+    """How much of Ray's own output shows (``ray_verbosity``)."""
 
     name = "ray"
 
@@ -314,16 +372,19 @@ class RayEngine(Engine):
     def resolve(cls, storage: str, address: str | None = None,
                 given: Mapping[str, Any] | None = None,
                 recorded: Mapping[str, Any] | None = None,
-                trainable: Callable[[dict[str, Any]], None] | None = None) -> RayEngine:
+                trainable: Callable[[dict[str, Any]], None] | None = None,
+                log_level: int = logging.INFO) -> RayEngine:
         """The options ``given`` (None: not given), else those the experiment ``recorded`` (on
         resume), else the defaults. ParameterError naming a bad one."""
         chosen = {**dict(recorded or {}),
                   **{k: v for k, v in dict(given or {}).items() if v is not None}}
-        return cls(RayOptions(storage=storage, address=address, **chosen), trainable)
+        return cls(RayOptions(storage=storage, address=address, **chosen), trainable,
+                   log_level)
 
     @classmethod
     def for_experiment(cls, url: str, name: str, storage: str, address: str | None = None,
-                       given: Mapping[str, Any] | None = None) -> RayEngine:
+                       given: Mapping[str, Any] | None = None,
+                       log_level: int = logging.INFO) -> RayEngine:
         """``resolve`` with what experiment ``name`` recorded, if it exists (read only), after
         checking Ray is installed."""
         from localrules.search.session import read_experiment
@@ -331,10 +392,11 @@ class RayEngine(Engine):
         require_ray()
         stored = read_experiment(url, name)
         return cls.resolve(storage, address, given,
-                           None if stored is None else stored.settings.get("ray"))
+                           None if stored is None else stored.settings.get("ray"),
+                           log_level=log_level)
 
     def __enter__(self) -> RayEngine:
-        self._connected = ray_session(self.options)
+        self._connected = ray_session(self.options, self.log_level)
         self._connected.__enter__()
         return self
 
@@ -356,10 +418,12 @@ class RayEngine(Engine):
             os.kill(os.getpid(), signal.SIGINT)
 
         try:
-            with on_sigterm(terminate), _interrupt_when(should_stop):
+            with on_sigterm(terminate), _interrupt_when(should_stop), \
+                    _report_while(session, on_status):
                 run_ray_search(session.url, session.experiment, session.space,
                                session.settings, self.options, lock=session.controller.lock,
-                               trainable=self.trainable)
+                               trainable=self.trainable,
+                               verbose=ray_verbosity(self.log_level)["tune_verbose"])
         except KeyboardInterrupt:  # outside Tune's fit, which turns its own into a stop
             log.info("the Ray search was interrupted before Tune ran")
         status = session.controller.status()

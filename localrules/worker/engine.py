@@ -48,6 +48,7 @@ class StoreEngine(Engine):
     lease_seconds: float = 60.0
     poll_seconds: float = 1.0
     log_level: int = logging.INFO
+    """The local workers' (their records go to this process's handlers)."""
 
     name = "store"
 
@@ -62,8 +63,10 @@ class StoreEngine(Engine):
 
     def run(self, session: SearchSession, on_status: StatusCallback | None = None,
             should_stop: StopCheck | None = None) -> SearchOutcome:
+        from localrules.logs import LogForwarder
         from localrules.store import StoreUnavailable
         from localrules.worker.local import (
+            CONTEXT,
             LocalWorkerSpec,
             start_local_workers,
             stop_local_workers,
@@ -96,15 +99,17 @@ class StoreEngine(Engine):
             return stopped["why"] is not None
 
         status = None
-        try:
-            with on_sigterm(terminate):
-                procs += start_local_workers(spec, self.workers) if self.workers else []
-                status = controller.run(poll_seconds=self.poll_seconds, on_status=on_status,
-                                        should_stop=stop_now)
-        except KeyboardInterrupt:
-            stopped["why"] = INTERRUPTED
-        finally:
-            stop_local_workers(procs)
+        with LogForwarder(CONTEXT) as worker_logs:  # the workers' records reach our handler
+            try:
+                with on_sigterm(terminate):
+                    procs += start_local_workers(spec, self.workers, worker_logs.queue) \
+                        if self.workers else []
+                    status = controller.run(poll_seconds=self.poll_seconds,
+                                            on_status=on_status, should_stop=stop_now)
+            except KeyboardInterrupt:
+                stopped["why"] = INTERRUPTED
+            finally:
+                stop_local_workers(procs)
         if status is None or stopped["why"] is not None:
             status = controller.status()  # after the workers handed their trials back
         note = "" if stopped["why"] is None else "running trials went back to the queue"

@@ -13,10 +13,13 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from localrules.worker.spool import DEFAULT_SPOOL
 
 log = logging.getLogger(__name__)
+CONTEXT = multiprocessing.get_context("spawn")
+"""Fresh interpreters: no TensorFlow state shared with the controller or between workers."""
 
 
 @dataclass(frozen=True)
@@ -30,16 +33,21 @@ class LocalWorkerSpec:
     spool: str = DEFAULT_SPOOL
 
 
-def worker_main(spec: LocalWorkerSpec, index: int) -> None:
-    """Entry point of one local worker process."""
+def worker_main(spec: LocalWorkerSpec, index: int, log_queue: Any = None) -> None:
+    """Entry point of one local worker process. Its records at ``spec.log_level`` go into
+    ``log_queue`` for the parent's handler (``logs.LogForwarder``: above the search's progress
+    bar), else to its own stderr."""
+    from localrules.logs import quiet_tensorflow, send_to
+
     # Ctrl-C reaches the whole process group; the controller turns it into SIGTERM for each
     # worker, which checkpoints its trial and hands it back. A KeyboardInterrupt here would not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=spec.log_level,
-                        format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s")
-    if spec.log_level > logging.DEBUG:  # TensorFlow's absl chatter, as in the CLI
-        logging.getLogger("absl").setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if log_queue is not None:
+        send_to(log_queue, spec.log_level, prefix=f"worker-{index} ")
+    else:
+        logging.basicConfig(level=spec.log_level, format=f"%(asctime)s worker-{index} "
+                                                         f"%(levelname)s %(name)s: %(message)s")
+    quiet_tensorflow(spec.log_level)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
@@ -57,10 +65,13 @@ def worker_main(spec: LocalWorkerSpec, index: int) -> None:
                should_stop=lambda: os.getppid() != parent, spool=Spool(spec.spool)).run()
 
 
-def start_local_workers(spec: LocalWorkerSpec, count: int) -> list[multiprocessing.Process]:
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=worker_main, args=(spec, i), name=f"localrules-worker-{i}",
-                             daemon=False) for i in range(count)]
+def start_local_workers(spec: LocalWorkerSpec, count: int, log_queue: Any = None
+                        ) -> list[multiprocessing.Process]:
+    """``count`` worker processes (``worker_main``), their records sent to ``log_queue`` if
+    given (a queue of ``logs.LogForwarder(CONTEXT)``)."""
+    procs = [CONTEXT.Process(target=worker_main, args=(spec, i, log_queue),
+                             name=f"localrules-worker-{i}", daemon=False)
+             for i in range(count)]
     for p in procs:
         p.start()
     log.info("started %d local worker%s (%d TensorFlow thread%s each)", count,
