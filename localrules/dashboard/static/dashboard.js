@@ -111,6 +111,8 @@ function trialLink(experiment, id) {
 function plot(id, traces, layout) {
   const node = document.getElementById(id);
   if (!node || typeof Plotly === "undefined") return;
+  // The container's CSS height sizes the plot (Plotly's responsive mode fills its container).
+  node.classList.remove("empty");
   const base = { margin: { l: 55, r: 20, t: 36, b: 45 }, hovermode: "closest",
                  legend: { orientation: "h", y: -0.2 }, font: { size: 12 } };
   Plotly.react(node, traces, Object.assign(base, layout), { displaylogo: false, responsive: true });
@@ -122,6 +124,7 @@ function note(id, text) {
   if (!node) return;
   if (state.plotted[id] && typeof Plotly !== "undefined") Plotly.purge(node);
   state.plotted[id] = false;
+  node.classList.add("empty");
   node.replaceChildren(el("p", { class: "muted", text }));
 }
 
@@ -420,7 +423,7 @@ function renderTop(top) {
     const numeric = values.every((v) => typeof v === "number" && !Number.isInteger(v));
     plot(ids[i], [{ x: values.map((v) => (numeric ? v : plotText(fmt(v)))), y: shown.map((t) => t.objective),
                     mode: "markers", text: shown.map((t) => `trial ${t.trial_id}`), name: plotText(name) }],
-         { title: { text: plotText(name) }, showlegend: false, height: 280, yaxis: { title: { text: "objective" } },
+         { title: { text: plotText(name) }, showlegend: false, yaxis: { title: { text: "objective" } },
            xaxis: numeric ? { type: values.every((v) => v > 0) && Math.max(...values) / Math.min(...values) > 100 ? "log" : "linear" }
              : { type: "category", categoryorder: "array", categoryarray: levelOrder(values) } });
   });
@@ -444,7 +447,7 @@ async function trialView(main, name, id, get) {
       el("div", { id: "trial-error" }),
       el("h2", { text: "Curves" }),
       el("div", { class: "plots" }, ["accuracy", "loss", "rates", "angle", "ratio"].map(
-        (k) => el("div", { id: `plot-${k}`, class: "plot" }))),
+        (k) => el("div", { id: `plot-${k}`, class: k === "angle" || k === "ratio" ? "plot tall" : "plot" }))),
       el("h2", { text: "Attempts" }), el("div", { id: "attempts" }),
       el("h2", { text: "Parameters" }), el("div", { id: "params" }),
       el("h2", { text: "Result" }), el("div", { id: "result" }),
@@ -497,20 +500,30 @@ function layerTraces(points, metric) {
 }
 
 function renderCurves(points) {
+  // The alignment loss (summed over layers, often large and negative) gets its own axis on the
+  // right, so the task losses beside it stay readable; a network's 20-odd layers get a compact
+  // legend beside their plot.
+  const losses = metricTraces(points, (k) => /loss/.test(k)).map((t) => (
+    /alignment/.test(t.name) ? { ...t, yaxis: "y2", line: { dash: "dot" } } : t));
+  const layerLayout = { legend: { orientation: "v", x: 1.02, y: 1, font: { size: 9 } },
+                        margin: { l: 55, r: 10, t: 36, b: 45 } };
   const charts = [
-    ["accuracy", metricTraces(points, (k) => /top1|top5|acc/.test(k)), "Accuracy", "fraction"],
-    ["loss", metricTraces(points, (k) => /loss/.test(k)), "Losses", "loss"],
-    ["rates", metricTraces(points, (k) => /(^|_)lr$|learning_rate/.test(k)), "Learning rates", "rate"],
-    ["angle", layerTraces(points, "weight_angle_deg"), "Weight angle per layer (B vs W)", "degrees"],
-    ["ratio", layerTraces(points, "norm_ratio"), "‖B‖/‖W‖ per layer", "ratio"],
+    ["accuracy", metricTraces(points, (k) => /top1|top5|acc/.test(k)), "Accuracy", "fraction", {}],
+    ["loss", losses, "Losses", "loss", losses.some((t) => t.yaxis === "y2")
+      ? { yaxis2: { title: { text: "alignment loss" }, overlaying: "y", side: "right" },
+          margin: { l: 55, r: 60, t: 36, b: 45 } } : {}],
+    ["rates", metricTraces(points, (k) => /(^|_)lr$|learning_rate/.test(k)), "Learning rates", "rate", {}],
+    ["angle", layerTraces(points, "weight_angle_deg"), "Weight angle per layer (B vs W)", "degrees",
+     layerLayout],
+    ["ratio", layerTraces(points, "norm_ratio"), "‖B‖/‖W‖ per layer", "ratio", layerLayout],
   ];
-  for (const [key, traces, title, unit] of charts) {
+  for (const [key, traces, title, unit, extra] of charts) {
     if (!traces.length) {
       note(`plot-${key}`, points.length ? `${title}: not reported by this rule.`
         : `${title}: no epoch reported yet.`);
     } else {
       plot(`plot-${key}`, traces, { title: { text: title }, xaxis: { title: { text: "epoch" } },
-                                    yaxis: { title: { text: unit } } });
+                                    yaxis: { title: { text: unit } }, ...extra });
     }
   }
 }
