@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_query import CHUNK, make_trials, positive
+from bench_query import CHUNK, make_trials, size_flags
 
 log = logging.getLogger("bench_dashboard")
 
@@ -172,12 +172,7 @@ def run_mongo(trials: int, repeats: int) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=positive, default=10_000, help="trials on SQLite")
-    p.add_argument("--mongo-trials", type=positive, default=2_000,
-                   help="trials on MongoDB (SecantusDB)")
-    p.add_argument("--repeats", type=positive, default=7, help="requests per figure")
-    p.add_argument("--no-mongo", action="store_true", help="SQLite only")
-    return p.parse_args(argv)
+    return size_flags(p, 10_000, 2_000, 7).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -191,15 +191,21 @@ def positive(text: str) -> int:
     return value
 
 
+def size_flags(p: argparse.ArgumentParser, trials: int, mongo_trials: int,
+               repeats: int) -> argparse.ArgumentParser:
+    """The flags a store benchmark shares: trials per backend, repeats, SQLite only."""
+    p.add_argument("--trials", type=positive, default=trials,
+                   help="trials of the measured experiment on SQLite")
+    p.add_argument("--mongo-trials", type=positive, default=mongo_trials,
+                   help="trials of the measured experiment on MongoDB (SecantusDB)")
+    p.add_argument("--repeats", type=positive, default=repeats, help="timed runs per figure")
+    p.add_argument("--no-mongo", action="store_true", help="SQLite only")
+    return p
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=positive, default=100_000,
-                   help="trials of the queried experiment on SQLite")
-    p.add_argument("--mongo-trials", type=positive, default=10_000,
-                   help="trials of the queried experiment on MongoDB (SecantusDB)")
-    p.add_argument("--repeats", type=positive, default=5, help="timed runs per figure")
-    p.add_argument("--no-mongo", action="store_true", help="SQLite only")
-    return p.parse_args(argv)
+    return size_flags(p, 100_000, 10_000, 5).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
