@@ -995,6 +995,7 @@ def _churn(url: str, worker: str, name: str, barrier, results) -> None:
         results.put((worker, done, errors))
 
 
+@pytest.mark.slow  # processes racing on a real server: long evidence (.ci/run runs it)
 def test_a_reader_of_changes_misses_nothing_written_concurrently(store_url):
     """Three processes write 40 trials about 500 times while this one reads changes after
     changes, keeping only what they return: it ends with every trial as stored."""
@@ -1036,6 +1037,7 @@ def test_a_reader_of_changes_misses_nothing_written_concurrently(store_url):
     assert seen == final
 
 
+@pytest.mark.slow  # processes racing on a real server: long evidence (.ci/run runs it)
 def test_four_processes_share_one_queue(store_url):
     url = store_url
     with open_store(url) as store:
