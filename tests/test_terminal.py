@@ -98,7 +98,8 @@ def test_search_is_quiet_by_default_and_verbosity_flags_override_it():
 
     parse = build_parser().parse_args
     search = ["search", "--space", "wm", "--experiment", "e"]
-    assert log_levels(parse(search)) == (logging.WARNING, {"localrules.cli": logging.INFO})
+    assert log_levels(parse(search)) == (logging.WARNING, {  # its lines and promotions shown
+        "localrules.cli": logging.INFO, "localrules.search.controller.promotions": logging.INFO})
     assert log_levels(parse(["-v", *search])) == (logging.DEBUG, {})
     assert log_levels(parse(["--log-level", "INFO", *search])) == (logging.INFO, {})
     assert log_levels(parse(["rules"])) == (logging.INFO, {})

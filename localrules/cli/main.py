@@ -103,13 +103,15 @@ def log_levels(args: argparse.Namespace) -> tuple[int, dict[str, int]]:
     """The root logger's level from ``-v`` / ``--log-level``, and other loggers' own: by
     default INFO, or WARNING for the library under a command that sets ``quiet_library``
     (``search``: its workers' per-trial lines would flood its progress) with the command's
-    output (``OUTPUT_LOGGER``) at INFO."""
+    output (``OUTPUT_LOGGER``) and a multi-fidelity search's promotions at INFO."""
     if args.verbose:
         return logging.DEBUG, {}
     if args.log_level is not None:
         return LOG_LEVELS[args.log_level], {}
     if getattr(args, "quiet_library", False):
-        return logging.WARNING, {OUTPUT_LOGGER: logging.INFO}
+        from localrules.search.controller import PROMOTIONS
+
+        return logging.WARNING, {OUTPUT_LOGGER: logging.INFO, PROMOTIONS: logging.INFO}
     return logging.INFO, {}
 
 

@@ -85,6 +85,10 @@ __all__ = ["Controller", "ControllerFenced", "ControllerLocked", "Status", "sugg
            "trial_seed"]
 
 log = logging.getLogger(__name__)
+PROMOTIONS = f"{__name__}.promotions"
+"""The logger of a multi-fidelity search's promotions: a search's own progress, shown with its
+finished trials at the default level (``cli.main.log_levels``)."""
+promotion_log = logging.getLogger(PROMOTIONS)
 
 
 class ControllerLocked(StoreError, ValueError):
@@ -256,10 +260,10 @@ class Controller:
             if self.store.promote(self.experiment.name, entry.trial_id, entry.attempt, target,
                                   fence=self.fence):
                 made.append(dataclasses.replace(entry, state=QUEUED, fidelity=target))
-                log.info("trial %d promoted to rung %d (%d epochs): objective %.4f at rung %d "
-                         "is in the top 1/%d", entry.trial_id, target["rung"], target["epochs"],
-                         entry.result["objective"], target["rung"] - 1,
-                         fidelity.reduction_factor)
+                promotion_log.info(
+                    "trial %d promoted to rung %d (%d epochs): objective %.4f at rung %d is in "
+                    "the top 1/%d", entry.trial_id, target["rung"], target["epochs"],
+                    entry.result["objective"], target["rung"] - 1, fidelity.reduction_factor)
         history.apply(made)
         return [e.trial_id for e in made]
 
