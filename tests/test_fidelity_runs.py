@@ -337,7 +337,10 @@ def test_the_promotion_checker_flags_a_promotion_out_of_the_top_and_one_left_due
 def _search_with_local_workers(tmp_path: Path, url: str, **budget: int) -> list[Trial]:
     log = tmp_path / "search.log"
     with Watch(url) as watch:
-        proc = start(search_args(tmp_path, url, workers=2, **budget), log)
+        # --log-level info: the workers' per-trial lines, which the checks read (a search
+        # hides them by default)
+        proc = start(["--log-level", "info", *search_args(tmp_path, url, workers=2, **budget)],
+                     log)
         try:
             text = wait_exit(proc, log, timeout=400)
         finally:
