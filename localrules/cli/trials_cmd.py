@@ -211,10 +211,9 @@ def open_existing(url: str) -> TrialStore:
 
 def where_of(args: argparse.Namespace) -> str | None:
     """The filter: ``--where`` and ``--state`` together."""
-    if not args.state:
-        return args.where
-    states = f"state in ({', '.join(dict.fromkeys(args.state))})"
-    return states if args.where is None else f"({args.where}) and {states}"
+    from localrules.store.query.run import with_states
+
+    return with_states(args.where, args.state or ())
 
 
 def run_trials(args: argparse.Namespace) -> int:

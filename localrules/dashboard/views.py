@@ -31,6 +31,7 @@ from localrules.store.documents import (
     full_budget_trial,
 )
 from localrules.store.frame import trial_row
+from localrules.store.query.run import with_states
 from localrules.store.references import References, references_of, requested_references
 from localrules.store.urls import redact
 
@@ -48,14 +49,6 @@ at most this often."""
 
 class NotFound(LookupError):
     """An experiment or trial the store does not have (HTTP 404)."""
-
-
-def with_states(where: str | None, states: Sequence[str]) -> str | None:
-    """A filter and a set of states together (``localrules trials --where … --state …``)."""
-    if not states:
-        return where
-    chosen = f"state in ({', '.join(dict.fromkeys(states))})"
-    return chosen if where is None else f"({where}) and {chosen}"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ class Selection:
     columns: tuple[str, ...] | None = None
 
 
+def with_states(where: str | None, states: Sequence[str]) -> str | None:
+    """A filter and a set of states together (``localrules trials --where … --state …``, the
+    dashboard's filter field and state boxes)."""
+    if not states:
+        return where
+    chosen = f"state in ({', '.join(dict.fromkeys(states))})"
+    return chosen if where is None else f"({where}) and {chosen}"
+
+
 def experiment_names(experiments: str | Sequence[str]) -> list[str]:
     names = [experiments] if isinstance(experiments, str) else list(experiments)
     if not names or not all(isinstance(n, str) for n in names):
