@@ -13,7 +13,6 @@ seconds: the page shows them in the reader's time zone.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -299,10 +298,9 @@ class DashboardData:
 
 
 def _table_row(trial: Trial, references: References) -> dict[str, Any]:
-    """A trial-table row: the query's flat row, JSON-ready (finite numbers only), with the
-    epochs the trial is to run."""
+    """A trial-table row: the query's flat row (stores hold strict JSON: finite numbers only),
+    with the epochs the trial is to run."""
     row = trial_row(trial, references)
     row["progress.epochs"] = (trial.progress or {}).get("epochs")
     row["fidelity.epochs"] = (trial.fidelity or {}).get("epochs")
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in row.items()}
+    return row
